@@ -1,0 +1,5 @@
+"""hector-sync: the operator's command line."""
+
+
+def main() -> None:
+    print("not yet")
