@@ -1,0 +1,144 @@
+"""CIs to comparable columns: the desired models and assets, and the CIs left out with a reason.
+
+Everything here is SQL text over the documented tables (see `hector_sync.store`), run by the
+caller on whatever DuckDB connection holds them: the sync's file, or an in-memory database in
+tests. Values become canonical text: trimmed strings with empty meaning null, numbers through
+DOUBLE, dates through DATE, so both sides compare equal exactly when the rules say they are.
+"""
+
+from __future__ import annotations
+
+from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, NAME_PSEUDO_FIELD, CategoryPlan, Kind
+
+BLANKS = " \t\r\n\u00a0"
+SEP = "chr(31)"
+
+
+def lit(value: str) -> str:
+    """A SQL string literal; names come from configuration, so quote them properly."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def trimmed(expr: str) -> str:
+    return f"NULLIF(trim(CAST({expr} AS VARCHAR), {lit(BLANKS)}), '')"
+
+
+def canon(expr: str, kind: Kind) -> str:
+    """The canonical text of a value, NULL when empty or not of its kind."""
+    if kind == "text":
+        return trimmed(expr)
+    sql_type = "DOUBLE" if kind == "number" else "DATE"
+    return f"CAST(TRY_CAST({trimmed(expr)} AS {sql_type}) AS VARCHAR)"
+
+
+def quoted(expr: str) -> str:
+    """A value shown in quotes inside a reason, as an operator would write it."""
+    return "('''' || CAST(" + expr + " AS VARCHAR) || '''')"
+
+
+def model_key(maker: str, model: str, description: str) -> str:
+    """Hector's identity of a subcategory: the triple, trimmed and case-insensitive."""
+    return f"concat_ws({SEP}, lower({maker}), lower({model}), lower({description}))"
+
+
+def model_label(maker: str, model: str, description: str) -> str:
+    return f"concat_ws(' / ', {maker}, {model}, {description})"
+
+
+def _raw(source: str) -> str:
+    return "name" if source == NAME_PSEUDO_FIELD else f"fields[{lit(source)}]"
+
+
+def normalized_cis(plan: CategoryPlan) -> str:
+    """One row per CI id (the latest if C2 listed it twice), raw `r{i}` and canonical `v{i}`."""
+    raws = ", ".join(f"{_raw(t.source)} AS r{i}" for i, t in enumerate(plan.targets))
+    canons = ", ".join(f"{canon(f'r{i}', t.kind)} AS v{i}" for i, t in enumerate(plan.targets))
+    identify = f"lower({trimmed(_raw(plan.identify_source))})" if plan.identify_source else "NULL"
+    keys = [f"v{_index(plan, name)}" for name in MODEL_KEY_FIELDS]
+    problems = " OR ".join(f"({c})" for c in _problem_conditions(plan).values()) or "false"
+    return f"""
+        WITH ci AS (
+            SELECT * FROM c2_ci WHERE category_key = {lit(plan.key)}
+            QUALIFY row_number() OVER (
+                PARTITION BY ci_id ORDER BY modified_at DESC NULLS LAST, version DESC) = 1
+        ), raw AS (
+            SELECT ci_id, status, modified_at, {identify} AS identify_value, {raws} FROM ci
+        ), canonical AS (SELECT *, {canons} FROM raw)
+        SELECT *, {model_key(*keys)} AS model_key, {model_label(*keys)} AS model_label,
+               status IS NOT DISTINCT FROM 'retired' AS retired, ({problems}) AS rejected,
+               strftime(modified_at, '%Y%m%d%H%M%S.%f') || ci_id AS recency
+        FROM canonical
+    """
+
+
+def _index(plan: CategoryPlan, name: str) -> int:
+    return next(i for i, t in enumerate(plan.targets) if t.name == name)
+
+
+def _problem_conditions(plan: CategoryPlan) -> dict[int, str]:
+    """Per target, the SQL condition under which a CI cannot be synced because of it."""
+    conditions: dict[int, str] = {}
+    for i, t in enumerate(plan.targets):
+        if t.name in MODEL_KEY_FIELDS:
+            conditions[i] = f"v{i} IS NULL"
+        elif t.kind != "text":
+            conditions[i] = f"v{i} IS NULL AND {trimmed(f'r{i}')} IS NOT NULL"
+    return conditions
+
+
+def _reason(plan: CategoryPlan, i: int) -> str:
+    t = plan.targets[i]
+    if t.name in MODEL_KEY_FIELDS:
+        return f"{lit(f'{t.source} is empty, and Hector needs a {t.name} for the model')}"
+    expected = "a number" if t.kind == "number" else "a date (YYYY-MM-DD)"
+    return f"{lit(t.source + ' ')} || {quoted(f'r{i}')} || {lit(f' is not {expected}')}"
+
+
+def rejected_cis(plan: CategoryPlan) -> str:
+    """Active CIs that cannot be synced, one row per offending field, with the reason in words."""
+    parts = [
+        f"SELECT ci_id, {lit(plan.targets[i].source)} AS field, CAST(r{i} AS VARCHAR) AS value, "
+        f"{_reason(plan, i)} AS reason FROM norm WHERE NOT retired AND ({cond})"
+        for i, cond in _problem_conditions(plan).items()
+    ]
+    union = " UNION ALL ".join(parts) or "SELECT NULL, NULL, NULL, NULL WHERE false"
+    return f"""
+        WITH norm AS ({normalized_cis(plan)})
+        SELECT {lit(plan.key)} AS category_key, ci_id, field, value, reason FROM ({union})
+        ORDER BY ci_id, field
+    """
+
+
+def _map(plan: CategoryPlan, scope: str, value: str) -> str:
+    entries = [f"{lit(t.name)}: {value.format(i=i)}" for i, t in enumerate(plan.targets) if t.scope == scope]
+    return "MAP {" + ", ".join(entries) + "}" if entries else "MAP {}"
+
+
+def desired_assets(plan: CategoryPlan) -> str:
+    """Each active, valid CI as the asset Hector should hold."""
+    return f"""
+        WITH norm AS ({normalized_cis(plan)})
+        SELECT {lit(plan.key)} AS category_key, ci_id, model_key, identify_value, modified_at,
+               {_map(plan, 'asset', 'v{i}')} AS fields
+        FROM norm WHERE NOT retired AND NOT rejected
+        ORDER BY ci_id
+    """
+
+
+def desired_models(plan: CategoryPlan) -> str:
+    """One subcategory per distinct triple; where CIs disagree the most recent CI wins."""
+    optional = [(i, t) for i, t in enumerate(plan.targets) if t.scope == "model" and t.name not in MODEL_KEY_FIELDS]
+    disagreements = ", ".join(
+        f"CASE WHEN count(DISTINCT v{i}) > 1 THEN {lit(t.name + ': ')} || count(DISTINCT v{i}) "
+        f"|| ' different values' END"
+        for i, t in optional
+    )
+    return f"""
+        WITH norm AS ({normalized_cis(plan)})
+        SELECT {lit(plan.key)} AS category_key, model_key,
+               {_map(plan, 'model', 'arg_max(v{i}, recency)')} AS fields,
+               count(*) AS ci_count, arg_max(ci_id, recency) AS source_ci,
+               NULLIF(concat_ws('; ', {disagreements or 'NULL'}), '') AS disagreement
+        FROM norm WHERE NOT retired AND NOT rejected
+        GROUP BY model_key ORDER BY model_key
+    """

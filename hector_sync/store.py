@@ -1,0 +1,246 @@
+"""The DuckDB file: schema, short-lived locked connections, snapshot swaps and the history.
+
+DuckDB lets one process hold a file at a time, so every connection here is short-lived and
+taken under a cross-process file lock: category runs, `plan` and the UI's ad-hoc runs queue on
+the lock instead of failing on DuckDB's. No connection is ever held across an API call;
+snapshots are staged as Parquet files while pages stream in and swapped in one transaction.
+
+Schema (one table per concept, `category_key` on every row):
+
+| table | what it holds |
+| --- | --- |
+| `c2_ci` | C2 snapshot: CIs with `fields` as a map of field name → value text |
+| `hector_subcategory`, `hector_asset` | Hector snapshot of the mapped category |
+| `hector_catalog` | Hector's stockrooms, categories and attributes (`kind`, `id`, `name`, `scope`, `type`) |
+| `snapshot_state` | per category and system: last read, full or incremental, row count |
+| `desired_model`, `desired_asset`, `rejected_ci` | derived: what Hector should hold, and why CIs were left out |
+| `change_set` | the planned changes per category and direction, field by field |
+| `change_history` | append-only: every change applied or refused, with run, outcome and time |
+| `link` | CI id ↔ Hector asset id, as last agreed |
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from filelock import FileLock
+
+LOCK_TIMEOUT_S = 900.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS c2_ci (
+    category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, name VARCHAR, status VARCHAR,
+    modified_at TIMESTAMPTZ, version BIGINT, fields MAP(VARCHAR, VARCHAR));
+CREATE TABLE IF NOT EXISTS hector_subcategory (
+    category_key VARCHAR NOT NULL, id BIGINT NOT NULL, category_id BIGINT, maker VARCHAR,
+    model VARCHAR, description VARCHAR, note VARCHAR, price DOUBLE, weight DOUBLE,
+    vendor_sku VARCHAR, attributes MAP(VARCHAR, VARCHAR), updated_at TIMESTAMPTZ, version BIGINT);
+CREATE TABLE IF NOT EXISTS hector_asset (
+    category_key VARCHAR NOT NULL, id BIGINT NOT NULL, category_id BIGINT, subcategory_id BIGINT,
+    stockroom_id BIGINT, title VARCHAR, asset_tag VARCHAR, note VARCHAR, acquisition_date VARCHAR,
+    assigned_date VARCHAR, return_date VARCHAR, maintenance_date VARCHAR, end_of_life_date VARCHAR,
+    status VARCHAR, attributes MAP(VARCHAR, VARCHAR), c2_ref VARCHAR, external_refs VARCHAR,
+    updated_at TIMESTAMPTZ, version BIGINT);
+CREATE TABLE IF NOT EXISTS hector_catalog (
+    kind VARCHAR NOT NULL, id BIGINT NOT NULL, name VARCHAR NOT NULL, scope VARCHAR, type VARCHAR);
+CREATE TABLE IF NOT EXISTS snapshot_state (
+    category_key VARCHAR NOT NULL, system VARCHAR NOT NULL, read_kind VARCHAR NOT NULL,
+    read_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, row_count BIGINT, previous_row_count BIGINT,
+    PRIMARY KEY (category_key, system));
+CREATE TABLE IF NOT EXISTS desired_model (
+    category_key VARCHAR NOT NULL, model_key VARCHAR NOT NULL, fields MAP(VARCHAR, VARCHAR),
+    ci_count BIGINT, source_ci VARCHAR, disagreement VARCHAR);
+CREATE TABLE IF NOT EXISTS desired_asset (
+    category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, model_key VARCHAR NOT NULL,
+    identify_value VARCHAR, modified_at TIMESTAMPTZ, fields MAP(VARCHAR, VARCHAR));
+CREATE TABLE IF NOT EXISTS rejected_ci (
+    category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, field VARCHAR, value VARCHAR,
+    reason VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS change_set (
+    category_key VARCHAR NOT NULL, direction VARCHAR NOT NULL, action VARCHAR NOT NULL,
+    item VARCHAR NOT NULL, target_id VARCHAR, target_version BIGINT, model_key VARCHAR,
+    field VARCHAR, old VARCHAR, new VARCHAR, reason VARCHAR, planned_at TIMESTAMPTZ,
+    run_id VARCHAR);
+CREATE TABLE IF NOT EXISTS change_history (
+    run_id VARCHAR, category_key VARCHAR NOT NULL, direction VARCHAR NOT NULL,
+    action VARCHAR NOT NULL, item VARCHAR NOT NULL, target_id VARCHAR, field VARCHAR,
+    old VARCHAR, new VARCHAR, outcome VARCHAR NOT NULL, message VARCHAR,
+    recorded_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS link (
+    category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, asset_id BIGINT NOT NULL,
+    linked_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, PRIMARY KEY (category_key, ci_id));
+"""
+
+# Column order of the snapshot tables, so staged frames insert by name, never by position.
+C2_CI_COLUMNS = ("ci_id", "name", "status", "modified_at", "version", "fields")
+HECTOR_SUBCATEGORY_COLUMNS = (
+    "id", "category_id", "maker", "model", "description", "note", "price", "weight",
+    "vendor_sku", "attributes", "updated_at", "version",
+)
+HECTOR_ASSET_COLUMNS = (
+    "id", "category_id", "subcategory_id", "stockroom_id", "title", "asset_tag", "note",
+    "acquisition_date", "assigned_date", "return_date", "maintenance_date", "end_of_life_date",
+    "status", "attributes", "c2_ref", "external_refs", "updated_at", "version",
+)
+CHANGE_SET_COLUMNS = (
+    "category_key", "direction", "action", "item", "target_id", "target_version", "model_key",
+    "field", "old", "new", "reason",
+)
+HISTORY_COLUMNS = (
+    "run_id", "category_key", "direction", "action", "item", "target_id", "field", "old", "new",
+    "outcome", "message", "recorded_at",
+)
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(SCHEMA)
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> object:
+    """The first value of a query, reading the result to its end (DuckDB 2 insists)."""
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0][0] if rows else None
+
+
+class Store:
+    """The sync's DuckDB file. Cheap to build; holds no connection between calls."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
+        self._schema_ready = False
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection under the file lock, closed on exit: keep the block short."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            con = duckdb.connect(str(self.path))
+            try:
+                if not self._schema_ready:
+                    create_schema(con)
+                    self._schema_ready = True
+                yield con
+            finally:
+                con.close()
+
+    def query(self, sql: str, params: list[object] | None = None) -> pl.DataFrame:
+        with self.connect() as con:
+            return con.sql(sql, params=params or None).pl()
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A folder for Parquet files of pages in flight, removed afterwards."""
+        folder = Path(tempfile.mkdtemp(prefix="stage-", dir=self.path.parent))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def replace_rows(
+        self,
+        table: str,
+        category_key: str,
+        staged: Path,
+        columns: tuple[str, ...],
+        *,
+        full: bool,
+        key: str,
+        select: dict[str, str] | None = None,
+    ) -> int:
+        """Swap a category's staged snapshot in, in one transaction.
+
+        A full read replaces the category's rows; an incremental read replaces only the rows
+        it saw (by `key`). `select` gives SQL for columns that need a cast from the staged form.
+        """
+        files = sorted(staged.glob("*.parquet"))
+        exprs = ", ".join((select or {}).get(c, f'"{c}"') for c in columns)
+        with self.connect() as con:
+            con.execute("BEGIN")
+            if full:
+                con.execute(f"DELETE FROM {table} WHERE category_key = ?", [category_key])
+            if files:
+                source = f"read_parquet({[str(f) for f in files]!r}, union_by_name = true)"
+                if not full:
+                    con.execute(
+                        f"DELETE FROM {table} WHERE category_key = ? AND {key} IN "
+                        f"(SELECT {key} FROM {source})",
+                        [category_key],
+                    )
+                con.execute(
+                    f"INSERT INTO {table} (category_key, {', '.join(columns)}) "
+                    f"SELECT ?, {exprs} FROM {source}",
+                    [category_key],
+                )
+            count = scalar(con, f"SELECT count(*) FROM {table} WHERE category_key = ?", [category_key])
+            con.execute("COMMIT")
+        return int(count or 0)
+
+    def record_snapshot(
+        self, category_key: str, system: str, read_kind: str, run_id: str | None, row_count: int
+    ) -> int | None:
+        """Note a finished read; returns the previous row count (for the empty-category guard)."""
+        with self.connect() as con:
+            previous = scalar(
+                con,
+                "SELECT row_count FROM snapshot_state WHERE category_key = ? AND system = ?",
+                [category_key, system],
+            )
+            con.execute(
+                "INSERT OR REPLACE INTO snapshot_state VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    category_key, system, read_kind, datetime.now(UTC), run_id, row_count, previous,
+                ],
+            )
+        return None if previous is None else int(previous)
+
+    def snapshot_state(self, category_key: str, system: str) -> dict[str, object] | None:
+        rows = self.query(
+            "SELECT * FROM snapshot_state WHERE category_key = ? AND system = ?",
+            [category_key, system],
+        )
+        return rows.row(0, named=True) if rows.height else None
+
+    def replace_frame(self, table: str, category_key: str, frame: pl.DataFrame, **where: str) -> None:
+        """Replace a category's rows of a derived table with `frame` (columns by name)."""
+        conditions = " AND ".join(["category_key = ?", *(f"{k} = ?" for k in where)])
+        with self.connect() as con:
+            con.execute("BEGIN")
+            con.execute(f"DELETE FROM {table} WHERE {conditions}", [category_key, *where.values()])
+            if frame.height:
+                cols = ", ".join(f'"{c}"' for c in frame.columns)
+                con.register("incoming", frame)
+                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM incoming")
+                con.unregister("incoming")
+            con.execute("COMMIT")
+
+    def append_history(self, rows: pl.DataFrame) -> None:
+        if not rows.height:
+            return
+        with self.connect() as con:
+            con.register("incoming", rows.select(HISTORY_COLUMNS))
+            con.execute(
+                f"INSERT INTO change_history ({', '.join(HISTORY_COLUMNS)}) "
+                f"SELECT {', '.join(HISTORY_COLUMNS)} FROM incoming"
+            )
+            con.unregister("incoming")
+
+    def upsert_links(self, category_key: str, links: list[tuple[str, int]], run_id: str | None) -> None:
+        if not links:
+            return
+        now = datetime.now(UTC)
+        with self.connect() as con:
+            con.executemany(
+                "INSERT OR REPLACE INTO link VALUES (?, ?, ?, ?, ?)",
+                [(category_key, ci, asset, now, run_id) for ci, asset in links],
+            )

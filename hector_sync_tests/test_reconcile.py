@@ -1,0 +1,170 @@
+"""Reconciliation on small in-memory tables: the rules of sync-rules.md, C2 ITSM → Hector."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import duckdb
+import polars as pl
+import pytest
+
+from hector_sync.config import CategoryConfig
+from hector_sync.reconcile import Reconciler
+from hector_sync.reconcile.changes import Guard, summarize
+from hector_sync.store import create_schema
+
+CATEGORY = CategoryConfig.model_validate(
+    {
+        "key": "printers",
+        "cmdb": "Production",
+        "c2_category": "Printers",
+        "hector_category": "Printers",
+        "direction": "c2_to_hector",
+        "model": {"maker": "Manufacturer", "model": "Model", "description": "Description", "price": "Cost"},
+        "asset": {"asset_tag": "AssetTag", "acquisition_date": "PurchaseDate"},
+        "asset_attributes": {"Serial number": "SerialNumber"},
+        "identify_by": {"c2": "SerialNumber", "hector": "Serial number"},
+        "on_missing": "retire",
+    }
+)
+ATTRIBUTES = {("asset", "Serial number"): "text"}
+
+
+def ci(
+    ci_id: str, maker: str | None = "HP", model: str | None = "LaserJet M404", *,
+    status: str = "active", day: int = 1, **fields: object,
+) -> dict:
+    values = {"Manufacturer": maker, "Model": model, "Description": "Mono laser", "SerialNumber": f"SN-{ci_id}"}
+    values.update(fields)
+    return {
+        "ci_id": ci_id, "name": f"PRN-{ci_id}", "status": status,
+        "modified_at": datetime(2026, 11, day, tzinfo=UTC), "version": 1,
+        "fields": {k: None if v is None else str(v) for k, v in values.items()},
+    }
+
+
+@pytest.fixture
+def con() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    create_schema(con)
+    return con
+
+
+def load_cis(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
+    for r in rows:
+        con.execute(
+            "INSERT INTO c2_ci VALUES ('printers', ?, ?, ?, ?, ?, map_from_entries(?))",
+            [r["ci_id"], r["name"], r["status"], r["modified_at"], r["version"],
+             [{"key": k, "value": v} for k, v in r["fields"].items()]],
+        )
+
+
+def add_subcategory(con, sid: int, maker: str, model: str, description: str, price: float | None = None) -> None:
+    con.execute(
+        "INSERT INTO hector_subcategory (category_key, id, category_id, maker, model, description, price, attributes, version)"
+        " VALUES ('printers', ?, 12, ?, ?, ?, ?, MAP {}, 1)",
+        [sid, maker, model, description, price],
+    )
+
+
+def add_asset(con, aid: int, subcategory_id: int, serial: str, c2_ref: str | None = None, **cols: object) -> None:
+    values = {"title": f"asset {aid}", "status": "in_stock"} | cols
+    con.execute(
+        "INSERT INTO hector_asset (category_key, id, category_id, subcategory_id, stockroom_id, title, asset_tag,"
+        " acquisition_date, status, attributes, c2_ref, version)"
+        " VALUES ('printers', ?, 12, ?, 1, ?, ?, ?, ?, MAP {'Serial number': ?}, ?, 3)",
+        [aid, subcategory_id, values["title"], values.get("asset_tag"), values.get("acquisition_date"),
+         values["status"], serial, c2_ref],
+    )
+
+
+def plan(con, full_read: bool = True) -> pl.DataFrame:
+    rec = Reconciler.for_category(CATEGORY, ATTRIBUTES, default_stockroom="Main warehouse")
+    rec.derive(con)
+    return rec.changes(con, full_read=full_read)
+
+
+def actions(changes: pl.DataFrame) -> dict[str, list[str]]:
+    per_item = changes.select("action", "item").unique().sort("item")
+    return {a: per_item.filter(pl.col("action") == a)["item"].to_list() for a in per_item["action"].unique()}
+
+
+def test_first_sync_creates_one_subcategory_per_triple_and_one_asset_per_valid_ci(con) -> None:
+    load_cis(con, [
+        ci("1", day=2), ci("2", maker="  hp "), ci("3", model="LaserJet M507"),
+        ci("4", maker="   "), ci("5", Cost="1 234,50 $"), ci("6", PurchaseDate="2024-02-30"),
+    ])
+    changes = plan(con)
+    got = actions(changes)
+    # "  hp " and "HP" are one model; the most recently modified CI (1) gives its spelling.
+    assert got["create_subcategory"] == [
+        "hp\x1flaserjet m404\x1fmono laser", "hp\x1flaserjet m507\x1fmono laser"]
+    assert got["create_asset"] == ["1", "2", "3"]
+    assert got["skip"] == ["4", "5", "6"]
+    reasons = dict(changes.filter(pl.col("action") == "skip").select("item", "reason").iter_rows())
+    assert reasons["4"] == "Manufacturer is empty, and Hector needs a maker for the model"
+    assert reasons["5"] == "Cost '1 234,50 $' is not a number"
+    assert reasons["6"] == "PurchaseDate '2024-02-30' is not a date (YYYY-MM-DD)"
+    asset_1 = dict(changes.filter((pl.col("item") == "1")).select("field", "new").iter_rows())
+    assert asset_1 == {
+        "title": "PRN-1", "attributes.Serial number": "SN-1", "subcategory": "HP / LaserJet M404 / Mono laser",
+        "stockroom": "Main warehouse", "external_ref": "c2:1",
+    }
+
+
+def test_resync_of_the_same_state_is_all_unchanged(con) -> None:
+    load_cis(con, [ci("1", AssetTag="A-1", PurchaseDate="2024-03-01", Cost=329)])
+    add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser", price=329.0)
+    add_asset(con, 9001, 40, "SN-1", c2_ref="1", title="PRN-1", asset_tag="A-1", acquisition_date="2024-03-01")
+    assert actions(plan(con)) == {"unchanged": ["1"]}
+
+
+def test_changed_fields_update_field_by_field_and_a_new_model_moves_the_asset(con) -> None:
+    load_cis(con, [ci("1", model="LaserJet M507", AssetTag="A-2")])
+    add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser")
+    add_asset(con, 9001, 40, "SN-1", c2_ref="1", title="PRN-1", asset_tag="A-1")
+    changes = plan(con)
+    assert actions(changes) == {"create_subcategory": ["hp\x1flaserjet m507\x1fmono laser"],
+                                "move_asset": ["1"], "update_asset": ["1"]}
+    update = changes.filter(pl.col("action") == "update_asset").select("field", "old", "new").rows()
+    assert update == [("asset_tag", "A-1", "A-2")]
+    move = changes.filter(pl.col("action") == "move_asset").select("old", "new").row(0)
+    assert move == ("HP / LaserJet M404 / Mono laser", "HP / LaserJet M507 / Mono laser")
+
+
+def test_identify_by_links_one_candidate_and_reports_ambiguity(con) -> None:
+    load_cis(con, [ci("1"), ci("2"), ci("3", SerialNumber="SHARED"), ci("4", SerialNumber="SHARED")])
+    add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser")
+    add_asset(con, 9001, 40, " sn-1 ", title="PRN-1")  # trimmed, case-insensitive
+    add_asset(con, 9002, 40, "SN-2", title="PRN-2")
+    add_asset(con, 9003, 40, "SN-2", title="PRN-2b")
+    add_asset(con, 9004, 40, "shared", title="X")
+    changes = plan(con)
+    got = actions(changes)
+    assert got["link_asset"] == ["1"]
+    assert got["skip"] == ["2", "3", "4"]
+    reasons = dict(changes.filter(pl.col("action") == "skip").select("item", "reason").iter_rows())
+    assert reasons["2"] == "identify_by value 'sn-2' matches several unlinked assets: 9002, 9003"
+    assert reasons["3"] == "identify_by value 'shared' is shared by CIs 3, 4 and matches asset 9004"
+    assert "create_asset" not in got
+
+
+def test_gone_and_retired_cis_retire_their_assets_only_on_full_reads(con) -> None:
+    load_cis(con, [ci("1"), ci("2", status="retired")])
+    add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser")
+    add_asset(con, 9001, 40, "SN-1", c2_ref="1", title="PRN-1")
+    add_asset(con, 9002, 40, "SN-2", c2_ref="2", title="PRN-2")
+    add_asset(con, 9003, 40, "SN-3", c2_ref="3", title="PRN-3")
+    assert actions(plan(con, full_read=True))["retire_asset"] == ["2", "3"]
+    assert actions(plan(con, full_read=False))["retire_asset"] == ["2"]
+
+
+def test_guard_refuses_wipes_with_the_numbers() -> None:
+    changes = pl.DataFrame({"action": ["retire_asset"] * 3 + ["unchanged"] * 7, "item": list("abcdefghij")})
+    summary = summarize(changes, linked=10)
+    assert Guard(0.2, ci_count=7, previous_ci_count=10).refusal(summary) == (
+        "the change set would retire or move 3 of 10 linked assets (30%), more than "
+        "max_change_fraction 20%; nothing was written"
+    )
+    assert Guard(0.5, ci_count=7, previous_ci_count=10).refusal(summary) is None
+    assert "empty category where the last snapshot had 500 CIs" in Guard(0.2, 0, 500).refusal(summary)
