@@ -93,10 +93,14 @@ CHANGE_SET_COLUMNS = (
     "category_key", "direction", "action", "item", "target_id", "target_version", "model_key",
     "field", "old", "new", "reason",
 )
-HISTORY_COLUMNS = (
-    "run_id", "category_key", "direction", "action", "item", "target_id", "field", "old", "new",
-    "outcome", "message", "recorded_at",
-)
+HISTORY_SCHEMA = {
+    **{c: pl.Utf8 for c in (
+        "run_id", "category_key", "direction", "action", "item", "target_id", "field", "old", "new",
+        "outcome", "message",
+    )},
+    "recorded_at": pl.Datetime("us", "UTC"),
+}
+HISTORY_COLUMNS = tuple(HISTORY_SCHEMA)
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -191,9 +195,11 @@ class Store:
     ) -> int | None:
         """Note a finished read; returns the previous row count (for the empty-category guard)."""
         with self.connect() as con:
+            # The last count that had rows: a refused empty read must not lower the bar for the next.
             previous = scalar(
                 con,
-                "SELECT row_count FROM snapshot_state WHERE category_key = ? AND system = ?",
+                "SELECT coalesce(nullif(row_count, 0), previous_row_count) FROM snapshot_state "
+                "WHERE category_key = ? AND system = ?",
                 [category_key, system],
             )
             con.execute(

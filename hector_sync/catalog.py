@@ -1,0 +1,144 @@
+"""The names of the configuration resolved against both live systems.
+
+Configuration speaks in names (CMDB "Production", field "SerialNumber", attribute "Serial
+number"); the APIs speak in ids. `Catalog` reads both systems' lists once and resolves each
+category, or says in words what does not exist: `hector-sync validate`, the mapping check that
+guards every writeback, and the snapshots all use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hector_sync.c2 import C2Client, C2Field
+from hector_sync.config import CategoryConfig, SyncConfig
+from hector_sync.hector import HectorAttribute, HectorClient
+from hector_sync.reconcile.mapping import ASSET_FIELD_KINDS, NAME_PSEUDO_FIELD, Kind, Scope
+
+
+class MappingInvalid(Exception):
+    """A category's names do not all exist in the live systems."""
+
+    def __init__(self, key: str, problems: list[str]) -> None:
+        self.key = key
+        self.problems = problems
+        super().__init__(f"category '{key}': the mapping does not match the live systems: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class ResolvedCategory:
+    category: CategoryConfig
+    cmdb_id: str
+    c2_category_id: str
+    c2_fields: dict[str, C2Field]  # by name
+    hector_category_id: int
+    stockroom_id: int
+    attribute_kinds: dict[tuple[Scope, str], Kind]
+
+    @property
+    def field_names_by_id(self) -> dict[str, str]:
+        return {f.id: f.name for f in self.c2_fields.values()}
+
+
+def _by_name(items: list) -> dict:
+    """Names match case-sensitively after trimming spaces, as both specs say."""
+    return {i.name.strip(): i for i in items}
+
+
+@dataclass
+class Catalog:
+    config: SyncConfig
+    c2: C2Client
+    hector: HectorClient
+    _cmdbs: dict = field(default_factory=dict)
+    _categories: dict = field(default_factory=dict)
+    _fields: dict = field(default_factory=dict)
+    _hector: tuple | None = None
+
+    def _c2_category(self, cmdb: str, name: str) -> tuple[str | None, str | None]:
+        if not self._cmdbs:
+            self._cmdbs = _by_name(self.c2.list_cmdbs())
+        cmdb_item = self._cmdbs.get(cmdb.strip())
+        if cmdb_item is None:
+            return None, None
+        if cmdb_item.id not in self._categories:
+            self._categories[cmdb_item.id] = _by_name(self.c2.list_categories(cmdb_item.id))
+        category = self._categories[cmdb_item.id].get(name.strip())
+        return cmdb_item.id, category.id if category else None
+
+    def _c2_fields(self, cmdb_id: str, category_id: str) -> dict[str, C2Field]:
+        if (cmdb_id, category_id) not in self._fields:
+            self._fields[(cmdb_id, category_id)] = _by_name(self.c2.list_fields(cmdb_id, category_id))
+        return self._fields[(cmdb_id, category_id)]
+
+    def hector_lists(self) -> tuple[dict, dict, list[HectorAttribute]]:
+        if self._hector is None:
+            self._hector = (
+                _by_name(self.hector.list_categories()),
+                _by_name(self.hector.list_stockrooms()),
+                self.hector.list_attributes(),
+            )
+        return self._hector
+
+    def problems(self, category: CategoryConfig) -> list[str]:
+        try:
+            self.resolve(category)
+        except MappingInvalid as invalid:
+            return invalid.problems
+        return []
+
+    def resolve(self, category: CategoryConfig) -> ResolvedCategory:
+        problems: list[str] = []
+        cmdb_id, c2_category_id = self._c2_category(category.cmdb, category.c2_category)
+        fields: dict[str, C2Field] = {}
+        if cmdb_id is None:
+            problems.append(f"C2 ITSM has no CMDB named '{category.cmdb}' (found: {', '.join(self._cmdbs) or 'none'})")
+        elif c2_category_id is None:
+            known = ", ".join(self._categories[cmdb_id]) or "none"
+            problems.append(f"CMDB '{category.cmdb}' has no category named '{category.c2_category}' (found: {known})")
+        else:
+            fields = self._c2_fields(cmdb_id, c2_category_id)
+            for source in sorted(_c2_sources(category) - set(fields) - {NAME_PSEUDO_FIELD}):
+                problems.append(
+                    f"C2 category '{category.c2_category}' has no field named '{source}' (found: {', '.join(fields)})"
+                )
+        hector_categories, stockrooms, attributes = self.hector_lists()
+        hector_category = hector_categories.get(category.hector_category.strip())
+        if hector_category is None:
+            problems.append(f"Hector has no category named '{category.hector_category}'")
+        elif hector_category.type != "serialized":
+            problems.append(
+                f"Hector category '{category.hector_category}' is of type {hector_category.type}; "
+                "only serialized categories take part in the sync"
+            )
+        stockroom = stockrooms.get(self.config.default_stockroom.strip())
+        if stockroom is None:
+            problems.append(f"Hector has no stockroom named '{self.config.default_stockroom}' (default_stockroom)")
+        kinds = {(a.scope if a.scope == "asset" else "model", a.name.strip()): a.type for a in attributes}
+        for scope, name in sorted(_attributes(category)):
+            if (scope, name) not in kinds:
+                hector_scope = "asset" if scope == "asset" else "subcategory"
+                problems.append(f"Hector has no attribute '{name}' with scope {hector_scope}")
+        if problems:
+            raise MappingInvalid(category.key, problems)
+        assert cmdb_id and c2_category_id and hector_category and stockroom
+        return ResolvedCategory(
+            category=category, cmdb_id=cmdb_id, c2_category_id=c2_category_id, c2_fields=fields,
+            hector_category_id=hector_category.id, stockroom_id=stockroom.id, attribute_kinds=kinds,
+        )
+
+
+def _c2_sources(category: CategoryConfig) -> set[str]:
+    maps = [category.model, category.model_attributes, category.asset, category.asset_attributes]
+    sources = {m.c2 for mapping in maps for m in mapping.values()}
+    if category.identify_by:
+        sources.add(category.identify_by.c2)
+    return sources
+
+
+def _attributes(category: CategoryConfig) -> set[tuple[Scope, str]]:
+    found: set[tuple[Scope, str]] = {("model", n) for n in category.model_attributes}
+    found |= {("asset", n) for n in category.asset_attributes}
+    if category.identify_by and category.identify_by.hector not in ASSET_FIELD_KINDS:
+        found.add(("asset", category.identify_by.hector))
+    return found

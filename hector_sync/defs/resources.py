@@ -1,0 +1,56 @@
+"""Dagster resources: the configuration file, the DuckDB store, the SMTP relay.
+
+Each resource holds only the path of the configuration file; URLs and secrets come from the
+file and its `{env: VAR}` entries when a client is built (by `CategorySync`), so no secret is ever part of the run
+configuration Dagster stores and shows.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import dagster as dg
+
+from hector_sync.config import SyncConfig, load_config
+from hector_sync.notify import FailureReport, notify_failure
+from hector_sync.store import Store
+
+
+@lru_cache(maxsize=8)
+def _load(path: str | None) -> SyncConfig:
+    return load_config(path)
+
+
+class SyncConfigResource(dg.ConfigurableResource):
+    """Which configuration file to use; None means $HECTOR_SYNC_CONFIG, else the demo."""
+
+    config_path: str | None = None
+
+    def load(self) -> SyncConfig:
+        return _load(self.config_path)
+
+
+class StoreResource(dg.ConfigurableResource):
+    settings: SyncConfigResource
+
+    def store(self) -> Store:
+        return Store(Path(self.settings.load().storage.duckdb_path))
+
+
+class SmtpResource(dg.ConfigurableResource):
+    """Sends the operator's failure e-mail through the configured relay."""
+
+    settings: SyncConfigResource
+
+    def notify_failure(self, instance: dg.DagsterInstance, run_id: str) -> FailureReport:
+        return notify_failure(instance, run_id, self.settings.load())
+
+
+def build_resources(config_path: str | None) -> dict[str, dg.ConfigurableResource]:
+    settings = SyncConfigResource(config_path=config_path)
+    return {
+        "settings": settings,
+        "store": StoreResource(settings=settings),
+        "smtp": SmtpResource(settings=settings),
+    }

@@ -1,0 +1,94 @@
+"""Runs categories through Dagster from the command line, recorded in a persistent instance.
+
+Without a daemon nothing would e-mail a failure, so a failed run here sends the same e-mail the
+run-failure sensor sends. Runs land in `$DAGSTER_HOME`, else in a `dagster/` folder next to the
+DuckDB file, so `hector-sync demo --ui` and `dagster dev` show them afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from hector_sync.config import SyncConfig
+from hector_sync.defs.assets import ALLOW_LARGE_CHANGE_TAG, READ_TAG
+from hector_sync.defs.jobs import C2_TO_HECTOR_JOB
+from hector_sync.definitions import build_definitions
+from hector_sync.notify import failure_report, send_report
+from hector_sync.store import Store
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+SUMMARY_COLUMNS = ("created", "updated", "moved", "retired", "unchanged", "skipped", "failed")
+
+
+def dagster_home(config: SyncConfig) -> Path:
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        home = str(Path(config.storage.duckdb_path).parent / "dagster")
+        os.environ["DAGSTER_HOME"] = home
+    Path(home).mkdir(parents=True, exist_ok=True)
+    settings = Path(home) / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text("telemetry:\n  enabled: false\n")
+    return Path(home)
+
+
+@dataclass
+class CategoryResult:
+    key: str
+    run_id: str
+    success: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+def outcome_counts(store: Store, key: str, run_id: str) -> dict[str, int]:
+    """Items per summary column for one run, from the history and the change set it applied."""
+    frame = store.query(
+        """
+        SELECT CASE WHEN outcome IN ('refused', 'conflict') THEN 'failed'
+                    WHEN outcome IN ('created', 'already_there') AND action = 'create_asset' THEN 'created'
+                    WHEN outcome = 'linked' OR (outcome = 'updated' AND action = 'update_asset') THEN 'updated'
+                    WHEN outcome IN ('moved', 'retired', 'skipped') THEN outcome END AS kind,
+               count(DISTINCT item) AS n
+        FROM change_history WHERE run_id = ? AND category_key = ? GROUP BY 1
+        UNION ALL
+        SELECT 'unchanged', count(*) FROM change_set WHERE run_id = ? AND category_key = ? AND action = 'unchanged'
+        """,
+        [run_id, key, run_id, key],
+    )
+    counts = dict.fromkeys(SUMMARY_COLUMNS, 0)
+    counts.update({k: int(n) for k, n in frame.iter_rows() if k})
+    return counts
+
+
+def run_sync(
+    config: SyncConfig, config_path: str | None, keys: list[str], *, full: bool = False,
+    allow_large_change: bool = False,
+) -> list[CategoryResult]:
+    """One Dagster run per category; a failed category does not stop the others."""
+    dagster_home(config)
+    job = build_definitions(config_path).resolve_job_def(C2_TO_HECTOR_JOB)
+    store = Store(Path(config.storage.duckdb_path))
+    tags = {READ_TAG: "full"} if full else {}
+    if allow_large_change:
+        tags[ALLOW_LARGE_CHANGE_TAG] = "true"
+    results = []
+    with dg.DagsterInstance.get() as instance:
+        for key in keys:
+            outcome = job.execute_in_process(
+                partition_key=key, instance=instance, tags=tags, raise_on_error=False, run_config=QUIET
+            )
+            result = CategoryResult(key, outcome.run_id, outcome.success, outcome_counts(store, key, outcome.run_id))
+            if not outcome.success:
+                report = failure_report(instance, outcome.run_id)
+                result.error = "; ".join(report.errors)
+                try:
+                    send_report(report, config)
+                except OSError as unsent:
+                    result.error += f" (the failure e-mail to {config.notify_on_error} could not be sent: {unsent})"
+            results.append(result)
+    return results

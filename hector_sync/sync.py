@@ -1,0 +1,161 @@
+"""One category's sync as plain steps, without Dagster: what each asset runs, and what `plan` runs.
+
+The steps share their state through the DuckDB file only, so any of them can be rerun alone
+(a rematerialized partition), and `plan` stops before `apply` having written to DuckDB only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from hector_sync.apply import Applier
+from hector_sync.c2 import C2Client
+from hector_sync.catalog import Catalog, MappingInvalid, ResolvedCategory
+from hector_sync.config import CategoryConfig, Direction, SyncConfig
+from hector_sync.hector import HectorClient
+from hector_sync.reconcile import Derived, Reconciler
+from hector_sync.reconcile.changes import DIRECTION, Guard, Summary, summarize
+from hector_sync.snapshot import Progress, Snapshot, read_c2, read_hector
+from hector_sync.store import Store
+
+ReadMode = Literal["auto", "full", "incremental"]
+INCREMENTAL_WINDOW = timedelta(days=7)
+C2_TO_HECTOR = (Direction.C2_TO_HECTOR, Direction.PER_FIELD)
+Log = Callable[[str], None]
+
+
+class GuardRefused(Exception):
+    """The change set looks like a wipe; nothing of the category was written."""
+
+
+def full_read_day(config: SyncConfig, instant: datetime) -> bool:
+    weekday = instant.astimezone(ZoneInfo(config.schedule.timezone)).strftime("%A").lower()
+    return weekday == config.schedule.full_sync_weekday
+
+
+@dataclass
+class CategorySync:
+    config: SyncConfig
+    category: CategoryConfig
+    store: Store
+    log: Log = print
+    run_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.category.key
+
+    @property
+    def flows_to_hector(self) -> bool:
+        return self.category.direction in C2_TO_HECTOR
+
+    @contextmanager
+    def clients(self) -> Iterator[tuple[C2Client, HectorClient]]:
+        with C2Client.from_settings(self.config.c2) as c2, HectorClient.from_settings(self.config.hector) as hector:
+            yield c2, hector
+
+    def problems(self) -> list[str]:
+        with self.clients() as (c2, hector):
+            return Catalog(self.config, c2, hector).problems(self.category)
+
+    @cached_property
+    def resolved(self) -> ResolvedCategory:
+        """The category's ids in both systems; raises MappingInvalid naming what is missing."""
+        with self.clients() as (c2, hector):
+            return Catalog(self.config, c2, hector).resolve(self.category)
+
+    @cached_property
+    def reconciler(self) -> Reconciler:
+        return Reconciler.for_category(self.category, self.resolved.attribute_kinds, self.config.default_stockroom)
+
+    def since(self, system: str, mode: ReadMode) -> datetime | None:
+        """None for a full read: forced, on full_sync_weekday, or with no earlier snapshot."""
+        now = datetime.now(UTC)
+        if mode == "auto":
+            mode = "full" if full_read_day(self.config, now) else "incremental"
+        if mode == "full" or self.store.snapshot_state(self.key, system) is None:
+            return None
+        return now - INCREMENTAL_WINDOW
+
+    def _progress(self, what: str) -> Progress:
+        started = time.monotonic()
+
+        def report(pages: int, rows: int) -> None:
+            if pages % 20 == 0:
+                rate = rows / max(time.monotonic() - started, 1e-6)
+                self.log(f"{self.key}: {what}: {pages} pages, {rows} rows ({rate:.0f}/s)")
+
+        return report
+
+    def snapshot_c2(self, mode: ReadMode) -> tuple[Snapshot, dict[str, int]]:
+        with C2Client.from_settings(self.config.c2) as client:
+            snap = read_c2(client, self.store, self.resolved, since=self.since("c2", mode), progress=self._progress("C2 CIs"))
+            calls = client.stats.as_metadata()
+        self.store.record_snapshot(self.key, "c2", snap.read_kind, self.run_id, snap.table_rows)
+        return snap, calls
+
+    def snapshot_hector(self, mode: ReadMode) -> tuple[Snapshot, Snapshot, dict[str, int]]:
+        with HectorClient.from_settings(self.config.hector) as client:
+            models, assets = read_hector(
+                client, self.store, self.resolved, since=self.since("hector", mode), progress=self._progress("Hector rows")
+            )
+            calls = client.stats.as_metadata()
+        self.store.record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows)
+        return models, assets, calls
+
+    def derive(self) -> Derived:
+        with self.store.connect() as con:
+            return self.reconciler.derive(con)
+
+    def plan(self) -> pl.DataFrame:
+        """Compute the change set from the snapshots and keep it in the change_set table."""
+        c2_state = self.store.snapshot_state(self.key, "c2") or {}
+        with self.store.connect() as con:
+            changes = self.reconciler.changes(con, full_read=c2_state.get("read_kind") == "full")
+        stamped = changes.with_columns(planned_at=pl.lit(datetime.now(UTC)), run_id=pl.lit(self.run_id))
+        self.store.replace_frame("change_set", self.key, stamped, direction=DIRECTION)
+        return changes
+
+    def planned(self) -> pl.DataFrame:
+        return self.store.query("SELECT * FROM change_set WHERE category_key = ? AND direction = ?", [self.key, DIRECTION])
+
+    def summary(self, changes: pl.DataFrame) -> Summary:
+        linked = self.store.query(
+            "SELECT count(*) FROM hector_asset WHERE category_key = ? AND c2_ref IS NOT NULL", [self.key]
+        ).item()
+        return summarize(changes, linked=int(linked))
+
+    def guard_refusal(self, summary: Summary) -> str | None:
+        state = self.store.snapshot_state(self.key, "c2") or {}
+        guard = Guard(self.category.max_change_fraction, int(state.get("row_count") or 0), state.get("previous_row_count"))
+        return guard.refusal(summary)
+
+    def repeated_ci_ids(self) -> int:
+        return int(self.store.query(
+            "SELECT count(*) - count(DISTINCT ci_id) FROM c2_ci WHERE category_key = ?", [self.key]
+        ).item())
+
+    def apply(self, *, allow_large_change: bool) -> tuple[Counter[str], dict[str, int]]:
+        changes = self.planned()
+        refusal = self.guard_refusal(self.summary(changes))
+        if refusal and not allow_large_change:
+            raise GuardRefused(
+                f"category '{self.key}': {refusal}. Rerun with --allow-large-change to let it through."
+            )
+        with HectorClient.from_settings(self.config.hector) as client:
+            applier = Applier(client, self.store, self.resolved, self.reconciler.plan, self.run_id, self.log)
+            outcomes = applier.run(changes)
+            return outcomes, client.stats.as_metadata()
+
+
+__all__ = ["CategorySync", "GuardRefused", "MappingInvalid", "full_read_day"]
