@@ -1,0 +1,174 @@
+"""Client of the Hector REST API (docs: /work/shared/spec/hector-api.md).
+
+Hector authenticates with a bearer API key that has no refresh, so a 401 is final. Lists
+page with limit/offset; writes use optimistic locking with If-Match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from hector_sync.http import JsonApi, ModelT, RetryPolicy, call_name, path_of, utc_z
+
+if TYPE_CHECKING:
+    from hector_sync.config import HectorSettings
+
+MAX_PAGE_SIZE = 1000
+
+
+class _HectorModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class HectorStockroom(_HectorModel):
+    id: int
+    name: str
+
+
+class HectorCategory(_HectorModel):
+    id: int
+    name: str
+    type: Literal["serialized", "lot", "kit"]
+
+
+class HectorAttribute(_HectorModel):
+    id: int
+    name: str
+    scope: Literal["subcategory", "asset"]
+    type: Literal["text", "number", "date"]
+
+
+class _Rows(_HectorModel):
+    """The envelope of a list page; rows stay plain dicts (models are validated by the caller)."""
+
+    total: int
+    rows: list[dict[str, Any]]
+
+
+class HectorClient(JsonApi):
+    """Hector over HTTP: reference lists, paged subcategory and asset reads, guarded writes."""
+
+    system = "Hector"
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        verify_tls: bool = True,
+        retry: RetryPolicy = RetryPolicy(),
+        api_key_env: str | None = None,
+    ) -> None:
+        """`api_key_env` names the variable holding the key, for the 401 message."""
+        super().__init__(url, verify_tls=verify_tls, retry=retry, account=None)
+        self._api_key = api_key
+        self._api_key_env = api_key_env
+        self._session.headers["Authorization"] = f"Bearer {api_key}"
+
+    @classmethod
+    def from_settings(
+        cls, settings: HectorSettings, *, retry: RetryPolicy = RetryPolicy()
+    ) -> HectorClient:
+        """Build from the `hector` section of the configuration (`api_key` is a Secret)."""
+        return cls(
+            settings.url,
+            settings.api_key.reveal(),
+            verify_tls=settings.verify_tls,
+            retry=retry,
+            api_key_env=getattr(settings.api_key, "env", None),
+        )
+
+    def _secrets(self) -> Iterable[str]:
+        return (self._api_key,)
+
+    def _credentials_hint(self) -> str:
+        if self._api_key_env:
+            return f"check the key in {self._api_key_env}"
+        return "check the API key in the configuration"
+
+    def _iter_pages(
+        self, path: str, params: Mapping[str, str | int], page_size: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield the rows of a list page by page until `total` is reached or a page is empty."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size}")
+        offset = 0
+        while True:
+            window = {**params, "limit": page_size, "offset": offset}
+            page = self._fetch(_Rows, "GET", path, params=window)
+            if not page.rows:
+                return
+            yield page.rows
+            offset += len(page.rows)
+            if offset >= page.total:
+                return
+
+    def _list(self, model: type[ModelT], path: str) -> list[ModelT]:
+        """A whole reference list (a few rows), each row checked against `model`."""
+        call = call_name("GET", path)
+        pages = self._iter_pages(path, {}, MAX_PAGE_SIZE)
+        return [self._parse(model, row, call) for rows in pages for row in rows]
+
+    def list_stockrooms(self) -> list[HectorStockroom]:
+        return self._list(HectorStockroom, "/stockrooms")
+
+    def list_categories(self) -> list[HectorCategory]:
+        return self._list(HectorCategory, "/categories")
+
+    def list_attributes(self) -> list[HectorAttribute]:
+        return self._list(HectorAttribute, "/attributes")
+
+    def iter_subcategory_pages(
+        self, category_id: int, *, updated_since: datetime | None = None, page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[list[dict[str, Any]]]:
+        params: dict[str, str | int] = {"category_id": category_id}
+        if updated_since is not None:
+            params["updated_since"] = utc_z(updated_since)
+        return self._iter_pages("/subcategories", params, page_size)
+
+    def iter_asset_pages(
+        self,
+        *,
+        category_id: int | None = None,
+        subcategory_id: int | None = None,
+        external_ref: str | None = None,
+        updated_since: datetime | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Assets page by page; `external_ref` is "source:id" (see find_assets_by_external_ref)."""
+        filters = {
+            "category_id": category_id,
+            "subcategory_id": subcategory_id,
+            "external_ref": external_ref,
+            "updated_since": None if updated_since is None else utc_z(updated_since),
+        }
+        params = {key: value for key, value in filters.items() if value is not None}
+        return self._iter_pages("/assets", params, page_size)
+
+    def find_assets_by_external_ref(self, source: str, ref_id: str) -> list[dict[str, Any]]:
+        """The assets carrying the external ref (normally none or one; more is a data problem)."""
+        pages = self.iter_asset_pages(external_ref=f"{source}:{ref_id}")
+        return [asset for rows in pages for asset in rows]
+
+    def create_subcategory(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._record("POST", "/subcategories", body=dict(body))
+
+    def update_subcategory(
+        self, subcategory_id: int, version: int, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return self._update(path_of("subcategories", subcategory_id), version, changes)
+
+    def create_asset(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._record("POST", "/assets", body=dict(body))
+
+    def update_asset(self, asset_id: int, version: int, changes: Mapping[str, Any]) -> dict[str, Any]:
+        return self._update(path_of("assets", asset_id), version, changes)
+
+    def _update(self, path: str, version: int, changes: Mapping[str, Any]) -> dict[str, Any]:
+        if not changes:
+            raise ValueError(f"an update of {path} was given nothing to change")
+        return self._record("PATCH", path, body=dict(changes), headers={"If-Match": str(version)})

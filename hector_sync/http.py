@@ -1,0 +1,368 @@
+"""The HTTP machinery the C2 ITSM and Hector clients share.
+
+One requests Session per client, with a urllib3 Retry that retries exactly what both contracts
+call transient, and a small JSON API base (`JsonApi`) that turns every answer that is not a
+success into a typed error from `hector_sync.errors`. Secrets (passwords, tokens, API keys)
+travel only in request bodies and headers, which neither we nor urllib3/requests ever log, and
+are scrubbed from any text a server sends back before it reaches an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self, TypeVar
+from urllib.parse import quote, urlsplit
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+from urllib3.exceptions import SSLError as Urllib3SSLError
+from urllib3.util.retry import Retry
+
+from hector_sync.errors import (
+    ApiError,
+    BadRequest,
+    CredentialsRejected,
+    Duplicate,
+    FieldProblem,
+    InvalidData,
+    NotFound,
+    PermissionMissing,
+    System,
+    Unavailable,
+    UnexpectedAnswer,
+    VersionConflict,
+)
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+POOL_SIZE = 16
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+# Methods replayed after the connection dropped once the request was sent: GET reads nothing
+# twice that matters, and every PATCH we send carries If-Match, so a replay of a PATCH that was
+# in fact applied answers 409 version_conflict instead of applying it twice. POST is never
+# replayed: a C2 CI would be created twice (the caller decides; Hector answers 409 duplicate).
+REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "PATCH"})
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class RetryPolicy(BaseModel):
+    """How hard to insist on transient faults, and how long to wait for a server (seconds)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    total: int = Field(5, ge=0)
+    backoff_factor: float = Field(0.5, ge=0)
+    backoff_max: float = Field(30, ge=0)
+    retry_after_max: float = Field(60, ge=0)
+    connect_timeout: float = Field(5, gt=0)
+    read_timeout: float = Field(60, gt=0)
+
+    def build(self) -> TransientRetry:
+        """The urllib3 Retry that applies this policy."""
+        return TransientRetry(
+            total=self.total,
+            other=0,  # TLS and proxy failures are configuration problems, not transient ones
+            status_forcelist=TRANSIENT_STATUSES,
+            allowed_methods=REPLAYABLE_METHODS,
+            backoff_factor=self.backoff_factor,
+            backoff_max=self.backoff_max,
+            # annotated int in urllib3, but only compared and slept on, so a float works
+            retry_after_max=self.retry_after_max,  # type: ignore[arg-type]
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """requests' (connect, read) pair: a dead host fails fast, a slow big page still arrives."""
+        return (self.connect_timeout, self.read_timeout)
+
+
+class TransientRetry(Retry):
+    """A Retry for the contracts' transient faults.
+
+    429, 502, 503 and 504 mean the request was not processed, so they are retried for every
+    method (urllib3 would only retry its idempotent methods), honouring Retry-After. Connection
+    errors are retried for every method too (nothing was sent); read errors only for
+    REPLAYABLE_METHODS (urllib3 checks `allowed_methods` for those).
+    """
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        return status_code in self.status_forcelist
+
+
+class CallStats:
+    """Calls per HTTP method and transport retries of one client, for Dagster metadata."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+        self.retries = 0
+
+    def record(self, method: str, retries: int) -> None:
+        with self._lock:
+            self.calls[method] += 1
+            self.retries += retries
+
+    def as_metadata(self) -> dict[str, int]:
+        """Flat counts: `calls`, `calls_GET`, `calls_POST`, ..., `retries`."""
+        with self._lock:
+            counts = {f"calls_{method}": n for method, n in sorted(self.calls.items())}
+            return {"calls": sum(self.calls.values()), **counts, "retries": self.retries}
+
+    def __repr__(self) -> str:
+        return f"CallStats({self.as_metadata()})"
+
+
+def build_session(retry: RetryPolicy, verify_tls: bool) -> requests.Session:
+    """A Session whose adapter retries transient faults and pools up to POOL_SIZE connections."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=retry.build())
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.verify = verify_tls
+    session.headers["Accept"] = "application/json"
+    return session
+
+
+def call_name(method: str, path: str) -> str:
+    """How errors and logs name a call: "GET /api/v1/cmdbs", never with the query string."""
+    return f"{method} {API_PREFIX}{path}"
+
+
+def utc_z(instant: datetime) -> str:
+    """ISO 8601 UTC with `Z`, rounded down to the second so a `since` filter never misses a record."""
+    if instant.tzinfo is None:
+        raise ValueError("a timestamp for C2 ITSM or Hector must carry a timezone (naive given)")
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def path_of(*segments: str | int) -> str:
+    """Join ids into a URL path, quoting each so an id can never change the path's shape."""
+    return "".join("/" + quote(str(s), safe="") for s in segments)
+
+
+class JsonApi(ABC):
+    """A JSON REST API at `{url}/api/v1`: sends, counts, decodes and maps errors to types.
+
+    Subclasses set `system`, authenticate (a session header, or their own `_call`), name their
+    secrets so that server text quoting one is scrubbed before it reaches an exception, and say
+    where a rejected credential is configured.
+    """
+
+    system: ClassVar[System]
+
+    def __init__(self, url: str, *, verify_tls: bool, retry: RetryPolicy, account: str | None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # the url is not repeated: a mistyped one may hold a pasted password
+            raise ValueError(f"the {self.system} url must look like https://host[:port][/path]")
+        if parts.username or parts.password:
+            raise ValueError(f"the {self.system} url must not contain credentials; configure them apart")
+        self.url = url.rstrip("/")
+        self.host = parts.netloc
+        self.account = account
+        self.retry = retry
+        self.verify_tls = verify_tls
+        self.stats = CallStats()
+        self._session = build_session(retry, verify_tls)
+        if not verify_tls:
+            log.warning(
+                "TLS certificate verification is OFF for %s at %s: anyone on the network path can "
+                "impersonate the server and read the credentials. Use this only with a test server.",
+                self.system,
+                self.url,
+            )
+
+    def __repr__(self) -> str:
+        user = f", user={self.account!r}" if self.account else ""
+        return f"{type(self).__name__}(url={self.url!r}{user})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    @abstractmethod
+    def _secrets(self) -> Iterable[str]:
+        """Every secret value this client holds, to scrub from what servers say."""
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets():
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send one call and return its decoded JSON, or raise the typed error of its answer."""
+        call = call_name(method, path)
+        started = time.monotonic()
+        try:
+            response = self._session.request(
+                method,
+                self.url + API_PREFIX + path,
+                params=params,
+                json=body,
+                headers=headers,
+                timeout=self.retry.timeout,
+            )
+        except requests.RequestException as exc:
+            retries, reason = self._failure(method, exc)
+            self.stats.record(method, retries)
+            log.debug("%s %s failed after %d retries: %s", self.system, call, retries, reason)
+            raise self._error(Unavailable, call, retries=retries, reason=reason) from exc
+        retries = len(getattr(response.raw.retries, "history", ()))
+        self.stats.record(method, retries)
+        log.debug(
+            "%s %s -> %d in %.3f s, %d retries",
+            self.system, call, response.status_code, time.monotonic() - started, retries,
+        )
+        if response.status_code >= 400:
+            raise self._answer_error(response, call, retries)
+        try:
+            return response.json()
+        except ValueError:
+            raise self._error(
+                UnexpectedAnswer, call, status=response.status_code, message="the body is not JSON"
+            ) from None
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """An authenticated `_request` (overridden where authentication needs more than a header)."""
+        return self._request(method, path, **kwargs)
+
+    def _fetch(self, model: type[ModelT], method: str, path: str, **kwargs: Any) -> ModelT:
+        """An authenticated call whose answer must match `model`."""
+        return self._parse(model, self._call(method, path, **kwargs), call_name(method, path))
+
+    def _record(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """An authenticated call answering one record, returned as the server sent it once we
+        know it carries what a later write needs (id, version)."""
+        answer = self._call(method, path, **kwargs)
+        self._parse(_Record, answer, call_name(method, path))
+        return answer
+
+    def _parse(self, model: type[ModelT], data: Any, call: str) -> ModelT:
+        """Validate what we need from an answer; a breach of the contract is UnexpectedAnswer."""
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            problems = [
+                FieldProblem(".".join(str(p) for p in e["loc"]) or "body", e["msg"])
+                for e in exc.errors(include_url=False, include_input=False)
+            ]
+            raise self._error(UnexpectedAnswer, call, details=problems[:5]) from None
+
+    def _error(self, kind: type[ApiError], call: str, **facts: Any) -> ApiError:
+        return kind(system=self.system, call=call, account=self.account, **facts)
+
+    def _answer_error(self, response: requests.Response, call: str, retries: int) -> ApiError:
+        """Map an error status and its `{"error": {...}}` body to the typed error."""
+        status = response.status_code
+        envelope = _error_envelope(response)
+        code = envelope.code
+        facts: dict[str, Any] = {
+            "status": status,
+            "code": code,
+            "message": self._redact(envelope.message or ""),
+            "details": [
+                FieldProblem(self._redact(d.field), self._redact(d.reason)) for d in envelope.details
+            ],
+        }
+        if status == 401:
+            return self._error(CredentialsRejected, call, **facts, hint=self._credentials_hint())
+        if status == 403:
+            return self._error(PermissionMissing, call, **facts)
+        if status == 404:
+            return self._error(NotFound, call, **facts)
+        if status == 409 and code == "version_conflict":
+            return self._error(VersionConflict, call, **facts)
+        if status == 409 and code == "duplicate":
+            return self._error(Duplicate, call, **facts, existing_id=envelope.existing_id)
+        if status == 422:
+            return self._error(InvalidData, call, **facts)
+        if status in TRANSIENT_STATUSES or status >= 500:
+            return self._error(Unavailable, call, **facts, retries=retries)
+        return self._error(BadRequest, call, **facts)
+
+    @abstractmethod
+    def _credentials_hint(self) -> str:
+        """Where the operator fixes rejected credentials, for the 401 message."""
+
+    def _failure(self, method: str, exc: requests.RequestException) -> tuple[int, str]:
+        """How many retries a request without an answer made, and why it failed, in words."""
+        wrapped = exc.args[0] if exc.args else None
+        cause: BaseException = wrapped if isinstance(wrapped, BaseException) else exc
+        retries = 0
+        if isinstance(cause, MaxRetryError):
+            cause = cause.reason
+            retries = 0 if isinstance(cause, Urllib3SSLError) else self.retry.total
+        host = self.host
+        if isinstance(cause, NameResolutionError):
+            return retries, f"the name {host.rsplit(':', 1)[0]} does not resolve"
+        if isinstance(cause, NewConnectionError):
+            refused = isinstance(cause.__cause__, ConnectionRefusedError)
+            return retries, f"{host} refused the connection" if refused else f"cannot connect to {host}"
+        if isinstance(cause, ConnectTimeoutError):
+            return retries, f"{host} did not accept a connection within {self.retry.connect_timeout:g} s"
+        if isinstance(cause, Urllib3SSLError) or isinstance(exc, requests.exceptions.SSLError):
+            return retries, f"the TLS handshake with {host} failed (is its certificate trusted?)"
+        maybe_done = "" if method in REPLAYABLE_METHODS else "; the request may have been processed"
+        if isinstance(cause, ReadTimeoutError) or isinstance(exc, requests.exceptions.ReadTimeout):
+            return retries, f"{host} gave no answer within {self.retry.read_timeout:g} s{maybe_done}"
+        if isinstance(cause, ProtocolError):  # before the answer, or in the middle of its body
+            return retries, f"{host} dropped the connection{maybe_done}"
+        return retries, f"the call to {host} failed: {type(cause).__name__}"
+
+
+class _Record(BaseModel):
+    id: int | str
+    version: int
+
+
+class _ProblemBody(BaseModel):
+    field: str
+    reason: str
+
+
+class _ErrorBody(BaseModel):
+    code: str | None = None
+    message: str | None = None
+    details: list[_ProblemBody] = []
+    existing_id: int | str | None = None
+
+
+def _error_envelope(response: requests.Response) -> _ErrorBody:
+    """The `error` object of an error answer; an empty one when a proxy sent HTML or nothing."""
+    try:
+        return _ErrorBody.model_validate(response.json()["error"])
+    except (ValueError, KeyError, TypeError, ValidationError):
+        return _ErrorBody(message=response.reason or None)
