@@ -1,0 +1,218 @@
+"""Fault switches, call statistics and the admin endpoints, shared by both simulators.
+
+Faults are set at runtime with `PUT /_sim/faults` (the body replaces every switch; an empty
+object switches everything off) and read with `GET /_sim/faults`. They apply to API calls
+only: never to `/_sim/*`, which is not counted in the statistics either. All randomness comes
+from one `random.Random`, re-seeded on every PUT, so a run is reproducible call for call.
+"""
+
+import asyncio
+import math
+import random
+import time
+from collections import Counter
+from typing import Any, Generic, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .wire import SimError, invalid, json_response, read_object, validation_details
+
+ADMIN_PREFIX = "/_sim"
+
+
+class Faults(BaseModel):
+    """Switches both simulators understand."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_limit_per_s: float | None = Field(None, gt=0, description="token bucket; over it → 429")
+    latency_s: float = Field(0.0, ge=0, le=60, description="delay added to affected calls")
+    latency_fraction: float = Field(1.0, ge=0, le=1, description="share of calls delayed")
+    fail_429_rate: float = Field(0.0, ge=0, le=1, description="share answered 429")
+    fail_503_rate: float = Field(0.0, ge=0, le=1, description="share answered 503")
+    drop_connection_rate: float = Field(0.0, ge=0, le=1,
+                                        description="share closed without any answer")
+    retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After of random 429s")
+    down: bool = Field(False, description="every call answers 503")
+    seed: int | None = Field(None, description="seed of the fault dice; default: the data seed")
+
+
+class C2Faults(Faults):
+    token_expire_every: int | None = Field(None, ge=1,
+                                           description="a token dies after serving N calls")
+    token_ttl_s: int = Field(3600, ge=1, description="lifetime of new tokens (expires_in)")
+
+
+class HectorFaults(Faults):
+    revoked: bool = Field(False, description="every API key is answered 401")
+
+
+F = TypeVar("F", bound=Faults)
+
+
+class Stats:
+    """Calls per method, per "METHOD /route/{template}" and per status ("dropped" when the
+    connection was closed without an answer)."""
+
+    def __init__(self) -> None:
+        self.by_method: Counter[str] = Counter()
+        self.by_route: Counter[str] = Counter()
+        self.by_status: Counter[str] = Counter()
+
+    def record(self, method: str, template: str, status: str) -> None:
+        self.by_method[method] += 1
+        self.by_route[f"{method} {template}"] += 1
+        self.by_status[status] += 1
+
+    def as_json(self) -> dict[str, Any]:
+        return {"calls": sum(self.by_method.values()), "by_method": dict(self.by_method),
+                "by_route": dict(self.by_route), "by_status": dict(self.by_status)}
+
+
+class Dropped:
+    """The verdict "close the connection without answering"."""
+
+
+DROP = Dropped()
+
+
+class SimControl(Generic[F]):
+    """The runtime switches of one simulator, the dice behind them, and its statistics."""
+
+    def __init__(self, faults: F, data_seed: int) -> None:
+        self.data_seed = data_seed
+        self.stats = Stats()
+        self.set_faults(faults)
+
+    def set_faults(self, faults: F) -> None:
+        self.faults = faults
+        self.rng = random.Random(self.data_seed if faults.seed is None else faults.seed)
+        self._tokens = faults.rate_limit_per_s or 0.0
+        self._refilled = time.monotonic()
+
+    def _take_token(self) -> float | None:
+        """None when the call may go; else how long until the bucket holds one token."""
+        rate = self.faults.rate_limit_per_s
+        if rate is None:
+            return None
+        now = time.monotonic()
+        self._tokens = min(max(rate, 1.0), self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return None
+        return (1 - self._tokens) / rate
+
+    async def injected(self) -> SimError | Dropped | None:
+        """Apply latency and decide whether this call fails, and how; None lets it through."""
+        f = self.faults
+        if f.down:
+            return SimError(503, "unavailable", "the simulator is switched down")
+        wait = self._take_token()
+        if wait is not None:
+            return SimError(429, "rate_limited", f"over {f.rate_limit_per_s} calls per second",
+                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        delayed = self.rng.random() < f.latency_fraction
+        dice = self.rng.random()
+        if delayed and f.latency_s:
+            await asyncio.sleep(f.latency_s)
+        # one die, cut into consecutive shares, so the rates add up rather than overlap
+        if dice < f.drop_connection_rate:
+            return DROP
+        if dice < f.drop_connection_rate + f.fail_429_rate:
+            return SimError(429, "rate_limited", "injected rate limit",
+                            headers={"Retry-After": str(f.retry_after_s)})
+        if dice < f.drop_connection_rate + f.fail_429_rate + f.fail_503_rate:
+            return SimError(503, "unavailable", "injected outage")
+        return None
+
+
+def route_template(routes: list[BaseRoute], scope: Scope) -> str:
+    """The route a request addresses ("/api/v1/cis/{ci}"), for statistics per endpoint."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return str(getattr(route, "path", scope["path"]))
+    return "(no route)"
+
+
+async def _drop(receive: Receive) -> None:
+    """Close the TCP connection without a byte of answer, as a crashed proxy would.
+
+    uvicorn answers 500 when an app raises before responding, so the only way to drop is to
+    close its transport (reachable from the `receive` callable it hands us) and wait for the
+    disconnect, after which uvicorn sends nothing.
+    """
+    cycle = getattr(receive, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None:
+        raise RuntimeError("drop_connection needs the app to be served by uvicorn")
+    transport.close()
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class SimMiddleware(Generic[F]):
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): faults in, statistics out."""
+
+    def __init__(self, app: ASGIApp, control: SimControl[F], routes: list[BaseRoute]) -> None:
+        self.app, self.control, self.routes = app, control, routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(ADMIN_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        status = "dropped"
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        try:
+            fault = await self.control.injected()
+            if isinstance(fault, Dropped):
+                await _drop(receive)
+            elif fault is not None:
+                await fault.response()(scope, receive, send_and_note)
+            else:
+                await self.app(scope, receive, send_and_note)
+        finally:
+            self.control.stats.record(scope["method"], route_template(self.routes, scope), status)
+
+
+def install_sim(app: FastAPI, control: SimControl[F]) -> None:
+    """Add the fault/statistics middleware and the `/_sim` admin endpoints (no auth).
+
+    Routes must be declared on the app itself (not through include_router): statistics name
+    a call by matching it against `app.router.routes`.
+    """
+    app.add_middleware(SimMiddleware, control=control, routes=app.router.routes)
+    model = type(control.faults)
+
+    @app.get(ADMIN_PREFIX + "/faults")
+    async def get_faults() -> Response:
+        return json_response(control.faults.model_dump())
+
+    @app.put(ADMIN_PREFIX + "/faults")
+    async def put_faults(request: Request) -> Response:
+        try:
+            control.set_faults(model.model_validate(await read_object(request)))
+        except ValidationError as exc:
+            raise invalid(validation_details(exc)) from None
+        return json_response(control.faults.model_dump())
+
+    @app.get(ADMIN_PREFIX + "/stats")
+    async def get_stats() -> Response:
+        return json_response(control.stats.as_json())
+
+    @app.post(ADMIN_PREFIX + "/stats/reset")
+    async def reset_stats() -> Response:
+        control.stats = Stats()
+        return json_response(control.stats.as_json())
+
