@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from hector_sync.config import SyncConfig
 from hector_sync.defs.assets import C2_TO_HECTOR_ASSETS
-from hector_sync.defs.partitions import category_partitions
 
 C2_TO_HECTOR_JOB = "c2_to_hector_sync"
 
 
-def build_jobs(config: SyncConfig) -> list[dg.JobDefinition]:
+def build_jobs() -> list[dg.JobDefinition]:
     return [
         dg.define_asset_job(
             C2_TO_HECTOR_JOB,
             selection=dg.AssetSelection.assets(*C2_TO_HECTOR_ASSETS),
-            partitions_def=category_partitions(config),
             executor_def=dg.in_process_executor,
             description="C2 ITSM → Hector for one category: snapshots, change set, writeback.",
         )
