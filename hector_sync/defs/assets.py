@@ -50,11 +50,18 @@ def skipped(sync: CategorySync) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"skipped": message})
 
 
-def resolved_or_fail(sync: CategorySync) -> None:
+def start(
+    context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource
+) -> CategorySync | dg.MaterializeResult:
+    """The partition's sync with its names resolved, or the result saying it has nothing to do."""
+    sync = category_sync(context, settings, store)
+    if not sync.flows_to_hector:
+        return skipped(sync)
     try:
         sync.resolved
     except MappingInvalid as invalid:
         raise dg.Failure(description=str(invalid)) from None
+    return sync
 
 
 def snapshot_metadata(snap: Snapshot, calls: dict[str, int]) -> dict[str, object]:
@@ -70,10 +77,9 @@ def snapshot_metadata(snap: Snapshot, calls: dict[str, int]) -> dict[str, object
     "(DuckDB table c2_ci). Full read on full_sync_weekday, else the CIs changed in the last 7 days.",
 )
 def c2_cmdb_snapshot(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
-    sync = category_sync(context, settings, store)
-    if not sync.flows_to_hector:
-        return skipped(sync)
-    resolved_or_fail(sync)
+    sync = start(context, settings, store)
+    if isinstance(sync, dg.MaterializeResult):
+        return sync
     snap, calls = sync.snapshot_c2(read_mode(context))
     return dg.MaterializeResult(metadata=snapshot_metadata(snap, calls))
 
@@ -84,10 +90,9 @@ def c2_cmdb_snapshot(context: dg.AssetExecutionContext, settings: SyncConfigReso
     "hector_subcategory and hector_asset), read like the C2 snapshot.",
 )
 def hector_inventory_snapshot(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
-    sync = category_sync(context, settings, store)
-    if not sync.flows_to_hector:
-        return skipped(sync)
-    resolved_or_fail(sync)
+    sync = start(context, settings, store)
+    if isinstance(sync, dg.MaterializeResult):
+        return sync
     models, assets, calls = sync.snapshot_hector(read_mode(context))
     return dg.MaterializeResult(metadata=snapshot_metadata(assets, calls) | {"subcategories": models.table_rows})
 
@@ -99,10 +104,9 @@ def hector_inventory_snapshot(context: dg.AssetExecutionContext, settings: SyncC
     "and their reasons beside them (rejected_ci).",
 )
 def desired_hector_models(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
-    sync = category_sync(context, settings, store)
-    if not sync.flows_to_hector:
-        return skipped(sync)
-    resolved_or_fail(sync)
+    sync = start(context, settings, store)
+    if isinstance(sync, dg.MaterializeResult):
+        return sync
     started = time.monotonic()
     derived = sync.derive()
     rejected = sync.store.query("SELECT ci_id, field, value, reason FROM rejected_ci WHERE category_key = ?", [sync.key])
@@ -159,10 +163,9 @@ def hector_change_set(context: dg.AssetExecutionContext, settings: SyncConfigRes
     "outcome in change_history, and keeps the CI ↔ asset link locally and as the asset's external ref.",
 )
 def hector_writeback(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
-    sync = category_sync(context, settings, store)
-    if not sync.flows_to_hector:
-        return skipped(sync)
-    resolved_or_fail(sync)
+    sync = start(context, settings, store)
+    if isinstance(sync, dg.MaterializeResult):
+        return sync
     started = time.monotonic()
     try:
         outcomes, calls = sync.apply(allow_large_change=context.run.tags.get(ALLOW_LARGE_CHANGE_TAG) == "true")
