@@ -11,7 +11,6 @@ Schema (one table per concept, `category_key` on every row):
 | --- | --- |
 | `c2_ci` | C2 snapshot: CIs with `fields` as a map of field name → value text |
 | `hector_subcategory`, `hector_asset` | Hector snapshot of the mapped category |
-| `hector_catalog` | Hector's stockrooms, categories and attributes (`kind`, `id`, `name`, `scope`, `type`) |
 | `snapshot_state` | per category and system: last read, full or incremental, row count |
 | `desired_model`, `desired_asset`, `rejected_ci` | derived: what Hector should hold, and why CIs were left out |
 | `change_set` | the planned changes per category and direction, field by field |
@@ -48,8 +47,6 @@ CREATE TABLE IF NOT EXISTS hector_asset (
     assigned_date VARCHAR, return_date VARCHAR, maintenance_date VARCHAR, end_of_life_date VARCHAR,
     status VARCHAR, attributes MAP(VARCHAR, VARCHAR), c2_ref VARCHAR, external_refs VARCHAR,
     updated_at TIMESTAMPTZ, version BIGINT);
-CREATE TABLE IF NOT EXISTS hector_catalog (
-    kind VARCHAR NOT NULL, id BIGINT NOT NULL, name VARCHAR NOT NULL, scope VARCHAR, type VARCHAR);
 CREATE TABLE IF NOT EXISTS snapshot_state (
     category_key VARCHAR NOT NULL, system VARCHAR NOT NULL, read_kind VARCHAR NOT NULL,
     read_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, row_count BIGINT, previous_row_count BIGINT,

@@ -30,7 +30,8 @@ from hector_sync.store import Store
 
 ReadMode = Literal["auto", "full", "incremental"]
 INCREMENTAL_WINDOW = timedelta(days=7)
-C2_TO_HECTOR = (Direction.C2_TO_HECTOR, Direction.PER_FIELD)
+# per_field and hector_to_c2 load and validate, but sync in a later release (issue 4).
+C2_TO_HECTOR = (Direction.C2_TO_HECTOR,)
 Log = Callable[[str], None]
 
 

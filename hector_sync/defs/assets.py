@@ -45,7 +45,7 @@ def read_mode(context: dg.AssetExecutionContext) -> ReadMode:
 
 
 def skipped(sync: CategorySync) -> dg.MaterializeResult:
-    message = f"direction is {sync.category.direction.value}: nothing flows from C2 ITSM to Hector"
+    message = f"direction is {sync.category.direction.value}: this job syncs c2_to_hector categories only"
     sync.log(f"{sync.key}: {message}")
     return dg.MaterializeResult(metadata={"skipped": message})
 
