@@ -77,6 +77,8 @@ def failure_report(instance: dg.DagsterInstance, run_id: str) -> FailureReport:
                 errors.insert(0, f"check {evaluation.check_name}: {description}")
         elif event.event_type == dg.DagsterEventType.RUN_FAILURE and not errors:
             errors.append(record.message or "")
+    # Sibling steps often fail on the same cause (both snapshots on a rejected key): say it once.
+    errors = list(dict.fromkeys(errors))
     return FailureReport(run_id, run.job_name, run.tags.get(PARTITION_TAG), steps, errors)
 
 

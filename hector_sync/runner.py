@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from filelock import FileLock
 
 from hector_sync.config import SyncConfig
 from hector_sync.defs.assets import ALLOW_LARGE_CHANGE_TAG, READ_TAG
@@ -34,6 +35,16 @@ def dagster_home(config: SyncConfig) -> Path:
     if not settings.exists():
         settings.write_text("telemetry:\n  enabled: false\n")
     return Path(home)
+
+
+def open_instance(home: Path) -> dg.DagsterInstance:
+    """The instance at `home`, its SQLite storage created by one process at a time.
+
+    Two `hector-sync sync` started together on a fresh DAGSTER_HOME would otherwise both create
+    the schemas and stamp two alembic heads, which breaks the folder for every later run.
+    """
+    with FileLock(str(home / ".hector-sync-instance.lock"), timeout=120):
+        return dg.DagsterInstance.get()
 
 
 @dataclass
@@ -70,14 +81,14 @@ def run_sync(
     allow_large_change: bool = False,
 ) -> list[CategoryResult]:
     """One Dagster run per category; a failed category does not stop the others."""
-    dagster_home(config)
+    home = dagster_home(config)
     job = build_definitions(config_path).resolve_job_def(C2_TO_HECTOR_JOB)
     store = Store(Path(config.storage.duckdb_path))
     tags = {READ_TAG: "full"} if full else {}
     if allow_large_change:
         tags[ALLOW_LARGE_CHANGE_TAG] = "true"
     results = []
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(home) as instance:
         for key in keys:
             outcome = job.execute_in_process(
                 partition_key=key, instance=instance, tags=tags, raise_on_error=False, run_config=QUIET

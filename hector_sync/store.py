@@ -142,6 +142,7 @@ class Store:
     @contextmanager
     def staging(self) -> Iterator[Path]:
         """A folder for Parquet files of pages in flight, removed afterwards."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="stage-", dir=self.path.parent))
         try:
             yield folder

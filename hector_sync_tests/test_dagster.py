@@ -1,0 +1,348 @@
+"""The sync as Dagster runs it, end to end on loopback: the daily schedule, the failure e-mail
+(through the sensor and through `hector-sync sync` without a daemon), parallel category runs on
+one DuckDB file, and `hector-sync demo --ui` serving the UI.
+
+Every run is real: the bundled simulators, a real SMTP server (aiosmtpd), a Dagster instance in
+a temporary DAGSTER_HOME, the console script as a subprocess.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import duckdb
+import pytest
+import requests
+
+from hector_sync.config import load_config
+from hector_sync.definitions import build_definitions
+from hector_sync.defs.jobs import C2_TO_HECTOR_JOB
+from hector_sync.defs.resources import build_resources
+from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_C2_READONLY_PASSWORD, DEMO_HECTOR_API_KEY
+from hector_sync.hector import HectorClient
+from hector_sync.simulators.serve import RunningSimulators, start_simulators
+from hector_sync_tests.conftest import Mail, Mailbox, WriteConfig, free_port
+
+HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
+SIZE = 40  # CIs per category: every messy record of the sample data, a few pages, quick
+FLOWING = ["printers", "laptops", "monitors"]  # direction c2_to_hector in the demo
+PARKED = ["phones", "servers"]  # direction: none
+NOTIFY = "it-ops@example.org"
+WRONG_KEY = "wrong-hector-key-5b1f9e"
+SECRETS = (DEMO_C2_PASSWORD, DEMO_C2_READONLY_PASSWORD, DEMO_HECTOR_API_KEY, WRONG_KEY)
+ASSET_KEYS = {
+    "c2_cmdb_snapshot", "hector_inventory_snapshot", "desired_hector_models", "hector_change_set",
+    "hector_writeback",
+}
+TORONTO = ZoneInfo("America/Toronto")
+
+
+@pytest.fixture
+def sims() -> Iterator[RunningSimulators]:
+    """Fresh small simulators per test: the syncs here write to Hector."""
+    with start_simulators(size=SIZE) as running:
+        yield running
+
+
+def hector_sync(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The console script, as an operator runs it (environment: the test's, monkeypatched)."""
+    return subprocess.run([HECTOR_SYNC, *args], capture_output=True, text=True, timeout=timeout,
+                          env=os.environ.copy())
+
+
+def summary_rows(stdout: str) -> dict[str, list[str]]:
+    """The summary table of `hector-sync sync`: category → [status, created, updated, ...]."""
+    lines = stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.split()[:2] == ["category", "status"]), None)
+    assert start is not None, f"no summary table in:\n{stdout}"
+    rows = {}
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        key, *rest = line.split()
+        rows[key] = rest
+    return rows
+
+
+def assert_no_secret(mail: Mail) -> None:
+    text = mail.raw.decode("utf-8", "replace") + "\n" + mail.body
+    for secret in SECRETS:
+        assert secret not in text, f"a secret is in the failure e-mail:\n{text}"
+
+
+def failure_mail_says(mail: Mail, category: str, *words: str) -> None:
+    assert mail.rcpt_tos == [NOTIFY]
+    assert mail.message["To"] == NOTIFY
+    assert category in mail.message["Subject"]
+    body = mail.body
+    assert f"Category: {category}" in body, body
+    for word in words:
+        assert word in body, f"'{word}' is not in the failure e-mail:\n{body}"
+    assert f"hector-sync sync --category {category}" in body, body
+    errors = [line for line in body.splitlines() if line.startswith("  - ")]
+    assert errors and len(errors) == len(set(errors)), f"each error once:\n{body}"
+    assert_no_secret(mail)
+
+
+# --- 1. The schedule ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("evening", "read"),
+    [
+        (datetime(2026, 11, 27, 21, 0, tzinfo=TORONTO), "full"),  # Friday (Saturday in UTC)
+        (datetime(2026, 12, 1, 21, 0, tzinfo=TORONTO), "incremental"),  # Tuesday
+        (datetime(2026, 11, 26, 21, 0, tzinfo=TORONTO), "incremental"),  # Thursday (Friday in UTC)
+    ],
+    ids=["friday", "tuesday", "thursday-evening-is-friday-in-utc"],
+)
+def test_schedule_requests_one_run_per_flowing_category(
+    write_config: WriteConfig, evening: datetime, read: str
+) -> None:
+    path = write_config("http://127.0.0.1:9", "http://127.0.0.1:9")
+    defs = build_definitions(str(path))
+    schedule = defs.resolve_schedule_def("daily_c2_to_hector")
+    assert schedule.job_name == C2_TO_HECTOR_JOB
+    assert schedule.cron_schedule == "0 21 * * *"
+    assert schedule.execution_timezone == "America/Toronto"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+    context = dg.build_schedule_context(scheduled_execution_time=evening,
+                                        repository_def=defs.get_repository_def())
+    requests_ = schedule.evaluate_tick(context).run_requests or []
+
+    assert [r.partition_key for r in requests_] == FLOWING
+    assert all(r.tags.get("hector_sync/read") == read for r in requests_), [r.tags for r in requests_]
+    assert len({r.run_key for r in requests_}) == len(FLOWING)
+    # every requested partition is one the job knows
+    job = defs.resolve_job_def(C2_TO_HECTOR_JOB)
+    assert set(FLOWING) <= set(job.partitions_def.get_partition_keys())
+
+
+# --- 2. The failure sensor ------------------------------------------------------------------
+
+
+def test_failure_sensor_emails_the_operator(
+    sims: RunningSimulators, write_config: WriteConfig, mailbox: Mailbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = write_config(sims.c2_url, sims.hector_url)
+    monkeypatch.setenv("HECTOR_SYNC_DEMO_HECTOR_API_KEY", WRONG_KEY)  # rotated elsewhere, say
+    defs = build_definitions(str(path))
+    job = defs.resolve_job_def(C2_TO_HECTOR_JOB)
+
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(partition_key="printers", instance=instance,
+                                        raise_on_error=False)
+        assert not result.success
+        sensor = defs.resolve_sensor_def("email_on_sync_failure")
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+        with dg.build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=result.get_run_failure_event(),
+            resources={"smtp": build_resources(str(path))["smtp"]},
+        ).for_run_failure() as context:
+            sensor(context)
+
+    (mail,) = mailbox.wait_for(1)
+    failure_mail_says(mail, "printers", "Hector rejected the API key", "c2_cmdb_snapshot")
+    assert result.run_id in mail.body
+
+
+# --- 3. `hector-sync sync` without a daemon -------------------------------------------------
+
+
+def test_cli_sync_emails_a_failed_category_and_syncs_the_others(
+    sims: RunningSimulators, write_config: WriteConfig, mailbox: Mailbox,
+) -> None:
+    def misspell_a_field(data: dict) -> None:
+        printers = next(c for c in data["categories"] if c["key"] == "printers")
+        printers["asset_attributes"]["Location"] = "Room"  # C2 Printers has no field "Room"
+
+    path = write_config(sims.c2_url, sims.hector_url, edit=misspell_a_field)
+    done = hector_sync("--config", str(path), "sync")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = summary_rows(done.stdout)
+    assert list(rows) == FLOWING + PARKED, done.stdout
+    assert rows["printers"][0] == "FAILED"
+    for key in ["laptops", "monitors", *PARKED]:
+        assert rows[key][0] == "ok", done.stdout
+    for key in ["laptops", "monitors"]:
+        assert int(rows[key][1]) > 0, f"{key} created nothing:\n{done.stdout}"  # created
+    assert "printers failed" in done.stdout and "Room" in done.stdout
+
+    # smtplib waits for the server's 250, so every mail the process sent is already here
+    assert len(mailbox.messages) == 1, [m.message["Subject"] for m in mailbox.messages]
+    (mail,) = mailbox.messages
+    failure_mail_says(mail, "printers", "Room", "has no field named")
+
+
+def test_first_full_sync_creates_the_storage_folder(
+    sims: RunningSimulators, write_config: WriteConfig, tmp_path: Path,
+) -> None:
+    """The spec's own example, `duckdb_path: data/hector_sync.duckdb`, on a fresh machine."""
+
+    def in_data_folder(data: dict) -> None:
+        data["storage"]["duckdb_path"] = "data/hector_sync.duckdb"  # relative to the file
+
+    path = write_config(sims.c2_url, sims.hector_url, edit=in_data_folder)
+    done = hector_sync("--config", str(path), "sync", "--full", "--category", "printers")
+
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert summary_rows(done.stdout)["printers"][0] == "ok", done.stdout
+    assert (tmp_path / "data" / "hector_sync.duckdb").exists()
+
+
+# --- 4. Parallel category runs on one DuckDB file -------------------------------------------
+
+
+def test_parallel_category_syncs_share_one_duckdb_file(
+    sims: RunningSimulators, write_config: WriteConfig, mailbox: Mailbox,
+) -> None:
+    path = write_config(sims.c2_url, sims.hector_url)
+    procs = {
+        key: subprocess.Popen([HECTOR_SYNC, "--config", str(path), "sync", "--category", key],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=os.environ.copy())
+        for key in FLOWING
+    }
+    outputs = {key: proc.communicate(timeout=120) for key, proc in procs.items()}
+    for key, proc in procs.items():
+        out, err = outputs[key]
+        assert proc.returncode == 0, f"{key}:\n{out}\n{err[-3000:]}"
+        assert summary_rows(out)[key][0] == "ok", out
+    assert mailbox.messages == []
+
+    config = load_config(path)
+    in_hector = linked_assets_in_hector(config)
+    with duckdb.connect(str(config.storage.duckdb_path), read_only=True) as con:
+
+        def one(sql: str, key: str) -> int:
+            return con.execute(sql, [key]).fetchone()[0]
+
+        for key in FLOWING:
+            assert one("SELECT count(*) FROM c2_ci WHERE category_key = ?", key) == SIZE, key
+            active = one("SELECT count(*) FROM c2_ci WHERE category_key = ? AND status = 'active'", key)
+            history = "SELECT count(DISTINCT item) FROM change_history WHERE category_key = ? AND "
+            skipped = one(history + "outcome = 'skipped'", key)
+            placed = one(history + "action IN ('create_asset', 'link_asset') "
+                         "AND outcome IN ('created', 'linked')", key)
+            links = one("SELECT count(*) FROM link WHERE category_key = ?", key)
+            runs = one("SELECT count(DISTINCT run_id) FROM change_history WHERE category_key = ?", key)
+            assert 0 < skipped < 10 and runs == 1, (key, skipped, runs)
+            assert links == placed == active - skipped == in_hector[key], (
+                key, links, placed, active, skipped, in_hector[key])
+
+    # and a sync right after finds Hector as the parallel runs left it: nothing to write
+    again = hector_sync("--config", str(path), "sync", "--category", "printers",
+                        "--category", "laptops", "--category", "monitors")
+    assert again.returncode == 0, again.stdout + again.stderr[-3000:]
+    rows = summary_rows(again.stdout)
+    for key in FLOWING:
+        status, created, updated, moved, retired, unchanged, *_ = rows[key]
+        assert (status, created, updated, moved, retired) == ("ok", "0", "0", "0", "0"), again.stdout
+        assert int(unchanged) == in_hector[key], again.stdout
+    with duckdb.connect(str(config.storage.duckdb_path), read_only=True) as con:
+        for key in FLOWING:
+            assets, = con.execute(
+                "SELECT count(*) FROM hector_asset WHERE category_key = ? AND c2_ref IS NOT NULL", [key]
+            ).fetchone()
+            assert assets == in_hector[key], key
+
+
+def linked_assets_in_hector(config) -> dict[str, int]:
+    """Hector's own count, per configured category, of assets linked to a C2 CI."""
+    with HectorClient.from_settings(config.hector) as client:
+        ids = {c.name: c.id for c in client.list_categories()}
+        counts = {}
+        for category in config.categories:
+            if category.key in FLOWING:
+                assets = [a for page in client.iter_asset_pages(category_id=ids[category.hector_category])
+                          for a in page]
+                counts[category.key] = sum(
+                    any(ref.get("source") == "c2" for ref in a.get("external_refs") or [])
+                    for a in assets if a.get("status") != "retired"
+                )
+    return counts
+
+
+# --- 5. `make demo`: the demo sync, then the Dagster UI -------------------------------------
+
+
+def test_demo_serves_the_dagster_ui(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DAGSTER_HOME", "HECTOR_SYNC_CONFIG") and not k.startswith("HECTOR_SYNC_DEMO_")}
+    log = tmp_path / "demo.out"
+    with log.open("w") as out:
+        proc = subprocess.Popen([HECTOR_SYNC, "demo", "--ui", "--port", str(port)], cwd=tmp_path,
+                                stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, f"no UI on {url} after 120 s:\n{log.read_text()[-4000:]}"
+            try:
+                if requests.get(url + "/", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+
+        printed = log.read_text()
+        summary = [line for line in printed.splitlines() if line.startswith("printers ")]
+        assert summary and summary[0].split()[1] == "ok", printed[-4000:]
+
+        answer = requests.post(url + "/graphql", json={"query": "{ assetNodes { assetKey { path } } }"},
+                               timeout=30)
+        assert answer.status_code == 200, answer.text
+        listed = {"/".join(node["assetKey"]["path"]) for node in answer.json()["data"]["assetNodes"]}
+        assert ASSET_KEYS <= listed, listed
+
+        # the UI serves the instance the demo ran in: its five category runs are there
+        runs = requests.post(url + "/graphql", timeout=30, json={"query": (
+            "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }")}).json()
+        partitions = sorted(
+            tag["value"] for run in runs["data"]["runsOrError"]["results"] for tag in run["tags"]
+            if tag["key"] == "dagster/partition"
+        )
+        assert partitions == sorted(FLOWING + PARKED), runs
+    finally:
+        stop_group(proc)
+    assert (tmp_path / ".hector-sync" / "hector_sync.duckdb").exists()
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the demo's process group, SIGKILL after a grace; then nothing of it is left."""
+    pgid = proc.pid  # start_new_session: the group id is the leader's pid
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(pgid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while True:  # the children (dagster dev's webserver, daemon, code server) too
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            os.killpg(pgid, signal.SIGKILL)
+            pytest.fail("processes of the demo outlived SIGTERM by 20 s")
+        time.sleep(0.2)
