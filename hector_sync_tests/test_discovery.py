@@ -4,6 +4,7 @@ console script, in its own process, against both simulators."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -197,3 +198,23 @@ def test_mapping_guesses_follow_obvious_names() -> None:
         "asset": {"title": "Name"},
         "asset_attributes": {"Serial number": "Serial No"},
     }
+
+
+def test_discover_lists_what_hector_sync_simulate_serves(tmp_path: Path) -> None:
+    """The two commands as an operator runs them by hand: `simulate` in one shell, `discover`."""
+    script = Path(sys.executable).with_name("hector-sync")
+    env = {k: v for k, v in os.environ.items() if k != "HECTOR_SYNC_CONFIG"} | {"PYTHONUNBUFFERED": "1"}
+    sim = subprocess.Popen([str(script), "simulate"], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                           env=env, start_new_session=True)
+    try:
+        assert sim.stdout is not None
+        urls = [sim.stdout.readline().split()[-1] for _ in range(2)]
+        assert urls == ["http://127.0.0.1:8701", "http://127.0.0.1:8702"]
+        shown = subprocess.run([str(script), "discover"], capture_output=True, text=True, cwd=tmp_path,
+                               env=env, timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        for name in ("Production", "Lab", "Printers", "Laptops", "Servers", "Serial number", "Main warehouse"):
+            assert name in shown.stdout
+    finally:
+        os.killpg(sim.pid, signal.SIGTERM)
+        sim.wait(timeout=30)
