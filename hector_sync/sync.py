@@ -66,8 +66,12 @@ class CategorySync:
             yield c2, hector
 
     def problems(self) -> list[str]:
-        with self.clients() as (c2, hector):
-            return Catalog(self.config, c2, hector).problems(self.category)
+        """What the mapping names that the live systems lack; resolving once serves both uses."""
+        try:
+            self.resolved
+        except MappingInvalid as invalid:
+            return invalid.problems
+        return []
 
     @cached_property
     def resolved(self) -> ResolvedCategory:
