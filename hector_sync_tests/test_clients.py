@@ -6,7 +6,6 @@ pagination, and the typed errors of every refusal. No secret may show in an erro
 a log line, even with urllib3 logging at DEBUG.
 """
 
-import json
 import logging
 import pickle
 import socket
