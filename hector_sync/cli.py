@@ -11,11 +11,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from hector_sync.config import ConfigError, SyncConfig, load_config
+from hector_sync.config import ConfigError, Direction, SyncConfig, load_config
 from hector_sync.errors import ApiError
+
+if TYPE_CHECKING:
+    from hector_sync.sync import CategorySync
 
 EXAMPLES = """examples:
   hector-sync demo --ui                      simulators + full sync + Dagster UI on :3000
@@ -65,46 +69,54 @@ def _keys(config: SyncConfig, chosen: list[str] | None) -> list[str]:
 
 def _plan(config: SyncConfig, keys: list[str], full: bool) -> int:
     from hector_sync.store import Store
-    from hector_sync.sync import CategorySync, MappingInvalid
+    from hector_sync.sync import FLOWS, CategorySync, MappingInvalid
 
     store = Store(config.storage.duckdb_path)
     status = 0
     with pl.Config(tbl_rows=40, tbl_width_chars=160, fmt_str_lengths=40, tbl_hide_dataframe_shape=True):
         for key in keys:
             sync = CategorySync(config, config.category(key), store, log=lambda _: None)
-            if not sync.flows_to_hector:
+            if not sync.flows():
                 print(f"{key}: direction {sync.category.direction.value}: nothing to plan\n")
                 continue
             try:
                 mode = "full" if full else "auto"
                 sync.snapshot_c2(mode)
                 sync.snapshot_hector(mode)
-                sync.derive()
-                changes = sync.plan()
+                for direction in FLOWS[sync.category.direction]:
+                    sync.derive(direction)
+                    _print_plan(sync, direction, sync.plan(direction))
             except (ApiError, MappingInvalid) as failed:
                 print(f"{key}: FAILED: {failed}\n")
                 status = 1
-                continue
-            summary = sync.summary(changes)
-            counts = ", ".join(f"{n} {a}" for a, n in summary.counts.items() if n)
-            print(f"{key} (c2_to_hector): {counts or 'nothing'}")
-            refusal = sync.guard_refusal(summary)
-            if refusal:
-                print(f"  the guard would hold this back: {refusal}")
-            shown = changes.filter(pl.col("action") != "unchanged")
-            if shown.height:
-                print(shown.select("action", "item", "target_id", "field", "old", "new", "reason"))
-            print()
     return status
+
+
+def _print_plan(sync: CategorySync, direction: Direction, changes: pl.DataFrame) -> None:
+    """One direction's change set: counts, drift, what the guard would hold back, the rows."""
+    summary = sync.summary(direction, changes)
+    counts = ", ".join(f"{n} {a}" for a, n in summary.counts.items() if n)
+    print(f"{sync.key} ({direction.value}): {counts or 'nothing'}")
+    drift = changes.filter(pl.col("action") == "revert_drift")
+    for item, reason in drift.select("item", "reason").iter_rows():
+        print(f"  drift on {item}: {reason}")
+    refusal = sync.guard_refusal(direction, summary)
+    if refusal:
+        print(f"  the guard would hold this back: {refusal} (--allow-large-change lets it through)")
+    shown = changes.filter(pl.col("action") != "unchanged")
+    if shown.height:
+        print(shown.select("action", "item", "target_id", "field", "old", "new", "reason"))
+    print()
 
 
 def _sync(config: SyncConfig, path: str | None, keys: list[str], full: bool, allow: bool) -> int:
     from hector_sync.runner import SUMMARY_COLUMNS, run_sync
 
     results = run_sync(config, path, keys, full=full, allow_large_change=allow)
-    print(f"{'category':<12} {'status':<8} " + " ".join(f"{c:>9}" for c in SUMMARY_COLUMNS))
+    print(f"{'category':<12} {'direction':<13} {'status':<8} " + " ".join(f"{c:>9}" for c in SUMMARY_COLUMNS))
     for r in results:
-        print(f"{r.key:<12} {'ok' if r.success else 'FAILED':<8} " + " ".join(f"{r.counts[c]:>9}" for c in SUMMARY_COLUMNS))
+        status = "ok" if r.success else "FAILED"
+        print(f"{r.key:<12} {r.direction:<13} {status:<8} " + " ".join(f"{r.counts[c]:>9}" for c in SUMMARY_COLUMNS))
     for r in results:
         if r.error:
             print(f"\n{r.key} failed (run {r.run_id}): {r.error}")

@@ -11,7 +11,7 @@ import os
 import dagster as dg
 
 from hector_sync.config import CONFIG_ENV_VAR, load_config
-from hector_sync.defs.assets import C2_TO_HECTOR_ASSETS
+from hector_sync.defs.assets import ALL_ASSETS
 from hector_sync.defs.jobs import build_jobs
 from hector_sync.defs.partitions import category_partitions
 from hector_sync.defs.resources import build_resources
@@ -23,7 +23,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     path = config_path or os.environ.get(CONFIG_ENV_VAR) or None
     config = load_config(path)
     partitions = category_partitions(config)
-    assets = [a.map_asset_specs(lambda spec: spec.replace_attributes(partitions_def=partitions)) for a in C2_TO_HECTOR_ASSETS]
+    assets = [a.map_asset_specs(lambda spec: spec.replace_attributes(partitions_def=partitions)) for a in ALL_ASSETS]
     return dg.Definitions(
         assets=assets,
         jobs=build_jobs(),

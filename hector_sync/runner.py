@@ -14,12 +14,13 @@ from pathlib import Path
 import dagster as dg
 from filelock import FileLock
 
-from hector_sync.config import SyncConfig
+from hector_sync.config import Direction, SyncConfig
 from hector_sync.defs.assets import ALLOW_LARGE_CHANGE_TAG, READ_TAG
-from hector_sync.defs.jobs import C2_TO_HECTOR_JOB
+from hector_sync.defs.jobs import JOB_OF
 from hector_sync.definitions import build_definitions
 from hector_sync.notify import failure_report, send_report
 from hector_sync.store import Store
+from hector_sync.sync import FLOWS
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 SUMMARY_COLUMNS = ("created", "updated", "moved", "retired", "unchanged", "skipped", "failed")
@@ -50,26 +51,29 @@ def open_instance(home: Path) -> dg.DagsterInstance:
 @dataclass
 class CategoryResult:
     key: str
+    direction: str
     run_id: str
     success: bool
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
 
-def outcome_counts(store: Store, key: str, run_id: str) -> dict[str, int]:
-    """Items per summary column for one run, from the history and the change set it applied."""
+def outcome_counts(store: Store, key: str, direction: Direction, run_id: str) -> dict[str, int]:
+    """Items per summary column for one run and direction, from the history and the change set."""
     frame = store.query(
         """
-        SELECT CASE WHEN outcome IN ('refused', 'conflict') THEN 'failed'
-                    WHEN outcome IN ('created', 'already_there') AND action = 'create_asset' THEN 'created'
-                    WHEN outcome = 'linked' OR (outcome = 'updated' AND action = 'update_asset') THEN 'updated'
+        SELECT CASE WHEN outcome IN ('refused', 'conflict', 'held') THEN 'failed'
+                    WHEN outcome IN ('created', 'already_there') AND action IN ('create_asset', 'create_ci') THEN 'created'
+                    WHEN outcome IN ('linked', 'reverted')
+                         OR (outcome = 'updated' AND action IN ('update_asset', 'update_ci')) THEN 'updated'
                     WHEN outcome IN ('moved', 'retired', 'skipped') THEN outcome END AS kind,
                count(DISTINCT item) AS n
-        FROM change_history WHERE run_id = ? AND category_key = ? GROUP BY 1
+        FROM change_history WHERE run_id = ? AND category_key = ? AND direction = ? GROUP BY 1
         UNION ALL
-        SELECT 'unchanged', count(*) FROM change_set WHERE run_id = ? AND category_key = ? AND action = 'unchanged'
+        SELECT 'unchanged', count(*) FROM change_set
+        WHERE run_id = ? AND category_key = ? AND direction = ? AND action = 'unchanged'
         """,
-        [run_id, key, run_id, key],
+        [run_id, key, direction.value] * 2,
     )
     counts = dict.fromkeys(SUMMARY_COLUMNS, 0)
     counts.update({k: int(n) for k, n in frame.iter_rows() if k})
@@ -80,9 +84,9 @@ def run_sync(
     config: SyncConfig, config_path: str | None, keys: list[str], *, full: bool = False,
     allow_large_change: bool = False,
 ) -> list[CategoryResult]:
-    """One Dagster run per category; a failed category does not stop the others."""
+    """One Dagster run per category, in its direction's job; a failed category does not stop the others."""
     home = dagster_home(config)
-    job = build_definitions(config_path).resolve_job_def(C2_TO_HECTOR_JOB)
+    defs = build_definitions(config_path)
     store = Store(Path(config.storage.duckdb_path))
     tags = {READ_TAG: "full"} if full else {}
     if allow_large_change:
@@ -90,16 +94,25 @@ def run_sync(
     results = []
     with open_instance(home) as instance:
         for key in keys:
+            direction = config.category(key).direction
+            if direction not in JOB_OF:
+                results.append(CategoryResult(key, direction.value, "", True, dict.fromkeys(SUMMARY_COLUMNS, 0)))
+                continue
+            job = defs.resolve_job_def(JOB_OF[direction])
             outcome = job.execute_in_process(
                 partition_key=key, instance=instance, tags=tags, raise_on_error=False, run_config=QUIET
             )
-            result = CategoryResult(key, outcome.run_id, outcome.success, outcome_counts(store, key, outcome.run_id))
+            per_direction = [
+                CategoryResult(key, way.value, outcome.run_id, outcome.success, outcome_counts(store, key, way, outcome.run_id))
+                for way in FLOWS[direction]
+            ]
             if not outcome.success:
                 report = failure_report(instance, outcome.run_id)
-                result.error = "; ".join(report.errors)
+                error = "; ".join(report.errors)
                 try:
                     send_report(report, config)
                 except OSError as unsent:
-                    result.error += f" (the failure e-mail to {config.notify_on_error} could not be sent: {unsent})"
-            results.append(result)
+                    error += f" (the failure e-mail to {config.notify_on_error} could not be sent: {unsent})"
+                per_direction[-1].error = error
+            results += per_direction
     return results

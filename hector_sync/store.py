@@ -13,9 +13,12 @@ Schema (one table per concept, `category_key` on every row):
 | `hector_subcategory`, `hector_asset` | Hector snapshot of the mapped category |
 | `snapshot_state` | per category and system: last read, full or incremental, row count |
 | `desired_model`, `desired_asset`, `rejected_ci` | derived: what Hector should hold, and why CIs were left out |
+| `desired_ci`, `rejected_asset` | derived: what C2 ITSM should hold, and why assets were left out |
 | `change_set` | the planned changes per category and direction, field by field |
 | `change_history` | append-only: every change applied or refused, with run, outcome and time |
 | `link` | CI id ↔ Hector asset id, as last agreed |
+| `baseline` | per_field: per linked pair and field, the value both sides last agreed on |
+| `pending_create` | CIs about to be created from assets: how a rerun finds a CI whose answer was lost |
 """
 
 from __future__ import annotations
@@ -73,6 +76,19 @@ CREATE TABLE IF NOT EXISTS change_history (
 CREATE TABLE IF NOT EXISTS link (
     category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, asset_id BIGINT NOT NULL,
     linked_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, PRIMARY KEY (category_key, ci_id));
+CREATE TABLE IF NOT EXISTS desired_ci (
+    category_key VARCHAR NOT NULL, asset_id BIGINT NOT NULL, title VARCHAR, identify_value VARCHAR,
+    updated_at TIMESTAMPTZ, fields MAP(VARCHAR, VARCHAR));
+CREATE TABLE IF NOT EXISTS rejected_asset (
+    category_key VARCHAR NOT NULL, asset_id BIGINT NOT NULL, field VARCHAR, value VARCHAR,
+    reason VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS baseline (
+    category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, asset_id BIGINT NOT NULL,
+    field VARCHAR NOT NULL, value VARCHAR, agreed_at TIMESTAMPTZ NOT NULL, run_id VARCHAR,
+    PRIMARY KEY (category_key, ci_id, field));
+CREATE TABLE IF NOT EXISTS pending_create (
+    category_key VARCHAR NOT NULL, asset_id BIGINT NOT NULL, name VARCHAR NOT NULL,
+    recorded_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, PRIMARY KEY (category_key, asset_id));
 """
 
 # Column order of the snapshot tables, so staged frames insert by name, never by position.
@@ -240,11 +256,55 @@ class Store:
             con.unregister("incoming")
 
     def upsert_links(self, category_key: str, links: list[tuple[str, int]], run_id: str | None) -> None:
+        """Keep CI ↔ asset links; a CI created from an asset is no longer pending."""
         if not links:
             return
         now = datetime.now(UTC)
         with self.connect() as con:
+            con.execute("BEGIN")
             con.executemany(
                 "INSERT OR REPLACE INTO link VALUES (?, ?, ?, ?, ?)",
                 [(category_key, ci, asset, now, run_id) for ci, asset in links],
             )
+            con.execute(
+                "DELETE FROM pending_create WHERE category_key = ? AND asset_id IN (SELECT unnest(?::BIGINT[]))",
+                [category_key, [asset for _, asset in links]],
+            )
+            con.execute("COMMIT")
+
+    def record_intents(self, category_key: str, intents: list[tuple[int, str]], run_id: str | None) -> None:
+        """Journal (asset id, CI name) of CIs about to be created, before the calls are made."""
+        if not intents:
+            return
+        now = datetime.now(UTC)
+        with self.connect() as con:
+            con.executemany(
+                "INSERT OR REPLACE INTO pending_create VALUES (?, ?, ?, ?, ?)",
+                [(category_key, asset, name, now, run_id) for asset, name in intents],
+            )
+
+    def pending_intents(self, category_key: str) -> dict[int, datetime]:
+        """Assets with a CI create whose outcome is unknown, and when it was journalled."""
+        frame = self.query("SELECT asset_id, recorded_at FROM pending_create WHERE category_key = ?", [category_key])
+        return dict(frame.iter_rows())
+
+    def drop_intents(self, category_key: str, asset_ids: list[int]) -> None:
+        """Creates C2 ITSM refused: nothing was made, so nothing is to be found again."""
+        if asset_ids:
+            with self.connect() as con:
+                con.execute(
+                    "DELETE FROM pending_create WHERE category_key = ? AND asset_id IN (SELECT unnest(?::BIGINT[]))",
+                    [category_key, asset_ids],
+                )
+
+    def upsert_baseline(self, category_key: str, agreed: list[tuple[str, int, str, str | None]], run_id: str | None) -> None:
+        """(ci id, asset id, field, value) pairs both sides now hold, after our own writes."""
+        if not agreed:
+            return
+        now = datetime.now(UTC)
+        with self.connect() as con:
+            con.executemany(
+                "INSERT OR REPLACE INTO baseline VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(category_key, ci, asset, f, value, now, run_id) for ci, asset, f, value in agreed],
+            )
+

@@ -18,20 +18,26 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from hector_sync.apply import Applier
 from hector_sync.c2 import C2Client
 from hector_sync.catalog import Catalog, MappingInvalid, ResolvedCategory
 from hector_sync.config import CategoryConfig, Direction, SyncConfig
 from hector_sync.hector import HectorClient
 from hector_sync.reconcile import Derived, Reconciler
-from hector_sync.reconcile.changes import DIRECTION, Guard, Summary, summarize
+from hector_sync.reconcile.changes import Guard, Summary, summarize
 from hector_sync.snapshot import Progress, Snapshot, read_c2, read_hector
 from hector_sync.store import Store
+from hector_sync.writeback.c2 import C2Writeback
+from hector_sync.writeback.hector import HectorWriteback
 
 ReadMode = Literal["auto", "full", "incremental"]
 INCREMENTAL_WINDOW = timedelta(days=7)
-# per_field and hector_to_c2 load and validate, but sync in a later release (issue 4).
-C2_TO_HECTOR = (Direction.C2_TO_HECTOR,)
+TO_HECTOR, TO_C2 = Direction.C2_TO_HECTOR, Direction.HECTOR_TO_C2
+# Which change sets a category's direction makes: per_field makes both, each with its fields.
+FLOWS: dict[Direction, tuple[Direction, ...]] = {
+    Direction.NONE: (), TO_HECTOR: (TO_HECTOR,), TO_C2: (TO_C2,), Direction.PER_FIELD: (TO_HECTOR, TO_C2),
+}
+# The system each change set reads from: its snapshot decides full reads and the empty guard.
+SOURCE = {TO_HECTOR: "c2", TO_C2: "hector"}
 Log = Callable[[str], None]
 
 
@@ -56,9 +62,10 @@ class CategorySync:
     def key(self) -> str:
         return self.category.key
 
-    @property
-    def flows_to_hector(self) -> bool:
-        return self.category.direction in C2_TO_HECTOR
+    def flows(self, direction: Direction | None = None) -> bool:
+        """Whether the category syncs at all, or toward `direction`."""
+        flows = FLOWS[self.category.direction]
+        return bool(flows) if direction is None else direction in flows
 
     @contextmanager
     def clients(self) -> Iterator[tuple[C2Client, HectorClient]]:
@@ -81,7 +88,10 @@ class CategorySync:
 
     @cached_property
     def reconciler(self) -> Reconciler:
-        return Reconciler.for_category(self.category, self.resolved.attribute_kinds, self.config.default_stockroom)
+        c2_types = {name: f.type for name, f in self.resolved.c2_fields.items()}
+        return Reconciler.for_category(
+            self.category, self.resolved.attribute_kinds, self.config.default_stockroom, c2_types
+        )
 
     def since(self, system: str, mode: ReadMode) -> datetime | None:
         """None for a full read: forced, on full_sync_weekday, or with no earlier snapshot."""
@@ -118,31 +128,38 @@ class CategorySync:
         self.store.record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows)
         return models, assets, calls
 
-    def derive(self) -> Derived:
+    def derive(self, direction: Direction) -> Derived:
         with self.store.connect() as con:
-            return self.reconciler.derive(con)
+            if direction is TO_HECTOR:
+                return self.reconciler.derive(con)
+            return self.reconciler.derive_c2(con)
 
-    def plan(self) -> pl.DataFrame:
-        """Compute the change set from the snapshots and keep it in the change_set table."""
-        c2_state = self.store.snapshot_state(self.key, "c2") or {}
+    def plan(self, direction: Direction) -> pl.DataFrame:
+        """Compute the change set toward `direction` from the snapshots and keep it in change_set."""
+        state = self.store.snapshot_state(self.key, SOURCE[direction]) or {}
         with self.store.connect() as con:
-            changes = self.reconciler.changes(con, full_read=c2_state.get("read_kind") == "full")
+            changes = self.reconciler.changes(con, direction, full_read=state.get("read_kind") == "full")
+            self.reconciler.agree(con, self.run_id)
         stamped = changes.with_columns(planned_at=pl.lit(datetime.now(UTC)), run_id=pl.lit(self.run_id))
-        self.store.replace_frame("change_set", self.key, stamped, direction=DIRECTION)
+        self.store.replace_frame("change_set", self.key, stamped, direction=direction.value)
         return changes
 
-    def planned(self) -> pl.DataFrame:
-        return self.store.query("SELECT * FROM change_set WHERE category_key = ? AND direction = ?", [self.key, DIRECTION])
+    def planned(self, direction: Direction) -> pl.DataFrame:
+        return self.store.query(
+            "SELECT * FROM change_set WHERE category_key = ? AND direction = ?", [self.key, direction.value]
+        )
 
-    def summary(self, changes: pl.DataFrame) -> Summary:
+    def summary(self, direction: Direction, changes: pl.DataFrame) -> Summary:
         linked = self.store.query(
             "SELECT count(*) FROM hector_asset WHERE category_key = ? AND c2_ref IS NOT NULL", [self.key]
         ).item()
-        return summarize(changes, linked=int(linked))
+        return summarize(changes, linked=int(linked), direction=direction)
 
-    def guard_refusal(self, summary: Summary) -> str | None:
-        state = self.store.snapshot_state(self.key, "c2") or {}
-        guard = Guard(self.category.max_change_fraction, int(state.get("row_count") or 0), state.get("previous_row_count"))
+    def guard_refusal(self, direction: Direction, summary: Summary) -> str | None:
+        state = self.store.snapshot_state(self.key, SOURCE[direction]) or {}
+        guard = Guard(
+            self.category.max_change_fraction, int(state.get("row_count") or 0), state.get("previous_row_count"), direction
+        )
         return guard.refusal(summary)
 
     def repeated_ci_ids(self) -> int:
@@ -150,17 +167,25 @@ class CategorySync:
             "SELECT count(*) - count(DISTINCT ci_id) FROM c2_ci WHERE category_key = ?", [self.key]
         ).item())
 
-    def apply(self, *, allow_large_change: bool) -> tuple[Counter[str], dict[str, int]]:
-        changes = self.planned()
-        refusal = self.guard_refusal(self.summary(changes))
+    def apply(self, direction: Direction, *, allow_large_change: bool) -> tuple[Counter[str], dict[str, int]]:
+        changes = self.planned(direction)
+        refusal = self.guard_refusal(direction, self.summary(direction, changes))
         if refusal and not allow_large_change:
             raise GuardRefused(
-                f"category '{self.key}': {refusal}. Rerun with --allow-large-change to let it through."
+                f"category '{self.key}' ({direction.value}): {refusal}. "
+                "Rerun with --allow-large-change to let it through."
             )
-        with HectorClient.from_settings(self.config.hector) as client:
-            applier = Applier(client, self.store, self.resolved, self.reconciler.plan, self.run_id, self.log)
-            outcomes = applier.run(changes)
-            return outcomes, client.stats.as_metadata()
+        common = {"store": self.store, "plan": self.reconciler.plan, "run_id": self.run_id, "log": self.log}
+        with self.clients() as (c2, hector):
+            if direction is TO_HECTOR:
+                writer: HectorWriteback | C2Writeback = HectorWriteback(hector=hector, resolved=self.resolved, **common)
+            else:
+                planned_on = changes["planned_at"].min() if changes.height else None
+                writer = C2Writeback(c2=c2, hector=hector, resolved=self.resolved, planned_on=planned_on, **common)
+            writer.run(changes)
+            calls = {f"c2_{k}": v for k, v in c2.stats.as_metadata().items()}
+            calls |= {f"hector_{k}": v for k, v in hector.stats.as_metadata().items()}
+            return writer.outcomes, calls
 
 
-__all__ = ["CategorySync", "GuardRefused", "MappingInvalid", "full_read_day"]
+__all__ = ["FLOWS", "TO_C2", "TO_HECTOR", "CategorySync", "GuardRefused", "MappingInvalid", "full_read_day"]

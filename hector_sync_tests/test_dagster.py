@@ -38,8 +38,8 @@ NOTIFY = "it-ops@example.org"
 WRONG_KEY = "wrong-hector-key-5b1f9e"
 SECRETS = (DEMO_C2_PASSWORD, DEMO_C2_READONLY_PASSWORD, DEMO_HECTOR_API_KEY, WRONG_KEY)
 ASSET_KEYS = {
-    "c2_cmdb_snapshot", "hector_inventory_snapshot", "desired_hector_models", "hector_change_set",
-    "hector_writeback",
+    "c2_cmdb_snapshot", "hector_inventory_snapshot", "desired_hector_models", "desired_c2_cis",
+    "hector_change_set", "c2_change_set", "hector_writeback", "c2_writeback",
 }
 TORONTO = ZoneInfo("America/Toronto")
 
@@ -58,16 +58,17 @@ def hector_sync(*args: str, timeout: float = 120) -> subprocess.CompletedProcess
 
 
 def summary_rows(stdout: str) -> dict[str, list[str]]:
-    """The summary table of `hector-sync sync`: category → [status, created, updated, ...]."""
+    """The summary table of `hector-sync sync`: category (and "category direction", as a
+    per_field category has a row per direction) → [status, created, updated, ...]."""
     lines = stdout.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.split()[:2] == ["category", "status"]), None)
+    start = next((i for i, line in enumerate(lines) if line.split()[:3] == ["category", "direction", "status"]), None)
     assert start is not None, f"no summary table in:\n{stdout}"
     rows = {}
     for line in lines[start + 1:]:
         if not line.strip():
             break
-        key, *rest = line.split()
-        rows[key] = rest
+        key, direction, *rest = line.split()
+        rows[key] = rows[f"{key} {direction}"] = rest
     return rows
 
 

@@ -8,7 +8,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from hector_sync.config import CategoryConfig
+from hector_sync.config import CategoryConfig, Direction
 from hector_sync.reconcile import Reconciler
 from hector_sync.reconcile.changes import Guard, summarize
 from hector_sync.store import create_schema
@@ -81,7 +81,7 @@ def add_asset(con, aid: int, subcategory_id: int, serial: str, c2_ref: str | Non
 def plan(con, full_read: bool = True) -> pl.DataFrame:
     rec = Reconciler.for_category(CATEGORY, ATTRIBUTES, default_stockroom="Main warehouse")
     rec.derive(con)
-    return rec.changes(con, full_read=full_read)
+    return rec.changes(con, Direction.C2_TO_HECTOR, full_read=full_read)
 
 
 def actions(changes: pl.DataFrame) -> dict[str, list[str]]:
@@ -162,9 +162,9 @@ def test_gone_and_retired_cis_retire_their_assets_only_on_full_reads(con) -> Non
 def test_guard_refuses_wipes_with_the_numbers() -> None:
     changes = pl.DataFrame({"action": ["retire_asset"] * 3 + ["unchanged"] * 7, "item": list("abcdefghij")})
     summary = summarize(changes, linked=10)
-    assert Guard(0.2, ci_count=7, previous_ci_count=10).refusal(summary) == (
+    assert Guard(0.2, source_count=7, previous_source_count=10).refusal(summary) == (
         "the change set would retire or move 3 of 10 linked assets (30%), more than "
         "max_change_fraction 20%; nothing was written"
     )
-    assert Guard(0.5, ci_count=7, previous_ci_count=10).refusal(summary) is None
+    assert Guard(0.5, source_count=7, previous_source_count=10).refusal(summary) is None
     assert "empty category where the last snapshot had 500 CIs" in Guard(0.2, 0, 500).refusal(summary)

@@ -1,26 +1,35 @@
 """The sync as software-defined assets, one partition per category, left to right as it runs:
 
-C2 CMDB snapshot → desired Hector models → Hector change set → Hector writeback, with the Hector
-inventory snapshot feeding the change set. Each asset runs one step of `CategorySync`, which
-knows nothing of Dagster; `hector-sync plan` runs the same steps.
+    C2 CMDB snapshot ──► desired Hector models ──► Hector change set ──► Hector writeback
+                    ╲                          ╱
+                     ╳ (each change set reads both snapshots)
+                    ╱                          ╲
+    Hector snapshot ──► desired C2 CIs ────────► C2 change set ──────► C2 writeback
+
+Each asset runs one step of `CategorySync`, which knows nothing of Dagster; `hector-sync plan`
+runs the same steps. A category materializes only the steps of its direction (per_field: both);
+the others record that they had nothing to do.
 """
 
 import time
+from collections.abc import Iterator
 from typing import cast
 
 import dagster as dg
 import polars as pl
 
-from hector_sync.defs.checks import CHANGE_SET_CHECKS, evaluate_change_set
+from hector_sync.config import Direction
+from hector_sync.defs.checks import change_set_checks, evaluate_change_set
 from hector_sync.defs.resources import StoreResource, SyncConfigResource
 from hector_sync.reconcile.changes import ACTIONS
 from hector_sync.snapshot import Snapshot
-from hector_sync.sync import CategorySync, GuardRefused, MappingInvalid, ReadMode
+from hector_sync.sync import TO_C2, TO_HECTOR, CategorySync, GuardRefused, MappingInvalid, ReadMode
 
 OWNERS = ["team:it-ops"]
 READ_TAG = "hector_sync/read"  # full | incremental; absent: full on full_sync_weekday only
 ALLOW_LARGE_CHANGE_TAG = "hector_sync/allow_large_change"
 PREVIEW_ROWS = 20
+ARROW = {TO_HECTOR: "C2 ITSM → Hector", TO_C2: "Hector → C2 ITSM"}
 
 
 def markdown_table(frame: pl.DataFrame, limit: int = PREVIEW_ROWS) -> str:
@@ -44,19 +53,25 @@ def read_mode(context: dg.AssetExecutionContext) -> ReadMode:
     return cast(ReadMode, context.run.tags.get(READ_TAG, "auto"))
 
 
-def skipped(sync: CategorySync) -> dg.MaterializeResult:
-    message = f"direction is {sync.category.direction.value}: this job syncs c2_to_hector categories only"
+def large_change_allowed(context: dg.AssetExecutionContext) -> bool:
+    return context.run.tags.get(ALLOW_LARGE_CHANGE_TAG) == "true"
+
+
+def skipped(sync: CategorySync, direction: Direction | None) -> dg.MaterializeResult:
+    way = f"does not sync {direction.value}" if direction else "syncs nothing"
+    message = f"direction is {sync.category.direction.value}: this category {way}"
     sync.log(f"{sync.key}: {message}")
     return dg.MaterializeResult(metadata={"skipped": message})
 
 
 def start(
-    context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource
+    context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource,
+    direction: Direction | None = None,
 ) -> CategorySync | dg.MaterializeResult:
     """The partition's sync with its names resolved, or the result saying it has nothing to do."""
     sync = category_sync(context, settings, store)
-    if not sync.flows_to_hector:
-        return skipped(sync)
+    if not sync.flows(direction):
+        return skipped(sync, direction)
     try:
         sync.resolved
     except MappingInvalid as invalid:
@@ -97,6 +112,17 @@ def hector_inventory_snapshot(context: dg.AssetExecutionContext, settings: SyncC
     return dg.MaterializeResult(metadata=snapshot_metadata(assets, calls) | {"subcategories": models.table_rows})
 
 
+def derived_metadata(sync: CategorySync, direction: Direction, started: float) -> dict[str, object]:
+    derived = sync.derive(direction)
+    table, key = ("rejected_ci", "ci_id") if direction is TO_HECTOR else ("rejected_asset", "asset_id")
+    rejected = sync.store.query(f"SELECT {key}, field, value, reason FROM {table} WHERE category_key = ?", [sync.key])
+    return {
+        "dagster/row_count": derived.items, f"rejected_{key.removesuffix('_id')}s": derived.rejected,
+        "rejected_preview": dg.MetadataValue.md(markdown_table(rejected)),
+        "duration_s": round(time.monotonic() - started, 2),
+    }
+
+
 @dg.asset(
     deps=[c2_cmdb_snapshot], group_name="derived", kinds={"duckdb"}, owners=OWNERS,
     description="What Hector should hold: one subcategory per distinct maker/model/description and "
@@ -104,80 +130,109 @@ def hector_inventory_snapshot(context: dg.AssetExecutionContext, settings: SyncC
     "and their reasons beside them (rejected_ci).",
 )
 def desired_hector_models(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
-    sync = start(context, settings, store)
+    sync = start(context, settings, store, TO_HECTOR)
     if isinstance(sync, dg.MaterializeResult):
         return sync
-    started = time.monotonic()
-    derived = sync.derive()
-    rejected = sync.store.query("SELECT ci_id, field, value, reason FROM rejected_ci WHERE category_key = ?", [sync.key])
+    metadata = derived_metadata(sync, TO_HECTOR, time.monotonic())
     disagreements = sync.store.query(
         "SELECT model_key, source_ci, disagreement FROM desired_model WHERE category_key = ? AND disagreement IS NOT NULL",
         [sync.key],
     )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": derived.assets, "models": derived.models, "rejected_cis": derived.rejected_cis,
-            "rejected_preview": dg.MetadataValue.md(markdown_table(rejected)),
-            "model_disagreements": dg.MetadataValue.md(markdown_table(disagreements)),
-            "duration_s": round(time.monotonic() - started, 2),
-        }
-    )
+    models = sync.store.query("SELECT count(*) FROM desired_model WHERE category_key = ?", [sync.key]).item()
+    return dg.MaterializeResult(metadata=metadata | {
+        "models": int(models), "model_disagreements": dg.MetadataValue.md(markdown_table(disagreements)),
+    })
 
 
 @dg.asset(
-    deps=[desired_hector_models, hector_inventory_snapshot], group_name="change_sets",
-    kinds={"duckdb", "polars"}, owners=OWNERS, check_specs=CHANGE_SET_CHECKS,
-    description="The planned changes to Hector, field by field with old → new and a reason: creates, "
-    "updates, moves, links, retires, unchanged and skipped CIs (table change_set). Its checks must "
-    "pass before the writeback runs.",
+    deps=[hector_inventory_snapshot], group_name="derived", kinds={"duckdb"}, owners=OWNERS,
+    description="What C2 ITSM should hold: one CI per active, valid Hector asset, its model fields "
+    "taken from the asset's subcategory (table desired_ci), with the assets left out and their "
+    "reasons beside them (rejected_asset).",
 )
-def hector_change_set(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource):
-    sync = category_sync(context, settings, store)
-    if not sync.flows_to_hector:
-        yield skipped(sync)
-        yield from evaluate_change_set(sync, None, None, allowed=True)
-        return
-    started = time.monotonic()
-    problems = sync.problems()
-    changes = pl.DataFrame(schema={"action": pl.Utf8, "item": pl.Utf8})
-    if not problems:
-        changes = sync.plan()
-    summary = sync.summary(changes)
-    shown = changes.filter(pl.col("action") != "unchanged").drop(
-        "category_key", "direction", "target_version", "model_key", strict=False)
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": changes.height,
-            **{f"items_{a}": summary.counts[a] for a in ACTIONS},
-            "changes_preview": dg.MetadataValue.md(markdown_table(shown)),
-            "duration_s": round(time.monotonic() - started, 2),
-        }
-    )
-    allowed = context.run.tags.get(ALLOW_LARGE_CHANGE_TAG) == "true"
-    yield from evaluate_change_set(sync, problems, summary, allowed=allowed)
-
-
-@dg.asset(
-    deps=[hector_change_set], group_name="writeback", kinds={"python"}, owners=OWNERS,
-    description="Applies the change set to Hector (subcategories before assets), records every "
-    "outcome in change_history, and keeps the CI ↔ asset link locally and as the asset's external ref.",
-)
-def hector_writeback(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
-    sync = start(context, settings, store)
+def desired_c2_cis(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
+    sync = start(context, settings, store, TO_C2)
     if isinstance(sync, dg.MaterializeResult):
         return sync
-    started = time.monotonic()
-    try:
-        outcomes, calls = sync.apply(allow_large_change=context.run.tags.get(ALLOW_LARGE_CHANGE_TAG) == "true")
-    except GuardRefused as refused:
-        raise dg.Failure(description=str(refused)) from None
-    return dg.MaterializeResult(
-        metadata={
-            **{f"outcome_{k}": v for k, v in sorted(outcomes.items())},
-            **{f"api_{k}": v for k, v in calls.items()},
-            "duration_s": round(time.monotonic() - started, 2),
-        }
+    return dg.MaterializeResult(metadata=derived_metadata(sync, TO_C2, time.monotonic()))
+
+
+def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefinition], what: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name, deps=deps, group_name="change_sets", kinds={"duckdb", "polars"}, owners=OWNERS,
+        check_specs=change_set_checks(name, direction),
+        description=f"The planned changes {ARROW[direction]}, field by field with old → new and a reason: "
+        f"{what}, unchanged and skipped items (table change_set). Under per_field, drift (a field "
+        "written on the side that does not own it) shows as revert_drift. Its checks must pass "
+        "before the writeback runs.",
     )
+    def _change_set(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> Iterator:
+        sync = category_sync(context, settings, store)
+        if not sync.flows(direction):
+            yield skipped(sync, direction)
+            yield from evaluate_change_set(sync, direction, None, None, allowed=True)
+            return
+        started = time.monotonic()
+        problems = sync.problems()
+        changes = pl.DataFrame(schema={"action": pl.Utf8, "item": pl.Utf8})
+        if not problems:
+            changes = sync.plan(direction)
+        summary = sync.summary(direction, changes)
+        shown = changes.filter(pl.col("action") != "unchanged").drop(
+            "category_key", "direction", "target_version", "model_key", strict=False)
+        drift = shown.filter(pl.col("action") == "revert_drift")
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": changes.height,
+                **{f"items_{a}": summary.counts[a] for a in ACTIONS[direction]},
+                "changes_preview": dg.MetadataValue.md(markdown_table(shown)),
+                "drift_preview": dg.MetadataValue.md(markdown_table(drift)),
+                "duration_s": round(time.monotonic() - started, 2),
+            }
+        )
+        yield from evaluate_change_set(sync, direction, problems, summary, allowed=large_change_allowed(context))
+
+    return _change_set
 
 
-C2_TO_HECTOR_ASSETS = [c2_cmdb_snapshot, hector_inventory_snapshot, desired_hector_models, hector_change_set, hector_writeback]
+def writeback_asset(name: str, direction: Direction, change_set: dg.AssetsDefinition, what: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name, deps=[change_set], group_name="writeback", kinds={"python"}, owners=OWNERS,
+        description=f"Applies the change set {ARROW[direction]} ({what}), records every outcome in "
+        "change_history, and keeps the CI ↔ asset link locally and as the asset's external ref.",
+    )
+    def _writeback(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
+        sync = start(context, settings, store, direction)
+        if isinstance(sync, dg.MaterializeResult):
+            return sync
+        started = time.monotonic()
+        try:
+            outcomes, calls = sync.apply(direction, allow_large_change=large_change_allowed(context))
+        except GuardRefused as refused:
+            raise dg.Failure(description=str(refused)) from None
+        return dg.MaterializeResult(
+            metadata={
+                **{f"outcome_{k}": v for k, v in sorted(outcomes.items())},
+                **{f"api_{k}": v for k, v in calls.items()},
+                "duration_s": round(time.monotonic() - started, 2),
+            }
+        )
+
+    return _writeback
+
+
+hector_change_set = change_set_asset(
+    "hector_change_set", TO_HECTOR, [desired_hector_models, hector_inventory_snapshot],
+    "subcategories and assets to create, links, updates, moves, retires")
+c2_change_set = change_set_asset(
+    "c2_change_set", TO_C2, [desired_c2_cis, c2_cmdb_snapshot], "CIs to create, links, updates, retires")
+hector_writeback = writeback_asset(
+    "hector_writeback", TO_HECTOR, hector_change_set, "subcategories before assets")
+c2_writeback = writeback_asset(
+    "c2_writeback", TO_C2, c2_change_set, "CIs created from assets get the external ref right after")
+
+SNAPSHOTS = [c2_cmdb_snapshot, hector_inventory_snapshot]
+TO_HECTOR_ASSETS = [*SNAPSHOTS, desired_hector_models, hector_change_set, hector_writeback]
+TO_C2_ASSETS = [*SNAPSHOTS, desired_c2_cis, c2_change_set, c2_writeback]
+ALL_ASSETS = [*SNAPSHOTS, desired_hector_models, desired_c2_cis, hector_change_set, c2_change_set,
+              hector_writeback, c2_writeback]

@@ -1,7 +1,7 @@
-"""What must hold before anything is written to Hector, as blocking checks on the change set.
+"""What must hold before anything is written, as blocking checks on each change set.
 
-Blocking: when one fails, Dagster skips the writeback of that run and fails it, and the check's
-description (with the numbers) is what the failure e-mail quotes.
+Blocking: when one fails, Dagster skips that direction's writeback in the run and fails it,
+and the check's description (with the numbers) is what the failure e-mail quotes.
 """
 
 from __future__ import annotations
@@ -10,28 +10,33 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from hector_sync.config import Direction
 from hector_sync.reconcile.changes import Summary
 from hector_sync.sync import CategorySync
 
-ASSET = "hector_change_set"
-CHANGE_SET_CHECKS = [
-    dg.AssetCheckSpec("mapping_valid", asset=ASSET, blocking=True,
-                      description="Every name of the category's mapping exists in C2 ITSM and Hector."),
-    dg.AssetCheckSpec("unique_ci_ids", asset=ASSET, blocking=True,
-                      description="C2 ITSM listed each CI once; a repeated id would make two assets."),
-    dg.AssetCheckSpec("change_size_guard", asset=ASSET, blocking=True,
-                      description="The change set retires or moves at most max_change_fraction of the "
-                      "linked assets, and C2 did not answer empty where it had CIs."),
-]
+TARGET_ITEMS = {Direction.C2_TO_HECTOR: "assets", Direction.HECTOR_TO_C2: "CIs"}
+
+
+def change_set_checks(asset: str, direction: Direction) -> list[dg.AssetCheckSpec]:
+    items = TARGET_ITEMS[direction]
+    return [
+        dg.AssetCheckSpec("mapping_valid", asset=asset, blocking=True,
+                          description="Every name of the category's mapping exists in C2 ITSM and Hector."),
+        dg.AssetCheckSpec("unique_ci_ids", asset=asset, blocking=True,
+                          description="C2 ITSM listed each CI once; a repeated id would pair one CI twice."),
+        dg.AssetCheckSpec("change_size_guard", asset=asset, blocking=True,
+                          description=f"The change set retires or moves at most max_change_fraction of the "
+                          f"linked {items}, and the source system did not answer empty where it had items."),
+    ]
 
 
 def evaluate_change_set(
-    sync: CategorySync, problems: list[str] | None, summary: Summary | None, *, allowed: bool
+    sync: CategorySync, direction: Direction, problems: list[str] | None, summary: Summary | None, *, allowed: bool
 ) -> Iterator[dg.AssetCheckResult]:
-    """The three checks; a category with nothing to sync passes them all, saying so."""
+    """The three checks; a category with nothing to sync this way passes them all, saying so."""
     if summary is None:
-        for spec in CHANGE_SET_CHECKS:
-            yield dg.AssetCheckResult(check_name=spec.name, passed=True, description="nothing to sync")
+        for name in ("mapping_valid", "unique_ci_ids", "change_size_guard"):
+            yield dg.AssetCheckResult(check_name=name, passed=True, description="nothing to sync this way")
         return
     yield dg.AssetCheckResult(
         check_name="mapping_valid", passed=not problems,
@@ -42,10 +47,10 @@ def evaluate_change_set(
         check_name="unique_ci_ids", passed=repeated == 0, metadata={"repeated_ci_ids": repeated},
         description=f"C2 ITSM listed {repeated} CI ids more than once" if repeated else "every CI id is unique",
     )
-    refusal = sync.guard_refusal(summary)
+    refusal = sync.guard_refusal(direction, summary)
     yield dg.AssetCheckResult(
         check_name="change_size_guard", passed=refusal is None or allowed,
         metadata={"retire_or_move": summary.risky, "linked": summary.linked, "fraction": round(summary.fraction, 4)},
         description=(f"{refusal} (let through by --allow-large-change)" if refusal and allowed
-                     else refusal or f"{summary.risky} of {summary.linked} linked assets retired or moved"),
+                     else refusal or f"{summary.risky} of {summary.linked} linked {TARGET_ITEMS[direction]} retired or moved"),
     )

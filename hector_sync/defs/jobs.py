@@ -1,24 +1,35 @@
-"""One writeback job per direction; each run is one category partition.
+"""One job per direction; each run is one category partition.
 
-Runs execute in process: the steps of one category are sequential anyway (each waits on the
-last), and it spares a process start per step.
+A category runs in the job of its direction: `c2_to_hector` and `hector_to_c2` materialize one
+writeback, `per_field` both (its snapshots are read once for the two change sets). Runs execute
+in process: the steps of one category are sequential anyway, and it spares a process per step.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from hector_sync.defs.assets import C2_TO_HECTOR_ASSETS
+from hector_sync.config import Direction
+from hector_sync.defs.assets import ALL_ASSETS, TO_C2_ASSETS, TO_HECTOR_ASSETS
 
-C2_TO_HECTOR_JOB = "c2_to_hector_sync"
+JOB_OF: dict[Direction, str] = {
+    Direction.C2_TO_HECTOR: "c2_to_hector_sync",
+    Direction.HECTOR_TO_C2: "hector_to_c2_sync",
+    Direction.PER_FIELD: "per_field_sync",
+}
+C2_TO_HECTOR_JOB = JOB_OF[Direction.C2_TO_HECTOR]
+SELECTION = {
+    Direction.C2_TO_HECTOR: (TO_HECTOR_ASSETS, "C2 ITSM → Hector for one category: snapshots, change set, writeback."),
+    Direction.HECTOR_TO_C2: (TO_C2_ASSETS, "Hector → C2 ITSM for one category: snapshots, change set, writeback."),
+    Direction.PER_FIELD: (ALL_ASSETS, "Both ways for one per_field category, each field from the side that owns it."),
+}
 
 
 def build_jobs() -> list[dg.JobDefinition]:
     return [
         dg.define_asset_job(
-            C2_TO_HECTOR_JOB,
-            selection=dg.AssetSelection.assets(*C2_TO_HECTOR_ASSETS),
-            executor_def=dg.in_process_executor,
-            description="C2 ITSM → Hector for one category: snapshots, change set, writeback.",
+            JOB_OF[direction], selection=dg.AssetSelection.assets(*assets),
+            executor_def=dg.in_process_executor, description=description,
         )
+        for direction, (assets, description) in SELECTION.items()
     ]

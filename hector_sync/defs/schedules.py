@@ -1,35 +1,42 @@
-"""The daily sync: one run per category whose direction the job covers, full on one weekday.
+"""The daily sync: one schedule per direction's job, one run per category of that direction,
+full on one weekday.
 
 Static partitions cannot use `build_schedule_from_partitioned_job` with a cron (dagster#28210),
-so this schedule yields a RunRequest per category itself.
+so each schedule yields a RunRequest per category itself.
 """
 
 
 import dagster as dg
 
-from hector_sync.config import SyncConfig
+from hector_sync.config import Direction, SyncConfig
 from hector_sync.defs.assets import READ_TAG
-from hector_sync.defs.jobs import C2_TO_HECTOR_JOB
-from hector_sync.sync import C2_TO_HECTOR, full_read_day
+from hector_sync.defs.jobs import JOB_OF
+from hector_sync.sync import full_read_day
 
 
-def build_schedules(config: SyncConfig) -> list[dg.ScheduleDefinition]:
+def daily_schedule(config: SyncConfig, direction: Direction) -> dg.ScheduleDefinition:
+    job = JOB_OF[direction]
+
     @dg.schedule(
-        name="daily_c2_to_hector",
-        job_name=C2_TO_HECTOR_JOB,
+        name=f"daily_{direction.value}",
+        job_name=job,
         cron_schedule=config.schedule.cron,
         execution_timezone=config.schedule.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Daily C2 ITSM → Hector sync of every category that flows that way.",
+        description=f"Daily {direction.value} sync of every category configured that way.",
     )
-    def daily_c2_to_hector(context: dg.ScheduleEvaluationContext):
+    def _daily(context: dg.ScheduleEvaluationContext):
         scheduled = context.scheduled_execution_time
         mode = "full" if full_read_day(config, scheduled) else "incremental"
         stamp = scheduled.strftime("%Y-%m-%dT%H:%M")
         for category in config.categories:
-            if category.direction in C2_TO_HECTOR:
+            if category.direction is direction:
                 yield dg.RunRequest(
                     run_key=f"{category.key}-{stamp}", partition_key=category.key, tags={READ_TAG: mode}
                 )
 
-    return [daily_c2_to_hector]
+    return _daily
+
+
+def build_schedules(config: SyncConfig) -> list[dg.ScheduleDefinition]:
+    return [daily_schedule(config, direction) for direction in JOB_OF]

@@ -1,28 +1,32 @@
 """Pure reconciliation: tables in, change sets out; no network, no Dagster.
 
-`Reconciler` runs the SQL of `normalize`, `match` and `changes` on a DuckDB connection holding
-the documented tables (the sync's file, or an in-memory database in tests), so the Dagster
-assets and `hector-sync plan` compute exactly the same change set.
+`Reconciler` runs the SQL of `normalize`, `match`, `to_hector` and `to_c2` on a DuckDB
+connection holding the documented tables (the sync's file, or an in-memory database in tests),
+so the Dagster assets and `hector-sync plan` compute exactly the same change sets.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import duckdb
 import polars as pl
 
-from hector_sync.config import CategoryConfig
-from hector_sync.reconcile import changes, normalize
-from hector_sync.store import scalar
+from hector_sync.config import CategoryConfig, Direction
+from hector_sync.reconcile import normalize, to_c2, to_hector
+from hector_sync.reconcile.changes import CHANGE_SCHEMA, entries
 from hector_sync.reconcile.mapping import CategoryPlan, Kind, Scope, build_plan
+from hector_sync.reconcile.match import hector_assets, hector_models, pairs
+from hector_sync.reconcile.normalize import lit
+from hector_sync.store import scalar
 
 
 @dataclass(frozen=True)
 class Derived:
-    models: int
-    assets: int
-    rejected_cis: int
+    items: int  # desired assets (toward Hector) or desired CIs (toward C2 ITSM)
+    rejected: int
+    models: int = 0
 
 
 @dataclass(frozen=True)
@@ -32,26 +36,69 @@ class Reconciler:
 
     @classmethod
     def for_category(
-        cls, category: CategoryConfig, attribute_kinds: dict[tuple[Scope, str], Kind], default_stockroom: str
+        cls, category: CategoryConfig, attribute_kinds: dict[tuple[Scope, str], Kind], default_stockroom: str,
+        c2_types: dict[str, str] | None = None,
     ) -> Reconciler:
-        return cls(build_plan(category, attribute_kinds), default_stockroom)
+        return cls(build_plan(category, attribute_kinds, c2_types), default_stockroom)
+
+    def _replace(self, con: duckdb.DuckDBPyConnection, tables: dict[str, str]) -> None:
+        for table, sql in tables.items():
+            con.execute(f"DELETE FROM {table} WHERE category_key = ?", [self.plan.key])
+            con.execute(f"INSERT INTO {table} BY NAME {sql}")
+
+    def _count(self, con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
+        return int(scalar(con, f"SELECT count(DISTINCT {column}) FROM {table} WHERE category_key = ?", [self.plan.key]) or 0)
 
     def derive(self, con: duckdb.DuckDBPyConnection) -> Derived:
-        """Replace the category's desired models, desired assets and rejected CIs."""
-        key = [self.plan.key]
-        for table, sql in (
-            ("desired_model", normalize.desired_models(self.plan)),
-            ("desired_asset", normalize.desired_assets(self.plan)),
-            ("rejected_ci", normalize.rejected_cis(self.plan)),
-        ):
-            con.execute(f"DELETE FROM {table} WHERE category_key = ?", key)
-            con.execute(f"INSERT INTO {table} BY NAME {sql}")
-        counts = [
-            int(scalar(con, f"SELECT count(DISTINCT {col}) FROM {t} WHERE category_key = ?", key) or 0)
-            for t, col in (("desired_model", "model_key"), ("desired_asset", "ci_id"), ("rejected_ci", "ci_id"))
-        ]
-        return Derived(*counts)
+        """Replace the category's desired models, desired assets and rejected CIs (toward Hector)."""
+        self._replace(con, {
+            "desired_model": normalize.desired_models(self.plan),
+            "desired_asset": normalize.desired_assets(self.plan),
+            "rejected_ci": normalize.rejected_cis(self.plan),
+        })
+        return Derived(
+            items=self._count(con, "desired_asset", "ci_id"), rejected=self._count(con, "rejected_ci", "ci_id"),
+            models=self._count(con, "desired_model", "model_key"),
+        )
 
-    def changes(self, con: duckdb.DuckDBPyConnection, *, full_read: bool) -> pl.DataFrame:
-        sql = changes.hector_change_set(self.plan, full_read=full_read, default_stockroom=self.default_stockroom)
-        return con.sql(sql).pl().cast(changes.CHANGE_SCHEMA)
+    def derive_c2(self, con: duckdb.DuckDBPyConnection) -> Derived:
+        """Replace the category's desired CIs and rejected assets (toward C2 ITSM)."""
+        self._replace(con, {"desired_ci": to_c2.desired_cis(self.plan), "rejected_asset": to_c2.rejected_assets(self.plan)})
+        return Derived(items=self._count(con, "desired_ci", "asset_id"), rejected=self._count(con, "rejected_asset", "asset_id"))
+
+    def changes(self, con: duckdb.DuckDBPyConnection, direction: Direction, *, full_read: bool) -> pl.DataFrame:
+        """The change set toward `direction`; `full_read` is the source side's last read."""
+        if direction is Direction.C2_TO_HECTOR:
+            sql = to_hector.hector_change_set(self.plan, full_read=full_read, default_stockroom=self.default_stockroom)
+        else:
+            sql = to_c2.c2_change_set(self.plan, full_read=full_read)
+        return con.sql(sql).pl().cast(CHANGE_SCHEMA)
+
+    def agree(self, con: duckdb.DuckDBPyConnection, run_id: str | None) -> int:
+        """Record, per linked pair and field, the value both sides hold now (per_field only):
+        the baseline against which the next sync tells a change from an echo or a drift."""
+        if not self.plan.per_field:
+            return 0
+        values = entries(self.plan, tuple(range(len(self.plan.targets))), "{name}", "v{i}", "h{i}")
+        sql = f"""
+            WITH hm AS ({hector_models(self.plan)}), h AS ({hector_assets(self.plan)}),
+            c AS ({normalize.normalized_cis(self.plan)}), {pairs(self.plan)},
+            agreed AS (
+                SELECT p.ci_id, p.asset_id,
+                       unnest(list_filter({values}, lambda x: x.old IS NOT DISTINCT FROM x.new), recursive := true)
+                FROM pair p JOIN c USING (ci_id) JOIN h ON h.id = p.asset_id
+            )
+            SELECT {lit(self.plan.key)} AS category_key, a.ci_id, a.asset_id, a.field, a.old AS value
+            FROM agreed a LEFT JOIN baseline b
+                ON b.category_key = {lit(self.plan.key)} AND b.ci_id = a.ci_id AND b.field = a.field
+            WHERE b.ci_id IS NULL OR b.value IS DISTINCT FROM a.old OR b.asset_id IS DISTINCT FROM a.asset_id
+        """
+        changed = con.sql(sql).pl()
+        if changed.height:
+            con.register("agreed_now", changed)
+            con.execute(
+                "INSERT OR REPLACE INTO baseline SELECT category_key, ci_id, asset_id, field, value, ?, ? FROM agreed_now",
+                [datetime.now(UTC), run_id],
+            )
+            con.unregister("agreed_now")
+        return changed.height

@@ -1,8 +1,8 @@
 """A category's mapping resolved into typed targets: what the SQL of reconciliation iterates over.
 
-Configuration names Hector fields and attributes; reconciliation needs, for each, where the
-value comes from in C2, how to compare it (text, number, date) and how to read it back from
-Hector's snapshot. This module is the only place that knows both vocabularies.
+Configuration names Hector fields and attributes; reconciliation needs, for each, the C2 field
+on the other end, which way it flows, how to compare it (text, number, date) and how to read it
+back from Hector's snapshot. This module is the only place that knows both vocabularies.
 """
 
 from __future__ import annotations
@@ -29,15 +29,27 @@ ASSET_FIELD_KINDS: dict[str, Kind] = {
 ATTRIBUTE_PREFIX = "attributes."
 
 
+TO_HECTOR = Direction.C2_TO_HECTOR
+TO_C2 = Direction.HECTOR_TO_C2
+
+
+def comparison_kind(hector_kind: Kind, c2_type: str) -> Kind:
+    """Compare as the stricter of the two sides, so '42' and 42.0 are one value, not a diff."""
+    if hector_kind == "text" and c2_type in ("number", "date"):
+        return c2_type  # type: ignore[return-value]
+    return hector_kind
+
+
 @dataclass(frozen=True)
 class Target:
-    """One Hector field or attribute fed from one C2 field."""
+    """One Hector field or attribute paired with one C2 field, flowing one way."""
 
     name: str  # "maker", "title", "attributes.Serial number"
     scope: Scope
     source: str  # C2 field name, or "Name" for the CI's own name
-    kind: Kind
-    direction: Direction
+    kind: Kind  # how both sides' values are compared
+    direction: Direction  # c2_to_hector or hector_to_c2, also under per_field
+    c2_type: str = "text"  # the C2 field's type, which a value written to C2 must have
 
     @property
     def attribute(self) -> str | None:
@@ -54,6 +66,23 @@ class CategoryPlan:
     on_missing: Literal["ignore", "retire"]
     max_change_fraction: float
 
+    @property
+    def model_direction(self) -> Direction:
+        """Which way maker, model and description flow; the loader makes all three agree."""
+        return self.target("maker").direction
+
+    @property
+    def per_field(self) -> bool:
+        return self.direction is Direction.PER_FIELD
+
+    def creates_toward(self, direction: Direction) -> bool:
+        """Missing items are created only on the side that does not own the model fields."""
+        return self.model_direction is direction
+
+    def toward(self, direction: Direction) -> tuple[int, ...]:
+        """Indexes of the targets that flow `direction`."""
+        return tuple(i for i, t in enumerate(self.targets) if t.direction is direction)
+
     def scoped(self, scope: Scope) -> tuple[Target, ...]:
         return tuple(t for t in self.targets if t.scope == scope)
 
@@ -61,26 +90,37 @@ class CategoryPlan:
         return next(t for t in self.targets if t.name == name)
 
 
-def build_plan(category: CategoryConfig, attribute_kinds: dict[tuple[Scope, str], Kind]) -> CategoryPlan:
-    """Resolve a category's mapping; `attribute_kinds` comes from Hector's attribute list.
+def build_plan(
+    category: CategoryConfig, attribute_kinds: dict[tuple[Scope, str], Kind], c2_types: dict[str, str] | None = None
+) -> CategoryPlan:
+    """Resolve a category's mapping; `attribute_kinds` comes from Hector's attribute list and
+    `c2_types` (field name → type) from the C2 category's fields.
 
     An attribute Hector does not define with the right scope is a broken mapping: the caller's
     mapping check reports it before anything is written, so here it raises KeyError.
     """
+    types = c2_types or {}
+
+    def target(name: str, scope: Scope, source: str, kind: Kind, direction: Direction) -> Target:
+        c2_type = types.get(source, "text")
+        return Target(name, scope, source, comparison_kind(kind, c2_type), direction, c2_type)
+
     targets: list[Target] = []
     for scope, fields, kinds in (
         ("model", category.model, MODEL_FIELD_KINDS),
         ("asset", category.asset, ASSET_FIELD_KINDS),
     ):
-        targets += [Target(n, scope, m.c2, kinds[n], m.direction) for n, m in fields.items()]
+        targets += [target(n, scope, m.c2, kinds[n], m.direction) for n, m in fields.items()]
     for scope, attrs in (("model", category.model_attributes), ("asset", category.asset_attributes)):
         targets += [
-            Target(ATTRIBUTE_PREFIX + n, scope, m.c2, attribute_kinds[(scope, n)], m.direction)
+            target(ATTRIBUTE_PREFIX + n, scope, m.c2, attribute_kinds[(scope, n)], m.direction)
             for n, m in attrs.items()
         ]
     if "title" not in category.asset:
-        # The rules: with no title mapped, an asset is titled from the CI's name.
-        targets.append(Target("title", "asset", NAME_PSEUDO_FIELD, "text", category.direction))
+        # The rules: with no title mapped, an asset is titled from the CI's name (and a CI
+        # created from an asset is named from its title), in the direction of the model.
+        title_flow = category.model["maker"].direction if category.direction is Direction.PER_FIELD else category.direction
+        targets.append(target("title", "asset", NAME_PSEUDO_FIELD, "text", title_flow))
     identify = category.identify_by
     identify_target = None
     if identify is not None:

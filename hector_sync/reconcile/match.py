@@ -1,15 +1,22 @@
-"""Which Hector asset is each CI's: the external ref first, then `identify_by`, never a guess.
+"""Which CI and which Hector asset are one item: the external ref first, then our own records
+of creates, then `identify_by`, never a guess.
 
 Following the identification rules of a CMDB reconciliation engine: a strong identifier (the
-`c2` external ref) wins; a weak one (`identify_by`) links only when it names exactly one
-unlinked asset and that asset is named by exactly one CI; anything else is ambiguous and
-reported, because linking the wrong asset is worse than linking none.
+`c2` external ref on the asset) wins; next come the local link and the journal of CI creates
+whose answer was lost (both written by this tool, see `hector_sync.store`); a weak identifier
+(`identify_by`) links only when it names exactly one unclaimed asset and that asset is named by
+exactly one unclaimed CI; anything else is ambiguous and reported, because linking the wrong
+asset is worse than linking none. Both directions read the same `pairs()`, so they agree.
 """
 
 from __future__ import annotations
 
 from hector_sync.reconcile.mapping import ATTRIBUTE_PREFIX, CategoryPlan, Target
 from hector_sync.reconcile.normalize import canon, lit, model_key, model_label, quoted, trimmed
+
+# A CI created from a journalled intent shows a modified_at at or after the intent, give or
+# take the clock difference between us and C2 ITSM.
+CLOCK_SKEW = "INTERVAL 10 MINUTE"
 
 
 def hector_column(target: Target) -> str:
@@ -18,9 +25,10 @@ def hector_column(target: Target) -> str:
 
 
 def hector_models(plan: CategoryPlan) -> str:
-    """Hector's subcategories of the category with their identity and canonical values."""
+    """Hector's subcategories of the category with their identity, canonical `h{i}` and raw `hr{i}` values."""
     values = ", ".join(
-        f"{canon(hector_column(t), t.kind)} AS h{i}" for i, t in enumerate(plan.targets) if t.scope == "model"
+        f"{canon(hector_column(t), t.kind)} AS h{i}, {trimmed(hector_column(t))} AS hr{i}"
+        for i, t in enumerate(plan.targets) if t.scope == "model"
     )
     keys = [trimmed(c) for c in ("maker", "model", "description")]
     return f"""
@@ -31,10 +39,12 @@ def hector_models(plan: CategoryPlan) -> str:
 
 
 def hector_assets(plan: CategoryPlan) -> str:
-    """Hector's assets of the category with their model identity and canonical values."""
+    """Hector's assets of the category with their model identity and, for every target (model
+    ones through the subcategory), canonical `h{i}` and raw `hr{i}` values."""
     values = ", ".join(
-        f"{canon('a.' + hector_column(t), t.kind)} AS h{i}"
-        for i, t in enumerate(plan.targets) if t.scope == "asset"
+        f"{canon('a.' + hector_column(t), t.kind)} AS h{i}, {trimmed('a.' + hector_column(t))} AS hr{i}"
+        if t.scope == "asset" else f"m.h{i}, m.hr{i}"
+        for i, t in enumerate(plan.targets)
     )
     identify = "NULL"
     if plan.identify_target:
@@ -42,51 +52,80 @@ def hector_assets(plan: CategoryPlan) -> str:
         column = f"attributes[{lit(name)}]" if name != plan.identify_target else f'"{name}"'
         identify = f"lower({trimmed('a.' + column)})"
     return f"""
-        SELECT a.id, a.version, a.status, a.c2_ref, a.attributes, a.external_refs,
+        SELECT a.id, a.version, a.status, a.c2_ref, a.attributes, a.external_refs, a.updated_at,
+               a.status IS NOT DISTINCT FROM 'retired' AS retired, {trimmed('a.title')} AS title,
                m.model_key, m.model_label, {identify} AS identify_value, {values or 'NULL AS none'}
         FROM hector_asset a LEFT JOIN ({hector_models(plan)}) m ON m.id = a.subcategory_id
         WHERE a.category_key = {lit(plan.key)}
     """
 
 
-def matches() -> str:
-    """Each desired CI with its asset: `match` is linked, identified, ambiguous or new.
+def pairs(plan: CategoryPlan) -> str:
+    """CTEs ending in `pair` (ci_id, asset_id, match) and the ambiguities of each side.
 
-    Expects CTEs `d` (desired assets) and `h` (hector_assets) in scope.
+    `match` is linked (external ref), local (our link of a CI we created), recovered (a CI we
+    created whose answer was lost, found by the journal), or identified (`identify_by`).
+    Expects CTEs `c` (normalized CIs, every status) and `h` (hector_assets) in scope.
     """
+    key = lit(plan.key)
     return f"""
-        linked AS (
-            SELECT d.ci_id, arg_min(h.id, h.id) AS asset_id FROM d JOIN h ON h.c2_ref = d.ci_id
-            GROUP BY d.ci_id
+        ref_pair AS (
+            SELECT c.ci_id, min(h.id) AS asset_id FROM c JOIN h ON h.c2_ref = c.ci_id GROUP BY c.ci_id
+        ), unref AS (
+            SELECT * FROM h WHERE c2_ref IS NULL
+        ), local_pair AS (
+            SELECT l.ci_id, min(l.asset_id) AS asset_id FROM link l
+            JOIN unref ON unref.id = l.asset_id JOIN c ON c.ci_id = l.ci_id
+            WHERE l.category_key = {key} AND l.ci_id NOT IN (SELECT ci_id FROM ref_pair)
+            GROUP BY l.ci_id
+        ), intent AS (
+            SELECT p.asset_id, c.ci_id,
+                   count(*) OVER (PARTITION BY p.asset_id) AS cis_per_asset,
+                   count(*) OVER (PARTITION BY c.ci_id) AS assets_per_ci
+            FROM pending_create p JOIN unref ON unref.id = p.asset_id
+            JOIN c ON c.ci_name = p.name AND c.modified_at >= p.recorded_at - {CLOCK_SKEW}
+            WHERE p.category_key = {key}
+              AND c.ci_id NOT IN (SELECT ci_id FROM ref_pair UNION ALL SELECT ci_id FROM local_pair)
+              AND p.asset_id NOT IN (SELECT asset_id FROM local_pair)
+        ), recovered_pair AS (
+            SELECT ci_id, asset_id FROM intent WHERE cis_per_asset = 1 AND assets_per_ci = 1
+        ), claimed AS (
+            SELECT ci_id, asset_id FROM ref_pair UNION ALL SELECT ci_id, asset_id FROM local_pair
+            UNION ALL SELECT ci_id, asset_id FROM recovered_pair
         ), candidates AS (
-            SELECT d.ci_id, h.id AS asset_id, d.identify_value
-            FROM d JOIN h ON h.c2_ref IS NULL AND h.identify_value = d.identify_value
-            WHERE d.ci_id NOT IN (SELECT ci_id FROM linked)
-        ), candidate_counts AS (
-            SELECT ci_id, asset_id, identify_value,
-                   count(*) OVER (PARTITION BY ci_id) AS assets_per_ci,
-                   count(*) OVER (PARTITION BY asset_id) AS cis_per_asset,
-                   string_agg(CAST(asset_id AS VARCHAR), ', ' ORDER BY asset_id)
-                       OVER (PARTITION BY ci_id) AS asset_ids,
-                   string_agg(ci_id, ', ' ORDER BY ci_id) OVER (PARTITION BY asset_id) AS ci_ids
-            FROM candidates
-        ), identified AS (
-            SELECT ci_id, asset_id FROM candidate_counts WHERE assets_per_ci = 1 AND cis_per_asset = 1
+            SELECT c.ci_id, unref.id AS asset_id, c.identify_value,
+                   count(*) OVER (PARTITION BY c.ci_id) AS assets_per_ci,
+                   count(*) OVER (PARTITION BY unref.id) AS cis_per_asset
+            FROM c JOIN unref ON unref.identify_value = c.identify_value
+            WHERE NOT c.retired AND NOT unref.retired
+              AND c.ci_id NOT IN (SELECT ci_id FROM claimed)
+              AND unref.id NOT IN (SELECT asset_id FROM claimed)
+        ), pair AS (
+            SELECT ci_id, asset_id, 'linked' AS match FROM ref_pair
+            UNION ALL SELECT ci_id, asset_id, 'local' FROM local_pair
+            UNION ALL SELECT ci_id, asset_id, 'recovered' FROM recovered_pair
+            UNION ALL SELECT ci_id, asset_id, 'identified' FROM candidates
+                WHERE assets_per_ci = 1 AND cis_per_asset = 1
         ), ambiguous AS (
+            SELECT *,
+                   string_agg(CAST(asset_id AS VARCHAR), ', ' ORDER BY asset_id) OVER (PARTITION BY ci_id) AS asset_ids,
+                   string_agg(ci_id, ', ' ORDER BY ci_id) OVER (PARTITION BY asset_id) AS ci_ids
+            FROM candidates WHERE assets_per_ci > 1 OR cis_per_asset > 1
+        ), ci_ambiguity AS (
             SELECT ci_id, any_value(identify_value) AS identify_value,
-                   any_value(asset_ids) AS asset_ids, max(cis_per_asset) AS cis, any_value(ci_ids) AS ci_ids
-            FROM candidate_counts WHERE assets_per_ci > 1 OR cis_per_asset > 1 GROUP BY ci_id
-        ), matched AS (
-            SELECT d.ci_id,
-                   coalesce(l.asset_id, i.asset_id) AS asset_id,
-                   CASE WHEN l.asset_id IS NOT NULL THEN 'linked'
-                        WHEN i.asset_id IS NOT NULL THEN 'identified'
-                        WHEN a.ci_id IS NOT NULL THEN 'ambiguous' ELSE 'new' END AS match,
-                   CASE WHEN a.cis > 1 THEN 'identify_by value ' || {quoted('a.identify_value')}
-                            || ' is shared by CIs ' || a.ci_ids || ' and matches asset ' || a.asset_ids
-                        WHEN a.ci_id IS NOT NULL THEN 'identify_by value ' || {quoted('a.identify_value')}
-                            || ' matches several unlinked assets: ' || a.asset_ids END AS ambiguity
-            FROM d LEFT JOIN linked l USING (ci_id) LEFT JOIN identified i USING (ci_id)
-                   LEFT JOIN ambiguous a USING (ci_id)
+                   CASE WHEN max(cis_per_asset) > 1
+                        THEN 'identify_by value ' || {quoted('any_value(identify_value)')}
+                             || ' is shared by CIs ' || any_value(ci_ids) || ' and matches asset ' || any_value(asset_ids)
+                        ELSE 'identify_by value ' || {quoted('any_value(identify_value)')}
+                             || ' matches several unlinked assets: ' || any_value(asset_ids) END AS ambiguity
+            FROM ambiguous GROUP BY ci_id
+        ), asset_ambiguity AS (
+            SELECT asset_id, any_value(identify_value) AS identify_value,
+                   CASE WHEN max(assets_per_ci) > 1
+                        THEN 'identify_by value ' || {quoted('any_value(identify_value)')}
+                             || ' is shared by assets ' || any_value(asset_ids) || ' and matches CI ' || any_value(ci_ids)
+                        ELSE 'identify_by value ' || {quoted('any_value(identify_value)')}
+                             || ' matches several unlinked CIs: ' || any_value(ci_ids) END AS ambiguity
+            FROM ambiguous GROUP BY asset_id
         )
     """

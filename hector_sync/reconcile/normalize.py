@@ -8,7 +8,7 @@ DOUBLE, dates through DATE, so both sides compare equal exactly when the rules s
 
 from __future__ import annotations
 
-from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, NAME_PSEUDO_FIELD, CategoryPlan, Kind
+from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, NAME_PSEUDO_FIELD, TO_HECTOR, CategoryPlan, Kind
 
 BLANKS = " \t\r\n\u00a0"
 SEP = "chr(31)"
@@ -50,7 +50,8 @@ def _raw(source: str) -> str:
 
 
 def normalized_cis(plan: CategoryPlan) -> str:
-    """One row per CI id (the latest if C2 listed it twice), raw `r{i}` and canonical `v{i}`."""
+    """One row per CI id (the latest if C2 listed it twice), raw `r{i}` and canonical `v{i}`;
+    `rejected` when a value bound for Hector cannot be synced."""
     raws = ", ".join(f"{_raw(t.source)} AS r{i}" for i, t in enumerate(plan.targets))
     canons = ", ".join(f"{canon(f'r{i}', t.kind)} AS v{i}" for i, t in enumerate(plan.targets))
     identify = f"lower({trimmed(_raw(plan.identify_source))})" if plan.identify_source else "NULL"
@@ -62,7 +63,8 @@ def normalized_cis(plan: CategoryPlan) -> str:
             QUALIFY row_number() OVER (
                 PARTITION BY ci_id ORDER BY modified_at DESC NULLS LAST, version DESC) = 1
         ), raw AS (
-            SELECT ci_id, status, modified_at, {identify} AS identify_value, {raws} FROM ci
+            SELECT ci_id, version, status, modified_at, {trimmed('name')} AS ci_name,
+                   {identify} AS identify_value, {raws} FROM ci
         ), canonical AS (SELECT *, {canons} FROM raw)
         SELECT *, {model_key(*keys)} AS model_key, {model_label(*keys)} AS model_label,
                status IS NOT DISTINCT FROM 'retired' AS retired, ({problems}) AS rejected,
@@ -76,9 +78,10 @@ def _index(plan: CategoryPlan, name: str) -> int:
 
 
 def _problem_conditions(plan: CategoryPlan) -> dict[int, str]:
-    """Per target, the SQL condition under which a CI cannot be synced because of it."""
+    """Per target bound for Hector, the SQL condition under which a CI cannot be synced."""
     conditions: dict[int, str] = {}
-    for i, t in enumerate(plan.targets):
+    for i in plan.toward(TO_HECTOR):
+        t = plan.targets[i]
         if t.name in MODEL_KEY_FIELDS:
             conditions[i] = f"v{i} IS NULL"
         elif t.kind != "text":

@@ -1,0 +1,150 @@
+"""The change set toward Hector: desired models and assets (from the CIs) against Hector's
+snapshot, over the pairs of `match.pairs`.
+
+Under `c2_to_hector` every mapped field flows this way and CIs without an asset get one. Under
+`per_field` only the fields flowing c2_to_hector are written here, with the drift rule; CIs
+without an asset get one only when C2 ITSM owns maker, model and description.
+"""
+
+from __future__ import annotations
+
+from hector_sync.reconcile.changes import ACTIONS, differing, entries, with_drift
+from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, TO_HECTOR, CategoryPlan
+from hector_sync.reconcile.match import hector_assets, hector_models, pairs
+from hector_sync.reconcile.normalize import lit, model_label, normalized_cis, quoted
+
+DIRECTION = TO_HECTOR.value
+LINK_REASONS = {
+    "identified": "'identify_by matched ' || {value}",
+    "local": "'C2 ITSM CI created from this asset by an earlier run'",
+    "recovered": "'C2 ITSM CI created from this asset by an interrupted run'",
+}
+
+
+def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom: str) -> str:
+    """SQL for the whole change set of one category toward Hector."""
+    key = lit(plan.key)
+    creates = plan.creates_toward(TO_HECTOR)
+    model = tuple(i for i, t in enumerate(plan.targets) if t.scope == "model")
+    asset = tuple(i for i, t in enumerate(plan.targets) if t.scope == "asset")
+    flowing = set(plan.toward(TO_HECTOR))
+    kept = ", ".join(lit(k) for k in MODEL_KEY_FIELDS)
+    desired_label = model_label(*(f"dm.fields[{lit(k)}]" for k in MODEL_KEY_FIELDS))
+    gone_reason = (
+        "CASE WHEN c.retired THEN 'the CI is retired in C2 ITSM' "
+        "ELSE 'the CI is no longer listed in C2 ITSM' END"
+    )
+    link_reason = "CASE match " + " ".join(
+        f"WHEN {lit(m)} THEN {r.format(value=quoted('desired_identify'))}" for m, r in LINK_REASONS.items()
+    ) + " END"
+    field_rows = f"""
+        SELECT 'update_asset' AS action, ci_id AS item, CAST(id AS VARCHAR) AS target_id,
+               version AS target_version, desired_key AS model_key, NULL AS reason,
+               {differing(entries(plan, tuple(i for i in asset if i in flowing), '{name}', 'h{i}', 'fields[{name}]'))}
+        FROM pairs WHERE id IS NOT NULL
+    """
+    return f"""
+        WITH d AS (SELECT * FROM desired_asset WHERE category_key = {key}),
+        dm AS (SELECT * FROM desired_model WHERE category_key = {key}),
+        hm AS MATERIALIZED ({hector_models(plan)}),
+        h AS MATERIALIZED ({hector_assets(plan)}),
+        c AS MATERIALIZED ({normalized_cis(plan)}),
+        {pairs(plan)},
+        sub AS (
+            SELECT dm.model_key, dm.fields, s.id, s.version, s.* EXCLUDE (id, version, model_key)
+            FROM dm LEFT JOIN (SELECT * FROM hm QUALIFY row_number() OVER (
+                PARTITION BY model_key ORDER BY id) = 1) s USING (model_key)
+            WHERE {str(creates).lower()}
+        ),
+        sub_rows AS (
+            SELECT 'create_subcategory' AS action, model_key AS item, NULL AS target_id,
+                   NULL::BIGINT AS target_version, model_key, NULL AS reason,
+                   {differing(entries(plan, model, '{name}', 'NULL', 'fields[{name}]'))}
+            FROM sub WHERE id IS NULL
+            UNION ALL BY NAME
+            SELECT 'update_subcategory' AS action, model_key AS item, CAST(id AS VARCHAR) AS target_id,
+                   version AS target_version, model_key, NULL AS reason,
+                   {differing(entries(
+                       plan, tuple(i for i in model if i in flowing), '{name}',
+                       f"CASE WHEN {{name}} IN ({kept}) THEN fields[{{name}}] ELSE h{{i}} END", 'fields[{name}]'))}
+            FROM sub WHERE id IS NOT NULL
+        ),
+        pairs AS (
+            SELECT d.ci_id, coalesce(p.match, CASE WHEN a.ci_id IS NOT NULL THEN 'ambiguous' ELSE 'new' END) AS match,
+                   a.ambiguity, d.model_key AS desired_key, d.fields, d.identify_value AS desired_identify,
+                   {desired_label} AS desired_label, h.*
+            FROM d LEFT JOIN pair p USING (ci_id) LEFT JOIN ci_ambiguity a USING (ci_id)
+            LEFT JOIN dm USING (model_key) LEFT JOIN h ON h.id = p.asset_id
+        ),
+        create_rows AS (
+            SELECT 'create_asset' AS action, ci_id AS item, NULL AS target_id,
+                   NULL::BIGINT AS target_version, desired_key AS model_key, NULL AS reason,
+                   unnest(list_filter({entries(plan, asset, '{name}', 'NULL', 'fields[{name}]')} || [
+                       {{'field': 'subcategory', 'old': NULL, 'new': desired_label}},
+                       {{'field': 'stockroom', 'old': NULL, 'new': {lit(default_stockroom)}}},
+                       {{'field': 'external_ref', 'old': NULL, 'new': 'c2:' || ci_id}}],
+                       lambda x: x.new IS NOT NULL), recursive := true)
+            FROM pairs WHERE match = 'new' AND {str(creates).lower()}
+        ),
+        update_rows AS ({with_drift(field_rows, plan, TO_HECTOR, ci_column='item')}),
+        move_rows AS (
+            SELECT 'move_asset' AS action, ci_id AS item, CAST(id AS VARCHAR) AS target_id,
+                   version AS target_version, desired_key AS model_key,
+                   'its maker, model or description changed in C2 ITSM' AS reason,
+                   'subcategory' AS field, model_label AS old, desired_label AS new
+            FROM pairs WHERE id IS NOT NULL AND model_key IS DISTINCT FROM desired_key AND {str(creates).lower()}
+        ),
+        link_rows AS (
+            SELECT 'link_asset' AS action, ci_id AS item, CAST(id AS VARCHAR) AS target_id,
+                   version AS target_version, desired_key AS model_key, {link_reason} AS reason,
+                   'external_ref' AS field, NULL AS old, 'c2:' || ci_id AS new
+            FROM pairs WHERE match IN ('identified', 'local', 'recovered')
+        ),
+        changed AS (SELECT item FROM update_rows UNION SELECT item FROM move_rows UNION SELECT item FROM link_rows),
+        unchanged_rows AS (
+            SELECT 'unchanged' AS action, ci_id AS item, CAST(id AS VARCHAR) AS target_id,
+                   version AS target_version, desired_key AS model_key, NULL AS reason,
+                   NULL AS field, NULL AS old, NULL AS new
+            FROM pairs WHERE id IS NOT NULL AND ci_id NOT IN (SELECT item FROM changed)
+        ),
+        skip_rows AS (
+            SELECT 'skip' AS action, ci_id AS item, NULL AS target_id, NULL::BIGINT AS target_version,
+                   desired_key AS model_key, ambiguity AS reason, {lit(plan.identify_source or '')} AS field,
+                   NULL AS old, desired_identify AS new
+            FROM pairs WHERE match = 'ambiguous'
+            UNION ALL BY NAME
+            SELECT 'skip' AS action, ci_id AS item, desired_key AS model_key,
+                   'the CI has no asset, and only Hector creates items in this category '
+                   || '(it owns maker, model and description under per_field)' AS reason
+            FROM pairs WHERE match = 'new' AND NOT {str(creates).lower()}
+            UNION ALL BY NAME
+            SELECT 'skip' AS action, ci_id AS item, NULL AS target_id, NULL::BIGINT AS target_version,
+                   NULL AS model_key, reason, field, NULL AS old, value AS new
+            FROM rejected_ci WHERE category_key = {key}
+        ),
+        gone_rows AS (
+            SELECT CASE WHEN {lit(plan.on_missing)} = 'retire' THEN 'retire_asset' ELSE 'missing' END AS action,
+                   h.c2_ref AS item, CAST(h.id AS VARCHAR) AS target_id, h.version AS target_version,
+                   h.model_key, {gone_reason} AS reason,
+                   'status' AS field, h.status AS old,
+                   CASE WHEN {lit(plan.on_missing)} = 'retire' THEN 'retired' END AS new
+            FROM h LEFT JOIN c ON c.ci_id = h.c2_ref
+            WHERE h.c2_ref IS NOT NULL AND h.c2_ref NOT IN (SELECT ci_id FROM d)
+              AND NOT h.retired AND {str(creates).lower()}
+              AND (c.retired OR (c.ci_id IS NULL AND {str(full_read).lower()}))
+        ),
+        all_rows AS (
+            SELECT action, item, target_id, target_version, model_key, field, old, new, reason FROM sub_rows
+            UNION ALL BY NAME SELECT * FROM create_rows
+            UNION ALL BY NAME SELECT * FROM link_rows
+            UNION ALL BY NAME SELECT * FROM update_rows
+            UNION ALL BY NAME SELECT * FROM move_rows
+            UNION ALL BY NAME SELECT * FROM gone_rows
+            UNION ALL BY NAME SELECT * FROM unchanged_rows
+            UNION ALL BY NAME SELECT * FROM skip_rows
+        )
+        SELECT {key} AS category_key, {lit(DIRECTION)} AS direction, action, item, target_id,
+               target_version, model_key, field, old, new, reason
+        FROM all_rows
+        ORDER BY array_position({list(ACTIONS[TO_HECTOR])!r}, action), item, field
+    """

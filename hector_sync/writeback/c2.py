@@ -1,0 +1,126 @@
+"""Executes a change set toward C2 ITSM: CIs created from assets, then updates and retires.
+
+C2 ITSM has no idempotency key and no duplicate check, so a CI create is journalled before it
+is sent (`pending_create`), the CI id is kept as a local link as soon as it is known, and the
+asset gets the external ref right after. A rerun finds each CI through one of the three; a
+create journalled after the C2 snapshot this change set was planned on is held, not resent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from hector_sync.c2 import C2Client
+from hector_sync.catalog import ResolvedCategory
+from hector_sync.errors import InvalidData, NotFound, VersionConflict
+from hector_sync.hector import HectorClient
+from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD
+from hector_sync.writeback.base import Row, Writeback, current_assets, items, typed
+
+CREATE_BATCH = 100
+CI_ACTIONS = ("update_ci", "revert_drift", "retire_ci")
+
+
+@dataclass(kw_only=True)
+class C2Writeback(Writeback):
+    c2: C2Client
+    hector: HectorClient
+    resolved: ResolvedCategory
+    planned_on: datetime | None  # when this change set was computed
+    _assets: dict[int, tuple[dict[str, Any], list[dict[str, Any]], int]] = field(default_factory=dict)
+    _unsent: list[int] = field(default_factory=list)
+
+    def run(self, changes: pl.DataFrame) -> None:
+        try:
+            creates = list(items(changes, "create_ci"))
+            links = list(items(changes, "link_ci"))
+            ids = pl.Series([item for item, _ in creates + links], dtype=pl.Utf8)
+            self._assets = current_assets(self.store, self.plan.key, ids)
+            self._create_cis(creates)
+            for asset, rows in links:
+                if self._put_ref(int(asset), rows[0]["target_id"]):
+                    self.done(rows, "linked")
+                    self.link(rows[0]["target_id"], int(asset))
+                else:
+                    self.done(rows, "conflict", "the asset changed since the snapshot; the next sync links it")
+            for n, (_, rows) in enumerate(items(changes, *CI_ACTIONS, by="target_id"), start=1):
+                self._update_ci(rows)
+                self.progress("CIs updated", n)
+            self.record_reports(changes)
+        finally:
+            self.flush()
+
+    def _values(self, rows: list[Row]) -> tuple[str | None, dict[str, Any]]:
+        """The CI name and the fields (by id, typed as C2 ITSM wants) of a group of rows."""
+        name, fields = None, {}
+        for r in rows:
+            if r["field"] == NAME_PSEUDO_FIELD:
+                name = r["new"]
+            elif r["field"] in self.resolved.c2_fields:
+                spec = self.resolved.c2_fields[r["field"]]
+                fields[spec.id] = typed(spec.type, r["new"])
+        return name, fields
+
+    def _agreed_rows(self, ci_id: str, asset_id: int, rows: list[Row]) -> None:
+        names = {t.source: t.name for t in self.plan.targets}
+        self.agreed(ci_id, asset_id, {names[r["field"]]: r["new"] for r in rows if r["field"] in names})
+
+    def _create_cis(self, creates: list[tuple[str, list[Row]]]) -> None:
+        held = {a for a, at in self.store.pending_intents(self.plan.key).items() if self.planned_on is None or at > self.planned_on}
+        for start in range(0, len(creates), CREATE_BATCH):
+            batch = []
+            for asset, rows in creates[start:start + CREATE_BATCH]:
+                if int(asset) in held:
+                    self.done(rows, "held", "a CI create for this asset was sent after the C2 snapshot this "
+                              "change set was planned on; the next sync finds that CI before creating any")
+                else:
+                    batch.append((asset, rows))
+            self.store.record_intents(self.plan.key, [(int(a), self._values(r)[0] or "") for a, r in batch], self.run_id)
+            for n, (asset, rows) in enumerate(batch, start=start + 1):
+                self._create_ci(int(asset), rows)
+                self.progress("CIs created", n)
+            self.flush()
+            self.store.drop_intents(self.plan.key, self._unsent)
+            self._unsent = []
+
+    def _create_ci(self, asset_id: int, rows: list[Row]) -> None:
+        name, fields = self._values(rows)
+        try:
+            ci_id = str(self.c2.create_ci(self.resolved.cmdb_id, self.resolved.c2_category_id, name or "", fields)["id"])
+        except (InvalidData, NotFound) as refused:
+            self.done(rows, "refused", str(refused))
+            self._unsent.append(asset_id)
+            return
+        self.link(ci_id, asset_id)
+        self._agreed_rows(ci_id, asset_id, rows)
+        for r in rows:
+            r["target_id"] = ci_id
+        if self._put_ref(asset_id, ci_id):
+            self.done(rows, "created")
+        else:
+            self.done(rows, "created", f"created as {ci_id}; the asset changed meanwhile, so the next sync "
+                      "writes its external ref from the local link")
+
+    def _put_ref(self, asset_id: int, ci_id: str) -> bool:
+        """Give the asset the external ref to its CI, keeping its other refs."""
+        _, refs, version = self._assets.get(asset_id, ({}, [], 0))
+        body = {"external_refs": [r for r in refs if r.get("source") != "c2"] + [{"source": "c2", "id": ci_id}]}
+        try:
+            self.hector.update_asset(asset_id, version, body)
+        except (VersionConflict, NotFound, InvalidData):
+            return False
+        return True
+
+    def _update_ci(self, rows: list[Row]) -> None:
+        """One PATCH per CI, whatever its rows update, revert or retire."""
+        ci_id, asset_id = rows[0]["target_id"], int(rows[0]["item"])
+        name, fields = self._values(rows)
+        statuses = {r["new"] for r in rows if r["field"] == "status"}
+        status = "retired" if "retired" in statuses else "active" if statuses else None
+        if self.write(rows, lambda: self.c2.update_ci(
+                ci_id, rows[0]["target_version"], name=name, status=status, fields=fields or None)):
+            self._agreed_rows(ci_id, asset_id, [r for r in rows if r["action"] != "retire_ci"])

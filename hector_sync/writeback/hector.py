@@ -1,0 +1,119 @@
+"""Executes a change set toward Hector: subcategories before assets, one API call per item.
+
+A create carries the `c2` external ref, so a create retried after a lost answer, or rerun after
+a kill, gets Hector's 409 duplicate with the existing id: linked, never made twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from hector_sync.catalog import ResolvedCategory
+from hector_sync.errors import Duplicate, InvalidData, NotFound, VersionConflict
+from hector_sync.hector import HectorClient
+from hector_sync.reconcile.match import hector_models
+from hector_sync.writeback.base import Row, Writeback, current_assets, items, typed
+
+ASSET_ACTIONS = ("link_asset", "update_asset", "revert_drift", "move_asset", "retire_asset")
+
+
+@dataclass(kw_only=True)
+class HectorWriteback(Writeback):
+    hector: HectorClient
+    resolved: ResolvedCategory
+    _models: dict[str, int] = field(default_factory=dict)
+
+    def run(self, changes: pl.DataFrame) -> None:
+        models = self.store.query(f"SELECT model_key, min(id) FROM ({hector_models(self.plan)}) GROUP BY 1")
+        self._models = dict(models.iter_rows())
+        try:
+            for item, rows in items(changes, "create_subcategory"):
+                self._create_subcategory(item, rows)
+            for _, rows in items(changes, "update_subcategory"):
+                self.write(rows, lambda r=rows: self.hector.update_subcategory(
+                    int(r[0]["target_id"]), r[0]["target_version"], self._body(r, "model")))
+            for n, (item, rows) in enumerate(items(changes, "create_asset"), start=1):
+                self._create_asset(item, rows)
+                self.progress("assets created", n)
+            current = current_assets(self.store, self.plan.key, changes.filter(pl.col("action").is_in(ASSET_ACTIONS))["target_id"])
+            for n, (_, rows) in enumerate(items(changes, *ASSET_ACTIONS, by="target_id"), start=1):
+                self._update_asset(rows, current)
+                self.progress("assets updated", n)
+            self.record_reports(changes)
+        finally:
+            self.flush()
+
+    def _body(self, rows: list[Row], scope: str) -> dict[str, Any]:
+        """The typed API body of a group of change rows of one item."""
+        body: dict[str, Any] = {}
+        attributes: dict[str, Any] = {}
+        kinds = {t.name: t.kind for t in self.plan.targets if t.scope == scope}
+        for r in rows:
+            name = r["field"]
+            if name in kinds:
+                value = typed(kinds[name], r["new"])
+                if name.startswith("attributes."):
+                    attributes[name.removeprefix("attributes.")] = value
+                else:
+                    body[name] = value
+        if attributes:
+            body["attributes"] = attributes
+        return body
+
+    def _create_subcategory(self, item: str, rows: list[Row]) -> None:
+        body = {"category_id": self.resolved.hector_category_id, **self._body(rows, "model")}
+        try:
+            created = self.hector.create_subcategory(body)
+            self._models[item] = int(created["id"])
+            self.done(rows, "created")
+        except Duplicate as dup:
+            self._models[item] = int(dup.existing_id)
+            self.done(rows, "already_there", f"Hector already had it as subcategory {dup.existing_id}")
+        except (InvalidData, VersionConflict, NotFound) as refused:
+            self.done(rows, "refused", str(refused))
+
+    def _create_asset(self, item: str, rows: list[Row]) -> None:
+        model_id = self._models.get(rows[0]["model_key"])
+        if model_id is None:
+            self.done(rows, "refused", "its subcategory could not be created")
+            return
+        body = {
+            **self._body(rows, "asset"),
+            "subcategory_id": model_id,
+            "stockroom_id": self.resolved.stockroom_id,
+            "external_refs": [{"source": "c2", "id": item}],
+        }
+        try:
+            asset_id = int(self.hector.create_asset(body)["id"])
+            self.done(rows, "created")
+        except Duplicate as dup:
+            # A create whose answer was lost, or an asset tag already in use: link, never duplicate.
+            asset_id = int(dup.existing_id)
+            self.done(rows, "already_there", f"Hector already had it as asset {dup.existing_id}")
+        except (InvalidData, VersionConflict, NotFound) as refused:
+            self.done(rows, "refused", str(refused))
+            return
+        self.link(item, asset_id)
+        self.agreed(item, asset_id, {r["field"]: r["new"] for r in rows})
+
+    def _update_asset(self, rows: list[Row], current: dict) -> None:
+        """One PATCH per asset, whatever its rows link, update, move or retire."""
+        ci_id, asset_id = rows[0]["item"], int(rows[0]["target_id"])
+        attributes, refs, _ = current.get(asset_id, ({}, [], 0))
+        body = self._body(rows, "asset")
+        if "attributes" in body:
+            body["attributes"] = {k: v for k, v in attributes.items() if v is not None} | body["attributes"]
+        actions = {r["action"] for r in rows}
+        if "link_asset" in actions:
+            body["external_refs"] = [r for r in refs if r.get("source") != "c2"] + [{"source": "c2", "id": ci_id}]
+        if "move_asset" in actions:
+            body["subcategory_id"] = self._models.get(rows[0]["model_key"])
+        if "retire_asset" in actions:
+            body["status"] = "retired"
+        if self.write(rows, lambda: self.hector.update_asset(asset_id, rows[0]["target_version"], body)):
+            if "link_asset" in actions:
+                self.link(ci_id, asset_id)
+            self.agreed(ci_id, asset_id, {r["field"]: r["new"] for r in rows if r["action"] in ("update_asset", "revert_drift")})
