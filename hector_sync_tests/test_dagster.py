@@ -68,7 +68,8 @@ def summary_rows(stdout: str) -> dict[str, list[str]]:
         if not line.strip():
             break
         key, direction, *rest = line.split()
-        rows[key] = rows[f"{key} {direction}"] = rest
+        rows[key] = rest
+        rows[f"{key} {direction}"] = rest
     return rows
 
 
@@ -174,7 +175,7 @@ def test_cli_sync_emails_a_failed_category_and_syncs_the_others(
 
     assert done.returncode == 1, done.stdout + done.stderr
     rows = summary_rows(done.stdout)
-    assert list(rows) == FLOWING + PARKED, done.stdout
+    assert [k for k in rows if " " not in k] == FLOWING + PARKED, done.stdout
     assert rows["printers"][0] == "FAILED"
     for key in ["laptops", "monitors", *PARKED]:
         assert rows[key][0] == "ok", done.stdout
@@ -304,7 +305,7 @@ def test_demo_serves_the_dagster_ui(tmp_path: Path) -> None:
 
         printed = log.read_text()
         summary = [line for line in printed.splitlines() if line.startswith("printers ")]
-        assert summary and summary[0].split()[1] == "ok", printed[-4000:]
+        assert summary and summary[0].split()[2] == "ok", printed[-4000:]
 
         answer = requests.post(url + "/graphql", json={"query": "{ assetNodes { assetKey { path } } }"},
                                timeout=30)
