@@ -115,7 +115,7 @@ def _sync(config: SyncConfig, path: str | None, keys: list[str], full: bool, all
     results = run_sync(config, path, keys, full=full, allow_large_change=allow)
     print(f"{'category':<12} {'direction':<13} {'status':<8} " + " ".join(f"{c:>9}" for c in SUMMARY_COLUMNS))
     for r in results:
-        status = "ok" if r.success else "FAILED"
+        status = "parked" if not r.run_id else "ok" if r.success else "FAILED"
         print(f"{r.key:<12} {r.direction:<13} {status:<8} " + " ".join(f"{r.counts[c]:>9}" for c in SUMMARY_COLUMNS))
     for r in results:
         if r.error:
