@@ -288,6 +288,15 @@ class Store:
         frame = self.query("SELECT asset_id, recorded_at FROM pending_create WHERE category_key = ?", [category_key])
         return dict(frame.iter_rows())
 
+    def settle_intents(self, category_key: str) -> None:
+        """Journalled creates whose asset now carries the external ref are settled."""
+        with self.connect() as con:
+            con.execute(
+                "DELETE FROM pending_create WHERE category_key = ? AND asset_id IN "
+                "(SELECT id FROM hector_asset WHERE category_key = ? AND c2_ref IS NOT NULL)",
+                [category_key, category_key],
+            )
+
     def drop_intents(self, category_key: str, asset_ids: list[int]) -> None:
         """Creates C2 ITSM refused: nothing was made, so nothing is to be found again."""
         if asset_ids:

@@ -142,6 +142,8 @@ class CategorySync:
             self.reconciler.agree(con, self.run_id)
         stamped = changes.with_columns(planned_at=pl.lit(datetime.now(UTC)), run_id=pl.lit(self.run_id))
         self.store.replace_frame("change_set", self.key, stamped, direction=direction.value)
+        if direction is TO_C2:
+            self.store.settle_intents(self.key)
         return changes
 
     def planned(self, direction: Direction) -> pl.DataFrame:

@@ -168,3 +168,132 @@ def test_guard_refuses_wipes_with_the_numbers() -> None:
     )
     assert Guard(0.5, source_count=7, previous_source_count=10).refusal(summary) is None
     assert "empty category where the last snapshot had 500 CIs" in Guard(0.2, 0, 500).refusal(summary)
+
+
+PHONES = CategoryConfig.model_validate(
+    {
+        "key": "printers", "cmdb": "Production", "c2_category": "Printers", "hector_category": "Printers",
+        "direction": "hector_to_c2",
+        "model": {"maker": "Manufacturer", "model": "Model", "description": "Description"},
+        "asset": {"title": "Name", "asset_tag": "AssetTag", "acquisition_date": "PurchaseDate"},
+        "asset_attributes": {"Serial number": "SerialNumber"},
+        "identify_by": {"c2": "SerialNumber", "hector": "Serial number"},
+        "on_missing": "retire",
+    }
+)
+C2_TYPES = {"Manufacturer": "text", "Model": "text", "Description": "text", "AssetTag": "text",
+            "PurchaseDate": "date", "SerialNumber": "text"}
+
+
+def plan_c2(con, category: CategoryConfig = PHONES, full_read: bool = True) -> pl.DataFrame:
+    rec = Reconciler.for_category(category, ATTRIBUTES, "Main warehouse", C2_TYPES)
+    rec.derive_c2(con)
+    return rec.changes(con, Direction.HECTOR_TO_C2, full_read=full_read)
+
+
+def test_assets_become_cis_named_from_their_title_with_model_fields_from_their_subcategory(con) -> None:
+    add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser")
+    add_asset(con, 9001, 40, "SN-1", title="PRN-1", asset_tag="A-1", acquisition_date="2024-03-01")
+    add_asset(con, 9002, 40, "SN-2", title="   ")  # no name for a CI
+    add_asset(con, 9003, 40, "SN-3", title="PRN-3", acquisition_date="2024-02-30")
+    changes = plan_c2(con)
+    assert actions(changes) == {"create_ci": ["9001"], "skip": ["9002", "9003"]}
+    created = dict(changes.filter(pl.col("action") == "create_ci").select("field", "new").iter_rows())
+    assert created == {"Name": "PRN-1", "Manufacturer": "HP", "Model": "LaserJet M404", "Description": "Mono laser",
+                       "AssetTag": "A-1", "PurchaseDate": "2024-03-01", "SerialNumber": "SN-1"}
+    reasons = dict(changes.filter(pl.col("action") == "skip").select("item", "reason").iter_rows())
+    assert reasons == {
+        "9002": "title is empty, and C2 ITSM needs a name for the CI",
+        "9003": "acquisition_date '2024-02-30' is not a date (YYYY-MM-DD), which C2 field PurchaseDate takes",
+    }
+
+
+def test_linked_assets_update_their_ci_field_by_field_and_retired_ones_retire_it(con) -> None:
+    load_cis(con, [ci("c1", AssetTag="OLD", PurchaseDate="2024-03-01"), ci("c2"), ci("c3", SerialNumber="SN-7")])
+    add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser")
+    add_asset(con, 9001, 40, "SN-c1", c2_ref="c1", title="PRN-c1", asset_tag="NEW", acquisition_date="2024-03-01")
+    add_asset(con, 9002, 40, "SN-c2", c2_ref="c2", title="PRN-c2", status="retired")
+    add_asset(con, 9003, 40, "sn-7", title="PRN-c3")  # unlinked: identify_by finds c3
+    add_asset(con, 9004, 40, "SN-9", c2_ref="gone", title="X")  # names a CI C2 ITSM does not list
+    changes = plan_c2(con)
+    got = actions(changes)
+    assert got["retire_ci"] == ["9002"] and got["link_ci"] == ["9003"] and got["skip"] == ["9004"]
+    update = changes.filter(pl.col("action") == "update_ci").select("item", "target_id", "field", "old", "new").rows()
+    # Hector owns every field here: once identified, c3 takes the asset's spelling of the serial.
+    assert update == [("9001", "c1", "AssetTag", "OLD", "NEW"), ("9003", "c3", "SerialNumber", "SN-7", "sn-7")]
+
+
+def test_a_ci_created_by_a_killed_run_is_found_again_not_created_twice(con) -> None:
+    """The journal of creates (name, time) and the local link pair what the external ref cannot."""
+    unlinked = PHONES.model_copy(update={"identify_by": None})
+    add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser")
+    for n in (1, 2, 3):
+        add_asset(con, 9000 + n, 40, f"SN-{n}", title=f"PRN-{n}")
+    load_cis(con, [ci("c1", day=20) | {"name": "PRN-1"}, ci("c2", day=20) | {"name": "PRN-2"}])
+    journal = datetime(2026, 11, 19, 23, 55, tzinfo=UTC)  # the killed run journalled 9001 and 9003
+    con.execute("INSERT INTO pending_create VALUES ('printers', 9001, 'PRN-1', ?, 'r1'), "
+                "('printers', 9003, 'PRN-3', ?, 'r1')", [journal, journal])
+    con.execute("INSERT INTO link VALUES ('printers', 'c2', 9002, ?, 'r1')", [journal])  # linked, ref not written
+    changes = plan_c2(con, unlinked)
+    got = actions(changes)
+    assert got["link_ci"] == ["9001", "9002"], "a CI the killed run made would be made twice"
+    assert got["create_ci"] == ["9003"]  # journalled, but its CI never reached C2 ITSM
+    reasons = dict(changes.filter(pl.col("action") == "link_ci").select("item", "reason").iter_rows())
+    assert "interrupted run" in reasons["9001"] and "not written yet" in reasons["9002"]
+
+
+PER_FIELD = CategoryConfig.model_validate(
+    {
+        "key": "printers", "cmdb": "Production", "c2_category": "Printers", "hector_category": "Printers",
+        "direction": "per_field",
+        "model": {k: {"c2": v, "direction": "c2_to_hector"}
+                  for k, v in (("maker", "Manufacturer"), ("model", "Model"), ("description", "Description"))},
+        "asset": {"title": {"c2": "Name", "direction": "c2_to_hector"},
+                  "asset_tag": {"c2": "AssetTag", "direction": "hector_to_c2"}},
+        "on_missing": "ignore",
+    }
+)
+
+
+def test_per_field_tells_an_owner_change_from_drift_by_the_baseline(con) -> None:
+    load_cis(con, [ci("1") | {"name": "PRN-1"}, ci("2") | {"name": "PRN-2-new"}, ci("3") | {"name": "PRN-3-c2"},
+                   ci("4", AssetTag="C2-EDIT") | {"name": "PRN-4"}])
+    add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser")
+    add_asset(con, 9001, 40, "SN-1", c2_ref="1", title="PRN-1-edited-in-hector")  # drift
+    add_asset(con, 9002, 40, "SN-2", c2_ref="2", title="PRN-2")  # C2 ITSM renamed it: an update
+    add_asset(con, 9003, 40, "SN-3", c2_ref="3", title="PRN-3-hector")  # both sides moved
+    add_asset(con, 9004, 40, "SN-4", c2_ref="4", title="PRN-4", asset_tag="TAG-4")  # drift the other way
+    agreed = datetime(2026, 11, 1, tzinfo=UTC)
+    for ci_id, asset, field, value in [("1", 9001, "title", "PRN-1"), ("2", 9002, "title", "PRN-2"),
+                                       ("3", 9003, "title", "PRN-3"), ("4", 9004, "asset_tag", "TAG-4")]:
+        con.execute("INSERT INTO baseline VALUES ('printers', ?, ?, ?, ?, ?, 'r0')", [ci_id, asset, field, value, agreed])
+    rec = Reconciler.for_category(PER_FIELD, ATTRIBUTES, "Main warehouse")
+    rec.derive(con)
+    rec.derive_c2(con)
+    to_hector = rec.changes(con, Direction.C2_TO_HECTOR, full_read=True).filter(pl.col("field") == "title")
+    rows = {r["item"]: r for r in to_hector.select("item", "action", "new", "reason").to_dicts()}
+    assert rows["1"]["action"] == "revert_drift" and rows["1"]["new"] == "PRN-1"
+    assert rows["1"]["reason"] == ("drift: title was changed in Hector from 'PRN-1' to 'PRN-1-edited-in-hector', "
+                                   "but C2 ITSM owns it; its value is put back")
+    assert rows["2"]["action"] == "update_asset" and rows["2"]["reason"] is None
+    assert rows["3"]["action"] == "update_asset" and "changed on both sides" in rows["3"]["reason"]
+    to_c2 = rec.changes(con, Direction.HECTOR_TO_C2, full_read=True).filter(pl.col("action") != "unchanged")
+    assert to_c2.select("item", "action", "field", "old", "new").rows() == [
+        ("9004", "revert_drift", "AssetTag", "C2-EDIT", "TAG-4")]
+    # Values both sides hold now become the baseline; a drifted field keeps the agreed value.
+    rec.agree(con, "r1")
+    baseline = dict(con.execute(
+        "SELECT ci_id || '/' || field, value FROM baseline WHERE field IN ('title', 'asset_tag')").fetchall())
+    assert baseline["1/title"] == "PRN-1" and baseline["4/asset_tag"] == "TAG-4"
+
+
+def test_the_guard_weighs_retired_cis_toward_c2_and_an_empty_hector_category() -> None:
+    changes = pl.DataFrame({"action": ["retire_ci"] * 4 + ["unchanged"] * 6, "item": list("abcdefghij")})
+    summary = summarize(changes, linked=10, direction=Direction.HECTOR_TO_C2)
+    guard = Guard(0.2, source_count=6, previous_source_count=10, direction=Direction.HECTOR_TO_C2)
+    assert guard.refusal(summary) == (
+        "the change set would retire or move 4 of 10 linked CIs (40%), more than max_change_fraction 20%; "
+        "nothing was written"
+    )
+    empty = Guard(0.2, 0, 500, Direction.HECTOR_TO_C2).refusal(summary)
+    assert empty and "Hector answered with an empty category where the last snapshot had 500 assets" in empty

@@ -12,17 +12,13 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-import requests
 
-from hector_sync.c2 import C2Client
 from hector_sync.cli import main
 from hector_sync.config import SyncConfig, load_config
 from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV
-from hector_sync.hector import HectorClient
-from hector_sync.runner import run_sync
 from hector_sync.simulators.sample_data import AMBIGUOUS_LAPTOP, MESSY, UNLINKED_LAPTOPS, ci_id
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
-from hector_sync.store import Store
+from hector_sync_tests.systems import c2_cis, hector_state, history, patch_ci, refs, reset, sync, writes
 
 SIZE = 60  # past every messy index and the identify_by fixtures, two C2 pages
 
@@ -48,31 +44,6 @@ def config(sims: RunningSimulators, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     return load_config(path)
 
 
-def sync(config: SyncConfig, *keys: str, full: bool = True) -> None:
-    results = run_sync(config, str(config.source), list(keys), full=full)
-    assert [(r.key, r.success, r.error) for r in results] == [(k, True, None) for k in keys]
-
-
-def c2_cis(config: SyncConfig, category: str) -> list[dict]:
-    with C2Client.from_settings(config.c2) as c2:
-        cat = next(c for c in c2.list_categories("cmdb-1") if c.name == category)
-        names = {f.id: f.name for f in c2.list_fields("cmdb-1", cat.id)}
-        return [
-            {**ci, "fields": {names[k]: v for k, v in ci["fields"].items() if k in names}}
-            for page in c2.iter_ci_pages("cmdb-1", cat.id) for ci in page
-        ]
-
-
-def hector_state(config: SyncConfig, category: str) -> tuple[dict[int, dict], list[dict], int]:
-    """Subcategories by id, assets, and the default stockroom's id."""
-    with HectorClient.from_settings(config.hector) as hector:
-        cat = next(c for c in hector.list_categories() if c.name == category)
-        models = {s["id"]: s for page in hector.iter_subcategory_pages(cat.id) for s in page}
-        assets = [a for page in hector.iter_asset_pages(category_id=cat.id) for a in page]
-        stockroom = next(s.id for s in hector.list_stockrooms() if s.name == config.default_stockroom)
-    return models, assets, stockroom
-
-
 def triple(maker: str, model: str, description: str) -> tuple[str, str, str]:
     return (maker.strip().lower(), model.strip().lower(), description.strip().lower())
 
@@ -92,32 +63,6 @@ def naive_valid(ci: dict) -> bool:
         return False
     return True
 
-
-def refs(asset: dict) -> list[str]:
-    return [r["id"] for r in asset["external_refs"] if r["source"] == "c2"]
-
-
-def stats(url: str) -> dict[str, int]:
-    return requests.get(f"{url}/_sim/stats", timeout=5).json()["by_method"]
-
-
-def writes(url: str) -> dict[str, int]:
-    """Calls that change data: POST and PATCH, logging in aside."""
-    routes = requests.get(f"{url}/_sim/stats", timeout=5).json()["by_route"]
-    return {r: n for r, n in routes.items() if r.split()[0] in ("POST", "PATCH") and not r.endswith("/auth/login")}
-
-
-def reset(*urls: str) -> None:
-    for url in urls:
-        requests.post(f"{url}/_sim/stats/reset", timeout=5).raise_for_status()
-
-
-def history(config: SyncConfig, where: str, params: list) -> list[tuple]:
-    frame = Store(config.storage.duckdb_path).query(
-        f"SELECT item, action, field, old, new, outcome, message FROM change_history WHERE {where} ORDER BY item, field",
-        params,
-    )
-    return frame.rows()
 
 
 def test_first_sync_makes_one_model_per_triple_and_one_asset_per_valid_ci(config: SyncConfig) -> None:
@@ -176,19 +121,12 @@ def test_second_sync_writes_nothing(config: SyncConfig, sims: RunningSimulators)
         assert writes(url) == {}, url
 
 
-def change_ci(config: SyncConfig, ci: str, **fields: str) -> None:
-    with C2Client.from_settings(config.c2) as c2:
-        current = c2.get_ci(ci)
-        names = {f.name: f.id for f in c2.list_fields("cmdb-1", current["category_id"])}
-        c2.update_ci(ci, current["version"], fields={names[k]: v for k, v in fields.items()})
-
-
 def test_changed_cis_are_written_exactly_and_recorded(config: SyncConfig, sims: RunningSimulators) -> None:
     sync(config, "printers", "laptops")
     tagged, remodelled, other = ci_id("Printers", 30), ci_id("Printers", 31), ci_id("Laptops", 30)
-    change_ci(config, tagged, AssetTag="A-NEW-30")
-    change_ci(config, remodelled, Model="LaserJet Pro 4001")
-    change_ci(config, other, AssetTag="L-NEW-30")
+    patch_ci(config, tagged, AssetTag="A-NEW-30")
+    patch_ci(config, remodelled, Model="LaserJet Pro 4001")
+    patch_ci(config, other, AssetTag="L-NEW-30")
     reset(sims.hector_url)
 
     sync(config, "printers", full=False)  # one partition, incremental read

@@ -104,7 +104,7 @@ def rejected_cis(plan: CategoryPlan) -> str:
         f"{_reason(plan, i)} AS reason FROM norm WHERE NOT retired AND ({cond})"
         for i, cond in _problem_conditions(plan).items()
     ]
-    union = " UNION ALL ".join(parts) or "SELECT NULL, NULL, NULL, NULL WHERE false"
+    union = " UNION ALL ".join(parts) or "SELECT NULL AS ci_id, NULL AS field, NULL AS value, NULL AS reason WHERE false"
     return f"""
         WITH norm AS ({normalized_cis(plan)})
         SELECT {lit(plan.key)} AS category_key, ci_id, field, value, reason FROM ({union})

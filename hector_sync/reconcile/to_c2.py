@@ -38,7 +38,7 @@ def rejected_assets(plan: CategoryPlan) -> str:
         f"FROM h WHERE NOT retired AND ({cond})"
         for i, (cond, reason) in _problems(plan).items()
     ]
-    union = " UNION ALL ".join(parts) or "SELECT NULL::BIGINT, NULL, NULL, NULL WHERE false"
+    union = " UNION ALL ".join(parts) or "SELECT NULL::BIGINT AS asset_id, NULL AS field, NULL AS value, NULL AS reason WHERE false"
     return f"""
         WITH h AS ({hector_assets(plan)})
         SELECT {lit(plan.key)} AS category_key, asset_id, field, value, reason FROM ({union})

@@ -290,7 +290,8 @@ def create_c2_app(state: C2State) -> FastAPI:
                  else _cmdb_categories(cmdb_id))
         since = None if modified_since is None else parse_instant(modified_since,
                                                                   "modified_since")
-        parts = [(spec, state.cis.indexes(spec, since)) for spec in specs]
+        hidden = state.control.faults.empty_categories
+        parts = [(spec, state.cis.indexes(spec, since)) for spec in specs if spec.id not in hidden]
         total = sum(len(indexes) for _, indexes in parts)
         start = (page - 1) * page_size
         items = state.cis.page(parts, start, start + page_size)

@@ -45,6 +45,9 @@ class C2Faults(Faults):
     token_expire_every: int | None = Field(None, ge=1,
                                            description="a token dies after serving N calls")
     token_ttl_s: int = Field(3600, ge=1, description="lifetime of new tokens (expires_in)")
+    empty_categories: list[str] = Field(
+        default_factory=list, description="category ids listed as holding no CI at all, as a "
+        "C2 ITSM whose account lost sight of them answers")
 
 
 class HectorFaults(Faults):

@@ -1,0 +1,83 @@
+"""What the two systems hold, read over their APIs as an operator's script would, and a sync
+run as `hector-sync sync` runs it: the shared vocabulary of the end-to-end tests."""
+
+from __future__ import annotations
+
+import requests
+
+from hector_sync.c2 import C2Client
+from hector_sync.config import SyncConfig
+from hector_sync.hector import HectorClient
+from hector_sync.runner import run_sync
+from hector_sync.store import Store
+
+
+def sync(config: SyncConfig, *keys: str, full: bool = True) -> None:
+    """Sync the categories and insist every one succeeded (a per_field one reports two rows)."""
+    results = run_sync(config, str(config.source), list(keys), full=full)
+    failed = [(r.key, r.direction, r.error) for r in results if not r.success or r.error]
+    assert not failed, f"sync failed: {failed}"
+    assert sorted({r.key for r in results}) == sorted(keys)
+
+
+def c2_cis(config: SyncConfig, category: str) -> list[dict]:
+    with C2Client.from_settings(config.c2) as c2:
+        cat = next(c for c in c2.list_categories("cmdb-1") if c.name == category)
+        names = {f.id: f.name for f in c2.list_fields("cmdb-1", cat.id)}
+        return [
+            {**ci, "fields": {names[k]: v for k, v in ci["fields"].items() if k in names}}
+            for page in c2.iter_ci_pages("cmdb-1", cat.id) for ci in page
+        ]
+
+
+def hector_state(config: SyncConfig, category: str) -> tuple[dict[int, dict], list[dict], int]:
+    """Subcategories by id, assets, and the default stockroom's id."""
+    with HectorClient.from_settings(config.hector) as hector:
+        cat = next(c for c in hector.list_categories() if c.name == category)
+        models = {s["id"]: s for page in hector.iter_subcategory_pages(cat.id) for s in page}
+        assets = [a for page in hector.iter_asset_pages(category_id=cat.id) for a in page]
+        stockroom = next(s.id for s in hector.list_stockrooms() if s.name == config.default_stockroom)
+    return models, assets, stockroom
+
+
+def refs(asset: dict) -> list[str]:
+    return [r["id"] for r in asset["external_refs"] if r["source"] == "c2"]
+
+
+def stats(url: str) -> dict[str, int]:
+    return requests.get(f"{url}/_sim/stats", timeout=5).json()["by_method"]
+
+
+def writes(url: str) -> dict[str, int]:
+    """Calls that change data: POST and PATCH, logging in aside."""
+    routes = requests.get(f"{url}/_sim/stats", timeout=5).json()["by_route"]
+    return {r: n for r, n in routes.items() if r.split()[0] in ("POST", "PATCH") and not r.endswith("/auth/login")}
+
+
+def reset(*urls: str) -> None:
+    for url in urls:
+        requests.post(f"{url}/_sim/stats/reset", timeout=5).raise_for_status()
+
+
+def history(config: SyncConfig, where: str, params: list) -> list[tuple]:
+    frame = Store(config.storage.duckdb_path).query(
+        f"SELECT item, action, field, old, new, outcome, message FROM change_history WHERE {where} ORDER BY item, field",
+        params,
+    )
+    return frame.rows()
+
+
+def patch_asset(config: SyncConfig, asset_id: int, **changes: object) -> None:
+    """Edit an asset as a person in Hector's UI would (not through the sync)."""
+    with HectorClient.from_settings(config.hector) as hector:
+        current = next(a for page in hector.iter_asset_pages() for a in page if a["id"] == asset_id)
+        hector.update_asset(asset_id, current["version"], changes)
+
+
+def patch_ci(config: SyncConfig, ci_id: str, **fields: object) -> None:
+    """Edit a CI's fields, by name, as a person in C2 ITSM would."""
+    with C2Client.from_settings(config.c2) as c2:
+        current = c2.get_ci(ci_id)
+        assert current is not None
+        ids = {f.name: f.id for f in c2.list_fields(current["cmdb_id"], current["category_id"])}
+        c2.update_ci(ci_id, current["version"], fields={ids[k]: v for k, v in fields.items()})
