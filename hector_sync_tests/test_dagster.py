@@ -123,6 +123,31 @@ def test_schedule_requests_one_run_per_flowing_category(
     assert [r.partition_key for r in requests_] == FLOWING
     assert all(r.tags.get("hector_sync/read") == read for r in requests_), [r.tags for r in requests_]
     assert len({r.run_key for r in requests_}) == len(FLOWING)
+
+
+def test_each_direction_has_its_job_and_schedule_for_its_own_categories(write_config: WriteConfig) -> None:
+    def edit(data: dict) -> None:
+        directions = {"printers": "hector_to_c2", "laptops": "c2_to_hector", "monitors": "hector_to_c2"}
+        for category in data["categories"]:
+            category["direction"] = directions.get(category["key"], "none")
+            if category["key"] == "printers":  # hector_to_c2 writes each C2 field from one Hector field
+                category["model"]["description"] = "Description"
+
+    defs = build_definitions(str(write_config("http://127.0.0.1:9", "http://127.0.0.1:9", edit=edit)))
+    friday = datetime(2026, 11, 27, 21, 0, tzinfo=TORONTO)
+    asked = {}
+    for direction in ("c2_to_hector", "hector_to_c2", "per_field"):
+        schedule = defs.resolve_schedule_def(f"daily_{direction}")
+        assert schedule.job_name == f"{direction}_sync"
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+        context = dg.build_schedule_context(scheduled_execution_time=friday, repository_def=defs.get_repository_def())
+        asked[direction] = [r.partition_key for r in schedule.evaluate_tick(context).run_requests or []]
+    assert asked == {"c2_to_hector": ["laptops"], "hector_to_c2": ["printers", "monitors"], "per_field": []}
+    writeback = {job: {k.to_user_string() for k in defs.resolve_job_def(job).asset_layer.executable_asset_keys}
+                 for job in ("c2_to_hector_sync", "hector_to_c2_sync", "per_field_sync")}
+    assert "c2_writeback" not in writeback["c2_to_hector_sync"] and "hector_writeback" in writeback["c2_to_hector_sync"]
+    assert "hector_writeback" not in writeback["hector_to_c2_sync"] and "c2_writeback" in writeback["hector_to_c2_sync"]
+    assert {"hector_writeback", "c2_writeback"} <= writeback["per_field_sync"]
     # every requested partition is one the job knows
     job = defs.resolve_job_def(C2_TO_HECTOR_JOB)
     assert set(FLOWING) <= set(job.partitions_def.get_partition_keys())
