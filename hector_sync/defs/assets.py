@@ -116,7 +116,8 @@ def derived_metadata(sync: CategorySync, direction: Direction, started: float) -
     derived = sync.derive(direction)
     table, key = ("rejected_ci", "ci_id") if direction is TO_HECTOR else ("rejected_asset", "asset_id")
     rejected = sync.store.query(f"SELECT {key}, field, value, reason FROM {table} WHERE category_key = ?", [sync.key])
-    return {
+    models = {"models": derived.models} if direction is TO_HECTOR else {}
+    return models | {
         "dagster/row_count": derived.items, f"rejected_{key.removesuffix('_id')}s": derived.rejected,
         "rejected_preview": dg.MetadataValue.md(markdown_table(rejected)),
         "duration_s": round(time.monotonic() - started, 2),
@@ -138,10 +139,7 @@ def desired_hector_models(context: dg.AssetExecutionContext, settings: SyncConfi
         "SELECT model_key, source_ci, disagreement FROM desired_model WHERE category_key = ? AND disagreement IS NOT NULL",
         [sync.key],
     )
-    models = sync.store.query("SELECT count(*) FROM desired_model WHERE category_key = ?", [sync.key]).item()
-    return dg.MaterializeResult(metadata=metadata | {
-        "models": int(models), "model_disagreements": dg.MetadataValue.md(markdown_table(disagreements)),
-    })
+    return dg.MaterializeResult(metadata=metadata | {"model_disagreements": dg.MetadataValue.md(markdown_table(disagreements))})
 
 
 @dg.asset(

@@ -28,6 +28,7 @@ ACTIONS: dict[Direction, tuple[str, ...]] = {
     ),
 }
 RISKY = ("move_asset", "retire_asset", "retire_ci")  # what the guard weighs
+ROW_COLUMNS = ("action", "item", "target_id", "target_version", "model_key", "field", "old", "new", "reason")
 SYSTEM = {Direction.C2_TO_HECTOR: "Hector", Direction.HECTOR_TO_C2: "C2 ITSM"}
 OWNER = {Direction.C2_TO_HECTOR: "C2 ITSM", Direction.HECTOR_TO_C2: "Hector"}
 CHANGE_SCHEMA = {
@@ -52,6 +53,22 @@ def entries(plan: CategoryPlan, indexes: tuple[int, ...], field: str, old: str, 
 def differing(entry_list: str) -> str:
     """The entries whose old and new differ, unnested into field, old and new columns."""
     return f"unnest(list_filter({entry_list}, lambda x: x.old IS DISTINCT FROM x.new), recursive := true)"
+
+
+def assemble(plan: CategoryPlan, direction: Direction, parts: list[str]) -> str:
+    """The tail of a change set's SQL: its parts (CTE names) as one frame of CHANGE_SCHEMA rows,
+    in the order of the direction's actions."""
+    columns = ", ".join(f"NULL::{'BIGINT' if c == 'target_version' else 'VARCHAR'} AS {c}" for c in ROW_COLUMNS)
+    union = "\n            UNION ALL BY NAME ".join([f"SELECT {columns} WHERE false"] + [f"SELECT * FROM {p}" for p in parts])
+    return f"""
+        all_rows AS (
+            {union}
+        )
+        SELECT {lit(plan.key)} AS category_key, {lit(direction.value)} AS direction, action, item,
+               target_id, target_version, model_key, field, old, new, reason
+        FROM all_rows
+        ORDER BY array_position({list(ACTIONS[direction])!r}, action), item, field
+    """
 
 
 def with_drift(rows: str, plan: CategoryPlan, direction: Direction, *, ci_column: str, names: str | None = None) -> str:

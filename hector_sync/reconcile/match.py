@@ -60,6 +60,21 @@ def hector_assets(plan: CategoryPlan) -> str:
     """
 
 
+def _ambiguity(key: str, shared: str, these: str, other: str, those: str) -> str:
+    """Why each item of one side (`key`) has no unique partner, in words with the ids: its
+    value is `shared` with other items of its side, or it matches several of the other side."""
+    value = quoted("any_value(identify_value)")
+    mine, theirs = f"{these.lower().rstrip('s')}_ids", f"{those.lower().rstrip('s')}_ids"
+    return f"""
+            SELECT {key}, any_value(identify_value) AS identify_value,
+                   CASE WHEN max({shared}) > 1
+                        THEN 'identify_by value ' || {value} || ' is shared by {these} '
+                             || any_value({mine}) || ' and matches {other} ' || any_value({theirs})
+                        ELSE 'identify_by value ' || {value} || ' matches several unlinked {those}: '
+                             || any_value({theirs}) END AS ambiguity
+            FROM ambiguous GROUP BY {key}"""
+
+
 def pairs(plan: CategoryPlan) -> str:
     """CTEs ending in `pair` (ci_id, asset_id, match) and the ambiguities of each side.
 
@@ -111,21 +126,7 @@ def pairs(plan: CategoryPlan) -> str:
                    string_agg(CAST(asset_id AS VARCHAR), ', ' ORDER BY asset_id) OVER (PARTITION BY ci_id) AS asset_ids,
                    string_agg(ci_id, ', ' ORDER BY ci_id) OVER (PARTITION BY asset_id) AS ci_ids
             FROM candidates WHERE assets_per_ci > 1 OR cis_per_asset > 1
-        ), ci_ambiguity AS (
-            SELECT ci_id, any_value(identify_value) AS identify_value,
-                   CASE WHEN max(cis_per_asset) > 1
-                        THEN 'identify_by value ' || {quoted('any_value(identify_value)')}
-                             || ' is shared by CIs ' || any_value(ci_ids) || ' and matches asset ' || any_value(asset_ids)
-                        ELSE 'identify_by value ' || {quoted('any_value(identify_value)')}
-                             || ' matches several unlinked assets: ' || any_value(asset_ids) END AS ambiguity
-            FROM ambiguous GROUP BY ci_id
-        ), asset_ambiguity AS (
-            SELECT asset_id, any_value(identify_value) AS identify_value,
-                   CASE WHEN max(assets_per_ci) > 1
-                        THEN 'identify_by value ' || {quoted('any_value(identify_value)')}
-                             || ' is shared by assets ' || any_value(asset_ids) || ' and matches CI ' || any_value(ci_ids)
-                        ELSE 'identify_by value ' || {quoted('any_value(identify_value)')}
-                             || ' matches several unlinked CIs: ' || any_value(ci_ids) END AS ambiguity
-            FROM ambiguous GROUP BY asset_id
+        ), ci_ambiguity AS ({_ambiguity("ci_id", "cis_per_asset", "CIs", "asset", "assets")}
+        ), asset_ambiguity AS ({_ambiguity("asset_id", "assets_per_ci", "assets", "CI", "CIs")}
         )
     """

@@ -9,12 +9,11 @@ Hector owns maker, model and description.
 
 from __future__ import annotations
 
-from hector_sync.reconcile.changes import ACTIONS, differing, entries, with_drift
+from hector_sync.reconcile.changes import assemble, differing, entries, with_drift
 from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD, TO_C2, CategoryPlan
 from hector_sync.reconcile.match import hector_assets, hector_models, pairs
 from hector_sync.reconcile.normalize import lit, normalized_cis, quoted
 
-DIRECTION = TO_C2.value
 EXPECTED = {"number": "a number", "date": "a date (YYYY-MM-DD)"}
 
 
@@ -158,17 +157,6 @@ def c2_change_set(plan: CategoryPlan, *, full_read: bool) -> str:
             WHERE l.category_key = {key} AND l.asset_id NOT IN (SELECT id FROM h) AND NOT c.retired
               AND {creates} AND {str(full_read).lower()}
         ),
-        all_rows AS (
-            SELECT action, item, target_id, target_version, field, old, new, reason FROM create_rows
-            UNION ALL BY NAME SELECT * FROM link_rows
-            UNION ALL BY NAME SELECT * FROM update_rows
-            UNION ALL BY NAME SELECT * FROM reactivate_rows
-            UNION ALL BY NAME SELECT * FROM gone_rows
-            UNION ALL BY NAME SELECT * FROM unchanged_rows
-            UNION ALL BY NAME SELECT * FROM skip_rows
-        )
-        SELECT {key} AS category_key, {lit(DIRECTION)} AS direction, action, item, target_id,
-               target_version, NULL AS model_key, field, old, new, reason
-        FROM all_rows
-        ORDER BY array_position({list(ACTIONS[TO_C2])!r}, action), item, field
+        {assemble(plan, TO_C2, ["create_rows", "link_rows", "update_rows", "reactivate_rows", "gone_rows",
+                                "unchanged_rows", "skip_rows"])}
     """

@@ -8,12 +8,11 @@ without an asset get one only when C2 ITSM owns maker, model and description.
 
 from __future__ import annotations
 
-from hector_sync.reconcile.changes import ACTIONS, differing, entries, with_drift
+from hector_sync.reconcile.changes import assemble, differing, entries, with_drift
 from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, TO_HECTOR, CategoryPlan
 from hector_sync.reconcile.match import hector_assets, hector_models, pairs
 from hector_sync.reconcile.normalize import lit, model_label, normalized_cis, quoted
 
-DIRECTION = TO_HECTOR.value
 LINK_REASONS = {
     "identified": "'identify_by matched ' || {value}",
     "local": "'C2 ITSM CI created from this asset by an earlier run'",
@@ -133,18 +132,6 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
               AND NOT h.retired AND {str(creates).lower()}
               AND (c.retired OR (c.ci_id IS NULL AND {str(full_read).lower()}))
         ),
-        all_rows AS (
-            SELECT action, item, target_id, target_version, model_key, field, old, new, reason FROM sub_rows
-            UNION ALL BY NAME SELECT * FROM create_rows
-            UNION ALL BY NAME SELECT * FROM link_rows
-            UNION ALL BY NAME SELECT * FROM update_rows
-            UNION ALL BY NAME SELECT * FROM move_rows
-            UNION ALL BY NAME SELECT * FROM gone_rows
-            UNION ALL BY NAME SELECT * FROM unchanged_rows
-            UNION ALL BY NAME SELECT * FROM skip_rows
-        )
-        SELECT {key} AS category_key, {lit(DIRECTION)} AS direction, action, item, target_id,
-               target_version, model_key, field, old, new, reason
-        FROM all_rows
-        ORDER BY array_position({list(ACTIONS[TO_HECTOR])!r}, action), item, field
+        {assemble(plan, TO_HECTOR, ["sub_rows", "create_rows", "link_rows", "update_rows", "move_rows",
+                                    "gone_rows", "unchanged_rows", "skip_rows"])}
     """
