@@ -68,7 +68,7 @@ def _keys(config: SyncConfig, chosen: list[str] | None) -> list[str]:
 
 
 def _plan(config: SyncConfig, keys: list[str], full: bool) -> int:
-    from hector_sync.store import Store
+    from hector_sync.store import CategoryBusy, Store
     from hector_sync.sync import FLOWS, CategorySync, MappingInvalid
 
     store = Store(config.storage.duckdb_path)
@@ -81,12 +81,13 @@ def _plan(config: SyncConfig, keys: list[str], full: bool) -> int:
                 continue
             try:
                 mode = "full" if full else "auto"
-                sync.snapshot_c2(mode)
-                sync.snapshot_hector(mode)
-                for direction in FLOWS[sync.category.direction]:
-                    sync.derive(direction)
-                    _print_plan(sync, direction, sync.plan(direction))
-            except (ApiError, MappingInvalid) as failed:
+                with store.category_lock(key, "hector-sync plan"):
+                    sync.snapshot_c2(mode)
+                    sync.snapshot_hector(mode)
+                    for direction in FLOWS[sync.category.direction]:
+                        sync.derive(direction)
+                        _print_plan(sync, direction, sync.plan(direction))
+            except (ApiError, MappingInvalid, CategoryBusy) as failed:
                 print(f"{key}: FAILED: {failed}\n")
                 status = 1
     return status

@@ -70,6 +70,9 @@ def failure_report(instance: dg.DagsterInstance, run_id: str) -> FailureReport:
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
             steps.append(event.step_key or "")
             errors.append(_innermost(event.event_specific_data.error))
+        elif event.event_type == dg.DagsterEventType.RESOURCE_INIT_FAILURE and event.event_specific_data.error:
+            steps.append("run setup")  # e.g. the category is held by another run
+            errors.append(_innermost(event.event_specific_data.error))
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:

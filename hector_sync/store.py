@@ -23,6 +23,7 @@ Schema (one table per concept, `category_key` on every row):
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -32,9 +33,14 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 LOCK_TIMEOUT_S = 900.0
+CATEGORY_WAIT_S = 900.0
+
+
+class CategoryBusy(Exception):
+    """Another run (or `plan`) of the same category holds it; this one waited and gave up."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS c2_ci (
@@ -150,6 +156,32 @@ class Store:
                 yield con
             finally:
                 con.close()
+
+    @contextmanager
+    def category_lock(self, category_key: str, holder: str, wait_s: float = CATEGORY_WAIT_S) -> Iterator[None]:
+        """One run of a category at a time, across processes: a scheduled run and a manual
+        rematerialization of the same category must not interleave their snapshots, change
+        set and writeback. The second waits up to `wait_s`, then is refused saying who holds
+        it. The OS releases the lock of a killed process, so a crash never leaves it stuck."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        base = self.path.parent / f"{self.path.name}.{category_key}"
+        lock = FileLock(f"{base}.lock", timeout=wait_s)
+        owner = Path(f"{base}.owner")
+        try:
+            lock.acquire()
+        except Timeout:
+            held_by = owner.read_text(encoding="utf-8").strip() if owner.exists() else "another process"
+            raise CategoryBusy(
+                f"category '{category_key}' is being synced by {held_by}; this run waited {wait_s:g} s "
+                "for it to finish and gave up without reading or writing anything. Run it again "
+                "once that run has ended."
+            ) from None
+        try:
+            owner.write_text(f"{holder} (pid {os.getpid()}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)\n",
+                             encoding="utf-8")
+            yield
+        finally:
+            lock.release()
 
     def query(self, sql: str, params: list[object] | None = None) -> pl.DataFrame:
         with self.connect() as con:

@@ -7,14 +7,18 @@ configuration Dagster stores and shows.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field, PrivateAttr
 
 from hector_sync.config import SyncConfig, load_config
 from hector_sync.notify import FailureReport, notify_failure
-from hector_sync.store import Store
+from hector_sync.store import CATEGORY_WAIT_S, Store
+
+PARTITION_TAG = "dagster/partition"
 
 
 @lru_cache(maxsize=8)
@@ -32,10 +36,27 @@ class SyncConfigResource(dg.ConfigurableResource):
 
 
 class StoreResource(dg.ConfigurableResource):
+    """The DuckDB file, and the category of the run reserved for it for the whole run."""
+
     settings: SyncConfigResource
+    lock_wait_s: float = Field(
+        CATEGORY_WAIT_S, description="How long a run waits while another run of the same category "
+        "is under way before it is refused (seconds).")
+    _held: ExitStack = PrivateAttr(default_factory=ExitStack)
 
     def store(self) -> Store:
         return Store(Path(self.settings.load().storage.duckdb_path))
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # In-process runs set up resources once per run: the lock spans every step.
+        run = context.run
+        key = run.tags.get(PARTITION_TAG) if run else None
+        if key:
+            holder = f"run {run.run_id} ({run.job_name})"
+            self._held.enter_context(self.store().category_lock(key, holder, self.lock_wait_s))
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._held.close()
 
 
 class SmtpResource(dg.ConfigurableResource):
