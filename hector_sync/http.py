@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import quote, urlsplit
@@ -30,6 +31,7 @@ from urllib3.exceptions import (
     ProtocolError,
     ReadTimeoutError,
 )
+from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.retry import Retry
 
@@ -58,6 +60,9 @@ TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 # in fact applied answers 409 version_conflict instead of applying it twice. POST is never
 # replayed: a C2 CI would be created twice (the caller decides; Hector answers 409 duplicate).
 REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "PATCH"})
+# The Retry a replay after a cut body goes on from, set around its send (per thread): requests
+# takes no Retry per request, so `BudgetAdapter` hands this one to urllib3 instead.
+_SPENT: ContextVar[Retry | None] = ContextVar("hector_sync_spent_retry", default=None)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -100,12 +105,26 @@ class TransientRetry(Retry):
 
     429, 502, 503 and 504 mean the request was not processed, so they are retried for every
     method (urllib3 would only retry its idempotent methods), honouring Retry-After. Connection
-    errors are retried for every method too (nothing was sent); read errors only for
-    REPLAYABLE_METHODS (urllib3 checks `allowed_methods` for those).
+    errors are retried for every method too (nothing was sent); read errors, a body cut short
+    included (see `JsonApi._send`), only for REPLAYABLE_METHODS (urllib3 checks `allowed_methods`).
     """
 
     def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
         return status_code in self.status_forcelist
+
+
+class BudgetAdapter(HTTPAdapter):
+    """An HTTPAdapter whose Retry is the one a replay carries, if any, else the policy's: the
+    retries a call made before its body was cut and those of its replay share one budget."""
+
+    @property
+    def max_retries(self) -> Retry:
+        spent = _SPENT.get()
+        return self._policy_retry if spent is None else spent
+
+    @max_retries.setter
+    def max_retries(self, retry: Retry) -> None:
+        self._policy_retry = retry
 
 
 class CallStats:
@@ -134,7 +153,7 @@ class CallStats:
 def build_session(retry: RetryPolicy, verify_tls: bool) -> requests.Session:
     """A Session whose adapter retries transient faults and pools up to POOL_SIZE connections."""
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=retry.build())
+    adapter = BudgetAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=retry.build())
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.verify = verify_tls
@@ -227,15 +246,10 @@ class JsonApi(ABC):
         call = call_name(method, path)
         started = time.monotonic()
         try:
-            response = self._session.request(
-                method,
-                self.url + API_PREFIX + path,
-                params=params,
-                json=body,
-                headers=headers,
-                timeout=self.retry.timeout,
+            response = self._send(
+                method, self.url + API_PREFIX + path, params=params, json=body, headers=headers
             )
-        except requests.RequestException as exc:
+        except (requests.RequestException, Urllib3Error) as exc:
             retries, reason = self._failure(method, exc)
             self.stats.record(method, retries)
             log.debug("%s %s failed after %d retries: %s", self.system, call, retries, reason)
@@ -254,6 +268,31 @@ class JsonApi(ABC):
             raise self._error(
                 UnexpectedAnswer, call, status=response.status_code, message="the body is not JSON"
             ) from None
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """Send a call and read its whole body.
+
+        requests reads the body after urllib3's retry loop, so a connection cut in the middle of
+        it is retried here, by urllib3's own Retry: REPLAYABLE_METHODS only, the same backoff,
+        and one budget per call, the replay going on from the retries already spent.
+        """
+        spent: Retry | None = None
+        while True:
+            carried = _SPENT.set(spent)
+            try:
+                response = self._session.request(
+                    method, url, stream=True, timeout=self.retry.timeout, **kwargs
+                )
+            finally:
+                _SPENT.reset(carried)
+            try:
+                response.content  # noqa: B018 (reads the body)
+                return response
+            except (requests.exceptions.ChunkedEncodingError, requests.ConnectionError) as exc:
+                response.close()
+                # re-raises the cut for a POST, MaxRetryError once the budget is spent
+                spent = response.raw.retries.increment(method, url, error=exc.args[0])
+                spent.sleep()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         """An authenticated `_request` (overridden where authentication needs more than a header)."""
@@ -317,7 +356,7 @@ class JsonApi(ABC):
     def _credentials_hint(self) -> str:
         """Where the operator fixes rejected credentials, for the 401 message."""
 
-    def _failure(self, method: str, exc: requests.RequestException) -> tuple[int, str]:
+    def _failure(self, method: str, exc: requests.RequestException | Urllib3Error) -> tuple[int, str]:
         """How many retries a request without an answer made, and why it failed, in words."""
         wrapped = exc.args[0] if exc.args else None
         cause: BaseException = wrapped if isinstance(wrapped, BaseException) else exc

@@ -425,6 +425,65 @@ def test_dropped_connection_on_post_is_not_replayed(hector: HectorClient, simula
     assert sim_stats(simulators.hector_url)["calls"] == 1
 
 
+def test_c2_pages_survive_bodies_cut_short(c2: C2Client, simulators: RunningSimulators) -> None:
+    calm = [ci for page in c2.iter_ci_pages("cmdb-1", MONITORS, page_size=10) for ci in page]
+    set_faults(simulators.c2_url, cut_body_rate=0.3, seed=1)
+    cut = [ci for page in c2.iter_ci_pages("cmdb-1", MONITORS, page_size=10) for ci in page]
+    assert cut == calm and len(cut) == SIMULATOR_SIZE
+    assert sim_stats(simulators.c2_url)["by_status"]["cut"] == c2.stats.retries > 0
+
+
+def test_hector_pages_survive_bodies_cut_short(hector: HectorClient, simulators: RunningSimulators) -> None:
+    calm = [a for page in hector.iter_asset_pages(category_id=HECTOR_LAPTOPS, page_size=1) for a in page]
+    set_faults(simulators.hector_url, cut_body_rate=0.3, seed=4)  # dice: cut, cut, pass, ...
+    cut = [a for page in hector.iter_asset_pages(category_id=HECTOR_LAPTOPS, page_size=1) for a in page]
+    assert cut == calm and len(cut) == 5
+    assert sim_stats(simulators.hector_url)["by_status"]["cut"] == hector.stats.retries >= 2
+
+
+def test_cut_bodies_and_503s_share_one_retry_budget(hector: HectorClient, simulators: RunningSimulators) -> None:
+    set_faults(simulators.hector_url, fail_503_rate=0.5, cut_body_rate=0.5, seed=1)  # cut, 503, 503, cut
+    with pytest.raises(Unavailable) as unavailable:
+        hector.list_stockrooms()
+    host = simulators.hector_url.removeprefix("http://")
+    assert str(unavailable.value) == (
+        f"Hector is unavailable: {host} dropped the connection after 3 retries (GET /api/v1/stockrooms)"
+    )
+    assert sim_stats(simulators.hector_url)["by_status"] == {"cut": 2, "503": 2}
+    assert hector.stats.as_metadata() == {"calls": 1, "calls_GET": 1, "retries": FAST.total}
+
+
+def test_cut_answer_to_a_post_is_not_replayed(c2: C2Client, simulators: RunningSimulators) -> None:
+    assert len(c2.list_cmdbs()) == 2  # logged in before the fault: the login is a POST too
+    set_faults(simulators.c2_url, cut_body_rate=1.0)
+    with pytest.raises(Unavailable) as unavailable:
+        c2.create_ci("cmdb-1", SERVERS, "SRV-CUT-1", {})
+    host = simulators.c2_url.removeprefix("http://")
+    assert str(unavailable.value) == (
+        f"C2 ITSM is unavailable: {host} dropped the connection; the request may have been processed "
+        "(POST /api/v1/cmdbs/cmdb-1/cis)"
+    )
+    assert sim_stats(simulators.c2_url)["by_route"]["POST /api/v1/cmdbs/{cmdb_id}/cis"] == 1
+    assert c2.stats.retries == 0
+    set_faults(simulators.c2_url)
+    names = [ci["name"] for page in c2.iter_ci_pages("cmdb-1", SERVERS) for ci in page]
+    assert names.count("SRV-CUT-1") == 1  # it was processed, once
+
+
+def test_cut_answer_to_a_patch_is_replayed_safely(c2: C2Client, simulators: RunningSimulators) -> None:
+    ci = next(c2.iter_ci_pages("cmdb-1", SERVERS, page_size=1))[0]
+    set_faults(simulators.c2_url, cut_body_rate=0.5, seed=9)  # dice: cut, pass
+    # the cut PATCH was applied, so If-Match refuses its replay rather than applying it twice
+    with pytest.raises(VersionConflict):
+        c2.update_ci(ci["id"], ci["version"], status="retired")
+    stats = sim_stats(simulators.c2_url)
+    assert stats["by_route"]["PATCH /api/v1/cis/{ci}"] == 2 and stats["by_status"]["cut"] == 1
+    assert c2.stats.retries == 1
+    set_faults(simulators.c2_url)
+    after = c2.get_ci(ci["id"])
+    assert after is not None and (after["status"], after["version"]) == ("retired", ci["version"] + 1)
+
+
 def test_read_timeout_is_retried_then_given_up(simulators: RunningSimulators) -> None:
     set_faults(simulators.hector_url, latency_s=0.3)
     policy = FAST.model_copy(update={"total": 1, "read_timeout": 0.1})

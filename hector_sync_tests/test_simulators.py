@@ -480,6 +480,26 @@ def test_down_latency_and_dropped_connections(sims: RunningSimulators) -> None:
     assert session.get(url).status_code == 200
 
 
+def test_cut_bodies_stop_half_way_and_are_counted(sims: RunningSimulators) -> None:
+    url = f"{sims.hector_url}{API}/assets"
+    requests.post(f"{sims.hector_url}/_sim/stats/reset").raise_for_status()
+    requests.put(f"{sims.hector_url}/_sim/faults", json={"cut_body_rate": 1}).raise_for_status()
+    answer = hector_session().get(url, stream=True)
+    length = int(answer.headers["Content-Length"])
+    assert answer.status_code == 200 and length > 1
+    half = length // 2
+    with pytest.raises(requests.exceptions.ChunkedEncodingError,
+                       match=rf"IncompleteRead\({half} bytes read, {length - half} more expected\)"):
+        answer.content  # noqa: B018 (reads the body)
+    stats = requests.get(f"{sims.hector_url}/_sim/stats").json()  # /_sim is never cut
+    assert stats["by_status"] == {"cut": 1}
+    requests.put(f"{sims.hector_url}/_sim/faults", json={"cut_body_rate": 0}).raise_for_status()
+    assert all(hector_session().get(url).json()["rows"] for _ in range(10))
+    stats = requests.get(f"{sims.hector_url}/_sim/stats").json()
+    assert stats["by_route"] == {"GET /api/v1/assets": 11}
+    assert stats["by_status"] == {"cut": 1, "200": 10}
+
+
 def test_unknown_fault_switch_is_refused(sims: RunningSimulators) -> None:
     answer = requests.put(f"{sims.c2_url}/_sim/faults", json={"revoked": True})
     assert answer.status_code == 422 and answer.json()["error"]["details"][0]["field"] == "revoked"

@@ -36,6 +36,8 @@ class Faults(BaseModel):
     fail_503_rate: float = Field(0.0, ge=0, le=1, description="share answered 503")
     drop_connection_rate: float = Field(0.0, ge=0, le=1,
                                         description="share closed without any answer")
+    cut_body_rate: float = Field(0.0, ge=0, le=1,
+                                 description="share closed after the headers and half the body")
     retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After of random 429s")
     down: bool = Field(False, description="every call answers 503")
     seed: int | None = Field(None, description="seed of the fault dice; default: the data seed")
@@ -59,7 +61,7 @@ F = TypeVar("F", bound=Faults)
 
 class Stats:
     """Calls per method, per "METHOD /route/{template}" and per status ("dropped" when the
-    connection was closed without an answer)."""
+    connection was closed without an answer, "cut" when it was closed in the middle of one)."""
 
     def __init__(self) -> None:
         self.by_method: Counter[str] = Counter()
@@ -81,6 +83,13 @@ class Dropped:
 
 
 DROP = Dropped()
+
+
+class Cut:
+    """The verdict "answer, but close the connection in the middle of the body"."""
+
+
+CUT = Cut()
 
 
 class SimControl(Generic[F]):
@@ -110,7 +119,7 @@ class SimControl(Generic[F]):
             return None
         return (1 - self._tokens) / rate
 
-    async def injected(self) -> SimError | Dropped | None:
+    async def injected(self) -> SimError | Dropped | Cut | None:
         """Apply latency and decide whether this call fails, and how; None lets it through."""
         f = self.faults
         if f.down:
@@ -131,6 +140,8 @@ class SimControl(Generic[F]):
                             headers={"Retry-After": str(f.retry_after_s)})
         if dice < f.drop_connection_rate + f.fail_429_rate + f.fail_503_rate:
             return SimError(503, "unavailable", "injected outage")
+        if dice < f.drop_connection_rate + f.fail_429_rate + f.fail_503_rate + f.cut_body_rate:
+            return CUT
         return None
 
 
@@ -159,6 +170,24 @@ async def _drop(receive: Receive) -> None:
         pass
 
 
+async def _cut_body(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Let the app answer, send its status and headers (Content-Length of the whole body) and
+    the first half of the body, then close: the break a client only sees while reading the
+    body, after its HTTP library's retry loop. The app has processed the request by then.
+    """
+    messages: list[Message] = []
+
+    async def keep(message: Message) -> None:
+        messages.append(message)
+
+    await app(scope, receive, keep)
+    start, *parts = messages
+    body = b"".join(part.get("body", b"") for part in parts)
+    await send(start)
+    await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+    await _drop(receive)
+
+
 class SimMiddleware(Generic[F]):
     """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): faults in, statistics out."""
 
@@ -181,6 +210,9 @@ class SimMiddleware(Generic[F]):
             fault = await self.control.injected()
             if isinstance(fault, Dropped):
                 await _drop(receive)
+            elif isinstance(fault, Cut):
+                status = "cut"
+                await _cut_body(self.app, scope, receive, send)
             elif fault is not None:
                 await fault.response()(scope, receive, send_and_note)
             else:
