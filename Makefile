@@ -20,5 +20,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Minutes, not seconds: 5,000 CIs through every transient fault, a dozen SIGKILLs at random points.
+soak: $(STAMP)
+	$(BIN)/python -m pytest -m soak --timeout 1800
+
 clean:
 	rm -rf $(VENV) .hector-sync build *.egg-info

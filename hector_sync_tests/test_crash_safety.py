@@ -7,6 +7,7 @@ two systems are read back through their APIs and the DuckDB file is opened again
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -108,3 +109,109 @@ def test_a_second_run_of_the_same_category_waits_and_a_short_wait_is_refused(
     assert created and created[0][3] == "0", second_out  # the second run created nothing
     assert "409" not in hector_calls(sims), "a run wrote what the other had written"
     assert_synced_once(config)
+
+
+# --- SIGKILL at any point ---------------------------------------------------------------------
+
+REFERENCE = 1_795_000_000  # fixed "now" of the sample data, so every fresh simulator is identical
+Kill = Callable[[RunningSimulators, Store, float], bool]
+KILL_POINTS: dict[str, Callable[[int], Kill]] = {
+    # pages of CIs read so far (C2 is slowed down, so the snapshot takes a while)
+    "snapshot": lambda n: lambda sims, store, since: _route(sims.c2_url, "GET /api/v1/cmdbs/{cmdb_id}/cis") >= n,
+    # the change set is stored and the writeback is about to start
+    "before_writeback": lambda _: lambda sims, store, since: _planned_after(store, since),
+    # assets created so far
+    "writeback": lambda n: lambda sims, store, since: _route(sims.hector_url, "POST /api/v1/assets") >= n,
+}
+
+
+def _route(url: str, route: str) -> int:
+    return requests.get(f"{url}/_sim/stats", timeout=5).json()["by_route"].get(route, 0)
+
+
+def _planned_after(store: Store, since: float) -> bool:
+    if not store.path.exists():
+        return False
+    latest = store.query("SELECT epoch(max(planned_at)) FROM change_set").item()
+    return latest is not None and latest >= since
+
+
+def hector_content(config: SyncConfig) -> list[tuple]:
+    """What Hector holds, without the ids and versions a rerun may legitimately change."""
+    models, assets, _ = hector_state(config, "Printers")
+    return sorted(
+        (tuple(refs(a)), a["title"], a["asset_tag"], a["acquisition_date"], a["end_of_life_date"], a["status"],
+         tuple(sorted(a["attributes"].items())),
+         tuple(models[a["subcategory_id"]][k] for k in ("maker", "model", "description", "price")))
+        for a in assets
+    )
+
+
+@pytest.fixture
+def fresh(write_config: WriteConfig, tmp_path: Path) -> Iterator[Callable[[str], tuple[RunningSimulators, SyncConfig]]]:
+    """Identical simulators, each with its own DuckDB file, for one sync history each."""
+    started: list[RunningSimulators] = []
+
+    def make(name: str) -> tuple[RunningSimulators, SyncConfig]:
+        sims = start_simulators(size=40, sizes={"Printers": PRINTERS}, reference=REFERENCE)
+        started.append(sims)
+
+        def edit(data: dict) -> None:
+            data["categories"] = [c for c in data["categories"] if c["key"] == "printers"]
+            data["storage"]["duckdb_path"] = str(tmp_path / name / "hector_sync.duckdb")
+
+        return sims, load_config(write_config(sims.c2_url, sims.hector_url, edit=edit, name=f"{name}.yaml"))
+
+    yield make
+    for sims in started:
+        sims.stop()
+
+
+Fresh = Callable[[str], tuple[RunningSimulators, SyncConfig]]
+
+
+def kill_and_recover(fresh: Fresh, name: str, kill: Kill) -> SyncConfig:
+    """On fresh simulators, kill a full sync where `kill` says, then sync normally."""
+    sims, config = fresh(name)
+    requests.put(f"{sims.c2_url}/_sim/faults", json={"latency_s": 0.05}, timeout=5).raise_for_status()
+    requests.put(f"{sims.hector_url}/_sim/faults", json={"latency_s": 0.005}, timeout=5).raise_for_status()
+    store = Store(config.storage.duckdb_path)
+    since = time.time()
+    proc = start_sync(config, "--full")
+    try:
+        wait_until(lambda: kill(sims, store, since), "the kill point", proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    for url in (sims.c2_url, sims.hector_url):
+        requests.put(f"{url}/_sim/faults", json={}, timeout=5).raise_for_status()
+    sync(config, "printers")
+    return config
+
+
+def uninterrupted(fresh: Fresh) -> list[tuple]:
+    _, reference = fresh("reference")
+    sync(reference, "printers")
+    expected = hector_content(reference)
+    assert len(expected) > PRINTERS * 0.9
+    return expected
+
+
+def test_a_sync_killed_anywhere_recovers_to_the_state_of_an_uninterrupted_one(fresh: Fresh) -> None:
+    expected = uninterrupted(fresh)
+    for point, threshold in (("snapshot", 1), ("before_writeback", 0), ("writeback", PRINTERS // 2)):
+        config = kill_and_recover(fresh, point, KILL_POINTS[point](threshold))
+        assert hector_content(config) == expected, f"killed at {point}: Hector differs from an uninterrupted sync"
+        assert_synced_once(config)
+
+
+@pytest.mark.soak
+def test_soak_twelve_kills_at_random_points(fresh: Fresh) -> None:
+    expected = uninterrupted(fresh)
+    dice = random.Random(20261128)
+    for n in range(12):
+        point = dice.choice(list(KILL_POINTS))
+        threshold = {"snapshot": dice.randint(1, 2), "before_writeback": 0, "writeback": dice.randint(1, PRINTERS - 10)}[point]
+        config = kill_and_recover(fresh, f"kill-{n}", KILL_POINTS[point](threshold))
+        assert hector_content(config) == expected, f"kill {n} at {point} ({threshold}): Hector differs"
+        assert_synced_once(config)
