@@ -170,6 +170,12 @@ class C2Client(JsonApi):
                 raise self._error(UnexpectedAnswer, call_name("GET", path), message=message)
             page = envelope.next_page
 
+    def find_cis_named(self, cmdb_id: str, category_id: str, name: str, modified_since: datetime) -> list[dict[str, Any]]:
+        """The category's CIs of that name modified since then: how a create whose answer was
+        lost is found (C2 ITSM has no search by name, and no duplicate check)."""
+        pages = self.iter_ci_pages(cmdb_id, category_id, modified_since=modified_since)
+        return [ci for page in pages for ci in page if (ci.get("name") or "").strip() == name.strip()]
+
     def get_ci(self, ci_id: str) -> dict[str, Any] | None:
         """The CI, or None when C2 no longer has it."""
         try:

@@ -154,8 +154,10 @@ class HectorClient(JsonApi):
         pages = self.iter_asset_pages(external_ref=f"{source}:{ref_id}")
         return [asset for rows in pages for asset in rows]
 
+    # Hector answers a second create of the same triple, or of an asset with the same external
+    # ref, with 409 duplicate and the existing id: a create whose answer was lost is resent.
     def create_subcategory(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._record("POST", "/subcategories", body=dict(body))
+        return self._record("POST", "/subcategories", body=dict(body), replay=True)
 
     def update_subcategory(
         self, subcategory_id: int, version: int, changes: Mapping[str, Any]
@@ -163,7 +165,7 @@ class HectorClient(JsonApi):
         return self._update(path_of("subcategories", subcategory_id), version, changes)
 
     def create_asset(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._record("POST", "/assets", body=dict(body))
+        return self._record("POST", "/assets", body=dict(body), replay=bool(body.get("external_refs")))
 
     def update_asset(self, asset_id: int, version: int, changes: Mapping[str, Any]) -> dict[str, Any]:
         return self._update(path_of("assets", asset_id), version, changes)

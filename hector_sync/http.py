@@ -201,6 +201,7 @@ class JsonApi(ABC):
         self.retry = retry
         self.verify_tls = verify_tls
         self.stats = CallStats()
+        self._replayable = retry.build().new(allowed_methods=REPLAYABLE_METHODS | {"POST"})
         self._session = build_session(retry, verify_tls)
         if not verify_tls:
             log.warning(
@@ -241,13 +242,18 @@ class JsonApi(ABC):
         params: Mapping[str, str | int] | None = None,
         body: Any = None,
         headers: Mapping[str, str] | None = None,
+        replay: bool = False,
     ) -> Any:
-        """Send one call and return its decoded JSON, or raise the typed error of its answer."""
+        """Send one call and return its decoded JSON, or raise the typed error of its answer.
+
+        `replay`: the contract makes this POST safe to send again (a second one is answered 409
+        duplicate), so a lost answer is retried like a GET's.
+        """
         call = call_name(method, path)
         started = time.monotonic()
         try:
             response = self._send(
-                method, self.url + API_PREFIX + path, params=params, json=body, headers=headers
+                method, self.url + API_PREFIX + path, replay=replay, params=params, json=body, headers=headers
             )
         except (requests.RequestException, Urllib3Error) as exc:
             retries, reason = self._failure(method, exc)
@@ -269,19 +275,20 @@ class JsonApi(ABC):
                 UnexpectedAnswer, call, status=response.status_code, message="the body is not JSON"
             ) from None
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, url: str, *, replay: bool, **kwargs: Any) -> requests.Response:
         """Send a call and read its whole body.
 
         requests reads the body after urllib3's retry loop, so a connection cut in the middle of
         it is retried here, by urllib3's own Retry: REPLAYABLE_METHODS only, the same backoff,
         and one budget per call, the replay going on from the retries already spent.
         """
-        spent: Retry | None = None
+        spent: Retry | None = self._replayable if replay else None
         while True:
             carried = _SPENT.set(spent)
             try:
+                # verify per request: a session's verify=False loses to REQUESTS_CA_BUNDLE (requests#3829)
                 response = self._session.request(
-                    method, url, stream=True, timeout=self.retry.timeout, **kwargs
+                    method, url, stream=True, timeout=self.retry.timeout, verify=self.verify_tls, **kwargs
                 )
             finally:
                 _SPENT.reset(carried)

@@ -9,19 +9,20 @@ create journalled after the C2 snapshot this change set was planned on is held, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
 
 from hector_sync.c2 import C2Client
 from hector_sync.catalog import ResolvedCategory
-from hector_sync.errors import InvalidData, NotFound, VersionConflict
+from hector_sync.errors import InvalidData, NotFound, Unavailable, VersionConflict
 from hector_sync.hector import HectorClient
 from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD
 from hector_sync.writeback.base import Row, Writeback, current_assets, items, typed
 
 CREATE_BATCH = 100
+LOOKBACK = timedelta(minutes=10)  # clock difference between us and C2 ITSM, generously
 CI_ACTIONS = ("update_ci", "revert_drift", "retire_ci")
 
 
@@ -89,11 +90,16 @@ class C2Writeback(Writeback):
 
     def _create_ci(self, asset_id: int, rows: list[Row]) -> None:
         name, fields = self._values(rows)
+        sent_at = datetime.now(UTC)
         try:
-            ci_id = str(self.c2.create_ci(self.resolved.cmdb_id, self.resolved.c2_category_id, name or "", fields)["id"])
+            ci_id = self._post_ci(name or "", fields, sent_at)
         except (InvalidData, NotFound) as refused:
             self.done(rows, "refused", str(refused))
             self._unsent.append(asset_id)
+            return
+        if ci_id is None:
+            self.done(rows, "held", "the answer to its create was lost and several new CIs carry its name; "
+                      "the next sync pairs it through the journal")
             return
         self.link(ci_id, asset_id)
         self._agreed_rows(ci_id, asset_id, rows)
@@ -104,6 +110,24 @@ class C2Writeback(Writeback):
         else:
             self.done(rows, "created", f"created as {ci_id}; the asset changed meanwhile, so the next sync "
                       "writes its external ref from the local link")
+
+    def _post_ci(self, name: str, fields: dict[str, Any], sent_at: datetime) -> str | None:
+        """Create the CI; when the answer is lost, look for it by name before anything is sent
+        again: found once, it is ours; not found, the create never landed and is sent once more;
+        found several times, None (the journal settles it on the next sync)."""
+        ids = (self.resolved.cmdb_id, self.resolved.c2_category_id)
+        try:
+            return str(self.c2.create_ci(*ids, name, fields)["id"])
+        except Unavailable as lost:
+            if lost.status is not None:
+                raise  # an answer that says the system is down: nothing was created
+            found = self.c2.find_cis_named(*ids, name, sent_at - LOOKBACK)
+            if len(found) > 1:
+                return None
+            if found:
+                self.log(f"{self.plan.key}: the answer to creating CI '{name}' was lost; found it as {found[0]['id']}")
+                return str(found[0]["id"])
+            return str(self.c2.create_ci(*ids, name, fields)["id"])
 
     def _put_ref(self, asset_id: int, ci_id: str) -> bool:
         """Give the asset the external ref to its CI, keeping its other refs."""
