@@ -51,10 +51,13 @@ class FailureReport:
 
 
 def _innermost(error: object) -> str:
-    """Dagster wraps user errors; the operator needs the message we raised."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause  # type: ignore[attr-defined]
-    message = str(getattr(error, "message", error)).strip()
+    """Dagster wraps user errors, and ours wrap the library's: the operator needs the message
+    we raised (the first of ours in the chain), else the innermost one."""
+    chain = [error]
+    while getattr(chain[-1], "cause", None) is not None:
+        chain.append(chain[-1].cause)  # type: ignore[attr-defined]
+    messages = [str(getattr(e, "message", e)).strip() for e in chain]
+    message = next((m for m in messages if m.startswith("hector_sync.")), messages[-1])
     return message.split(": ", 1)[1] if message.startswith(("dagster.", "hector_sync.")) else message
 
 
