@@ -95,7 +95,7 @@ class PermissionMissing(ApiError):
         return f"refused a {kind}: {who} lacks {kind} permission"
 
     def _why(self) -> str:
-        return ""
+        return f": give it {'read' if self.call.startswith('GET ') else 'write'} permission in {self.system}, or use an account that has it"
 
 
 @dataclass(eq=False)
@@ -155,4 +155,7 @@ class Unavailable(ApiError):
 
     def __str__(self) -> str:
         after = f" after {self.retries} {'retry' if self.retries == 1 else 'retries'}" if self.retries else ""
-        return f"{self.system} is unavailable: {self.reason or self.status}{after} ({self.call}){self._why()}"
+        return (
+            f"{self.system} is unavailable: {self.reason or self.status}{after} ({self.call}){self._why()}; "
+            f"check that {self.system} is up and reachable from this machine, then rerun"
+        )

@@ -72,12 +72,17 @@ class RetryPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    total: int = Field(5, ge=0)
+    # 12 retries ride out even a third of calls failing (0.35^13: about one call in a million
+    # gives up), while backoff capped at 4 s bounds one call on a dead system to ~40 s.
+    total: int = Field(12, ge=0)
     backoff_factor: float = Field(0.5, ge=0)
-    backoff_max: float = Field(30, ge=0)
+    backoff_max: float = Field(4, ge=0)
     retry_after_max: float = Field(60, ge=0)
     connect_timeout: float = Field(5, gt=0)
     read_timeout: float = Field(60, gt=0)
+    # Once a call to a host has given up, every call to it in this process fails at once for
+    # this long: a system that is down costs one call's retries per run, not one per step.
+    breaker_s: float = Field(60, ge=0)
 
     def build(self) -> TransientRetry:
         """The urllib3 Retry that applies this policy."""
@@ -125,6 +130,32 @@ class BudgetAdapter(HTTPAdapter):
     @max_retries.setter
     def max_retries(self, retry: Retry) -> None:
         self._policy_retry = retry
+
+
+class Breaker:
+    """Hosts that stayed unavailable through a whole retry budget, process-wide, and since when."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, tuple[float, str]] = {}
+
+    def trip(self, host: str, what: str) -> None:
+        with self._lock:
+            self._open[host] = (time.monotonic(), what)
+
+    def reset(self, host: str) -> None:
+        with self._lock:
+            self._open.pop(host, None)
+
+    def opened(self, host: str, within_s: float) -> tuple[float, str] | None:
+        """(seconds ago, what failed) while the host counts as down, else None."""
+        with self._lock:
+            since, what = self._open.get(host, (0.0, ""))
+        ago = time.monotonic() - since
+        return (ago, what) if what and ago < within_s else None
+
+
+BREAKER = Breaker()
 
 
 class CallStats:
@@ -251,6 +282,10 @@ class JsonApi(ABC):
         """
         call = call_name(method, path)
         started = time.monotonic()
+        down = BREAKER.opened(self.host, self.retry.breaker_s)
+        if down is not None:
+            raise self._error(Unavailable, call, reason=f"it stayed unavailable {down[0]:.0f} s ago ({down[1]}), "
+                              f"so it is not called again for {self.retry.breaker_s:g} s")
         try:
             response = self._send(
                 method, self.url + API_PREFIX + path, replay=replay, params=params, json=body, headers=headers
@@ -259,9 +294,15 @@ class JsonApi(ABC):
             retries, reason = self._failure(method, exc)
             self.stats.record(method, retries)
             log.debug("%s %s failed after %d retries: %s", self.system, call, retries, reason)
+            if retries >= self.retry.total:
+                BREAKER.trip(self.host, f"{call}: {reason}")
             raise self._error(Unavailable, call, retries=retries, reason=reason) from exc
         retries = len(getattr(response.raw.retries, "history", ()))
         self.stats.record(method, retries)
+        if response.status_code in TRANSIENT_STATUSES and retries >= self.retry.total:
+            BREAKER.trip(self.host, f"{call}: {response.status_code}")
+        elif response.status_code < 500:
+            BREAKER.reset(self.host)
         log.debug(
             "%s %s -> %d in %.3f s, %d retries",
             self.system, call, response.status_code, time.monotonic() - started, retries,

@@ -30,13 +30,13 @@ from hector_sync.errors import (
     PermissionMissing, Unavailable, UnexpectedAnswer, VersionConflict,
 )
 from hector_sync.hector import HectorAttribute, HectorCategory, HectorClient, HectorStockroom
-from hector_sync.http import RetryPolicy
+from hector_sync.http import BREAKER, RetryPolicy
 from hector_sync.simulators.serve import RunningSimulators
 from hector_sync_tests.conftest import SIMULATOR_SIZE
 
 # Small waits keep the file fast; Retry-After up to 5 s is still honoured in full.
 FAST = RetryPolicy(total=3, backoff_factor=0.01, backoff_max=0.05, retry_after_max=5,
-                   connect_timeout=2, read_timeout=5)
+                   connect_timeout=2, read_timeout=5, breaker_s=0)  # breaker: its own test below
 WRONG_PASSWORD = "not-the-c2-password-4711"
 WRONG_KEY = "not-the-hector-key-0815"
 SECRETS = (DEMO_C2_PASSWORD, DEMO_C2_READONLY_PASSWORD, DEMO_HECTOR_API_KEY, WRONG_PASSWORD,
@@ -57,10 +57,12 @@ def sim_stats(url: str) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def calm(simulators: RunningSimulators) -> Iterator[None]:
-    """Each test starts with no faults and zeroed simulator statistics, and leaves no faults."""
+    """Each test starts with no faults, zeroed simulator statistics and closed breakers, and
+    leaves no faults."""
     for url in (simulators.c2_url, simulators.hector_url):
         set_faults(url)
         requests.post(f"{url}/_sim/stats/reset", timeout=5).raise_for_status()
+        BREAKER.reset(url.removeprefix("http://"))
     yield
     for url in (simulators.c2_url, simulators.hector_url):
         set_faults(url)
@@ -209,7 +211,8 @@ def test_c2_read_only_account_cannot_write(simulators: RunningSimulators) -> Non
     with pytest.raises(PermissionMissing) as refused:
         client.update_ci(ci["id"], ci["version"], status="retired")
     assert str(refused.value) == (
-        f"C2 ITSM refused a write: the account svc-readonly lacks write permission (PATCH /api/v1/cis/{ci['id']}, 403)"
+        f"C2 ITSM refused a write: the account svc-readonly lacks write permission (PATCH /api/v1/cis/{ci['id']}, 403): "
+        "give it write permission in C2 ITSM, or use an account that has it"
     )
     with pytest.raises(PermissionMissing, match=r"refused a write: .* \(POST /api/v1/cmdbs/cmdb-1/cis, 403\)"):
         client.create_ci("cmdb-1", PRINTERS, "PRN-NEW", {})
@@ -380,7 +383,23 @@ def test_retry_after_is_capped(simulators: RunningSimulators) -> None:
     assert (unavailable.value.status, unavailable.value.retries) == (429, 2)
     assert str(unavailable.value) == (
         "Hector is unavailable: 429 after 2 retries (GET /api/v1/stockrooms): injected rate limit"
+        "; check that Hector is up and reachable from this machine, then rerun"
     )
+
+
+def test_a_host_that_stayed_down_is_not_called_again_for_a_while(simulators: RunningSimulators) -> None:
+    set_faults(simulators.hector_url, down=True)
+    client = HectorClient(simulators.hector_url, DEMO_HECTOR_API_KEY, retry=FAST.model_copy(update={"breaker_s": 60}))
+    with pytest.raises(Unavailable, match="503 after 3 retries"):
+        client.list_categories()
+    with pytest.raises(Unavailable) as shortcut:
+        client.list_stockrooms()
+    assert "stayed unavailable 0 s ago (GET /api/v1/categories: 503), so it is not called again for 60 s" \
+        in str(shortcut.value)
+    assert sim_stats(simulators.hector_url)["by_status"] == {"503": FAST.total + 1}, "the down host was called again"
+    BREAKER.reset(client.host)
+    set_faults(simulators.hector_url)
+    assert client.list_stockrooms(), "the breaker outlived its reset"
 
 
 def test_503_is_retried_for_every_method_then_given_up(c2: C2Client, simulators: RunningSimulators) -> None:
@@ -391,6 +410,7 @@ def test_503_is_retried_for_every_method_then_given_up(c2: C2Client, simulators:
     assert time.monotonic() - started < 2
     assert str(unavailable.value) == (
         "C2 ITSM is unavailable: 503 after 3 retries (POST /api/v1/auth/login): the simulator is switched down"
+        "; check that C2 ITSM is up and reachable from this machine, then rerun"
     )
     assert sim_stats(simulators.c2_url)["by_status"] == {"503": FAST.total + 1}
     assert c2.stats.as_metadata() == {"calls": 1, "calls_POST": 1, "retries": FAST.total}
@@ -420,7 +440,7 @@ def test_dropped_connection_on_post_is_not_replayed(hector: HectorClient, simula
     host = simulators.hector_url.removeprefix("http://")
     assert str(unavailable.value) == (
         f"Hector is unavailable: {host} dropped the connection; the request may have been processed "
-        "(POST /api/v1/assets)"
+        "(POST /api/v1/assets); check that Hector is up and reachable from this machine, then rerun"
     )
     assert sim_stats(simulators.hector_url)["calls"] == 1
 
@@ -448,6 +468,7 @@ def test_cut_bodies_and_503s_share_one_retry_budget(hector: HectorClient, simula
     host = simulators.hector_url.removeprefix("http://")
     assert str(unavailable.value) == (
         f"Hector is unavailable: {host} dropped the connection after 3 retries (GET /api/v1/stockrooms)"
+        "; check that Hector is up and reachable from this machine, then rerun"
     )
     assert sim_stats(simulators.hector_url)["by_status"] == {"cut": 2, "503": 2}
     assert hector.stats.as_metadata() == {"calls": 1, "calls_GET": 1, "retries": FAST.total}
@@ -461,7 +482,7 @@ def test_cut_answer_to_a_post_is_not_replayed(c2: C2Client, simulators: RunningS
     host = simulators.c2_url.removeprefix("http://")
     assert str(unavailable.value) == (
         f"C2 ITSM is unavailable: {host} dropped the connection; the request may have been processed "
-        "(POST /api/v1/cmdbs/cmdb-1/cis)"
+        "(POST /api/v1/cmdbs/cmdb-1/cis); check that C2 ITSM is up and reachable from this machine, then rerun"
     )
     assert sim_stats(simulators.c2_url)["by_route"]["POST /api/v1/cmdbs/{cmdb_id}/cis"] == 1
     assert c2.stats.retries == 0
@@ -493,6 +514,7 @@ def test_read_timeout_is_retried_then_given_up(simulators: RunningSimulators) ->
     host = simulators.hector_url.removeprefix("http://")
     assert str(unavailable.value) == (
         f"Hector is unavailable: {host} gave no answer within 0.1 s after 1 retry (GET /api/v1/stockrooms)"
+        "; check that Hector is up and reachable from this machine, then rerun"
     )
 
 
@@ -503,6 +525,7 @@ def test_connection_refused() -> None:
         client.list_cmdbs()
     assert str(unavailable.value) == (
         f"C2 ITSM is unavailable: 127.0.0.1:{port} refused the connection after 3 retries (POST /api/v1/auth/login)"
+        "; check that C2 ITSM is up and reachable from this machine, then rerun"
     )
     assert unavailable.value.status is None and client.stats.retries == FAST.total
 
@@ -565,7 +588,8 @@ def test_what_we_need_is_checked(contract_breaker: str) -> None:
         hector.list_categories()
     with pytest.raises(Unavailable) as proxy:  # an error body that is not ours: the status speaks
         hector.list_attributes()
-    assert str(proxy.value) == "Hector is unavailable: 502 after 3 retries (GET /api/v1/attributes): Bad Gateway"
+    assert str(proxy.value) == (
+        "Hector is unavailable: 502 after 3 retries (GET /api/v1/attributes): Bad Gateway; check that Hector is up and reachable from this machine, then rerun")
     c2 = C2Client(contract_breaker, DEMO_C2_USERNAME, DEMO_C2_PASSWORD, retry=FAST)
     with pytest.raises(UnexpectedAnswer, match="page 1 names page 1 as the next one"):
         list(c2.iter_ci_pages("cmdb-1", PRINTERS))
@@ -600,10 +624,11 @@ def test_error_sentences() -> None:
         "Hector refused invalid data (POST /api/v1/assets, 422): acquisition_date: malformed date"
     )
     assert str(Unavailable(system="Hector", call="GET /api/v1/assets", status=503, retries=5)) == (
-        "Hector is unavailable: 503 after 5 retries (GET /api/v1/assets)"
+        "Hector is unavailable: 503 after 5 retries (GET /api/v1/assets); check that Hector is up and reachable from this machine, then rerun"
     )
     assert str(PermissionMissing(system="Hector", call="GET /api/v1/assets", status=403)) == (
-        "Hector refused a read: the API key lacks read permission (GET /api/v1/assets, 403)"
+        "Hector refused a read: the API key lacks read permission (GET /api/v1/assets, 403): "
+        "give it read permission in Hector, or use an account that has it"
     )
 
 
