@@ -69,6 +69,9 @@ class _Login(_C2Model):
     token: str
 
 
+RELOGINS = 3
+
+
 class C2Client(JsonApi):
     """C2 ITSM over HTTP: discovery, paged CI reads, CI writes with optimistic locking."""
 
@@ -116,25 +119,33 @@ class C2Client(JsonApi):
         with self._login_lock:
             if self._token is None or self._token == stale:
                 body = {"username": self.account, "password": self._password}
-                answer = self._request("POST", "/auth/login", body=body)
+                # a second login only issues another token: safe to resend when the answer is lost
+                answer = self._request("POST", "/auth/login", body=body, replay=True)
                 self._token = self._parse(_Login, answer, call_name("POST", "/auth/login")).token
             return self._token
 
     def _call(
         self, method: str, path: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
     ) -> Any:
-        """An authenticated call; a rejected token is renewed once, a second 401 is final."""
+        """An authenticated call; a rejected token is renewed and the call repeated.
+
+        A login that answers 401 is final: the credentials are wrong. A renewed token rejected
+        again is renewed again, at most RELOGINS times: with writers in several threads, the
+        others can use a short-lived token up before this call's retry is sent.
+        """
 
         def send(token: str) -> Any:
             authorized = {**(headers or {}), "Authorization": f"Bearer {token}"}
             return self._request(method, path, headers=authorized, **kwargs)
 
         token = self._token or self._login(None)
-        try:
-            return send(token)
-        except CredentialsRejected:
-            pass  # expired or revoked, maybe mid-pagination: outside the handler, so no chained 401
-        return send(self._login(token))
+        for _ in range(RELOGINS):
+            try:
+                return send(token)
+            except CredentialsRejected:
+                pass  # expired or revoked, maybe mid-pagination: outside the handler, so no chained 401
+            token = self._login(token)
+        return send(token)
 
     def list_cmdbs(self) -> list[C2Cmdb]:
         return self._fetch(_Cmdbs, "GET", "/cmdbs").items
