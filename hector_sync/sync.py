@@ -39,6 +39,7 @@ FLOWS: dict[Direction, tuple[Direction, ...]] = {
 # The system each change set reads from: its snapshot decides full reads and the empty guard.
 SOURCE = {TO_HECTOR: "c2", TO_C2: "hector"}
 Log = Callable[[str], None]
+_RESOLVED: dict[tuple[str, str], ResolvedCategory] = {}  # (run id, category key), oldest first
 
 
 class GuardRefused(Exception):
@@ -82,9 +83,20 @@ class CategorySync:
 
     @cached_property
     def resolved(self) -> ResolvedCategory:
-        """The category's ids in both systems; raises MappingInvalid naming what is missing."""
+        """The category's ids in both systems; raises MappingInvalid naming what is missing.
+
+        Resolved once per run: every step of a run (one process) reuses the first answer.
+        """
+        cached = _RESOLVED.get((self.run_id, self.key)) if self.run_id else None
+        if cached is not None:
+            return cached
         with self.clients() as (c2, hector):
-            return Catalog(self.config, c2, hector).resolve(self.category)
+            resolved = Catalog(self.config, c2, hector).resolve(self.category)
+        if self.run_id:
+            _RESOLVED[(self.run_id, self.key)] = resolved
+            while len(_RESOLVED) > 64:
+                _RESOLVED.pop(next(iter(_RESOLVED)))
+        return resolved
 
     @cached_property
     def reconciler(self) -> Reconciler:

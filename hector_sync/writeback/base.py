@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,7 @@ from hector_sync.reconcile.mapping import CategoryPlan, Kind
 from hector_sync.store import HISTORY_COLUMNS, HISTORY_SCHEMA, Store
 
 FLUSH_EVERY = 500
+WORKERS = 8  # calls in flight at once: waits on slow or rate-limited answers overlap
 Row = dict[str, Any]
 Log = Callable[[str], None]
 OUTCOME_OF = {
@@ -60,34 +63,65 @@ def current_assets(store: Store, category_key: str, ids: pl.Series) -> dict[int,
 
 @dataclass(kw_only=True)
 class Writeback:
-    """Outcomes, history, links and baselines of one category's writeback, flushed in batches."""
+    """Outcomes, history, links and baselines of one category's writeback, flushed in batches.
+
+    Items are written by up to `workers` threads (`each`); everything they record goes through
+    one lock, and the main thread flushes it to DuckDB.
+    """
 
     store: Store
     plan: CategoryPlan
     run_id: str | None
     log: Log
+    workers: int = WORKERS
     outcomes: Counter[str] = field(default_factory=Counter)
     _history: list[Row] = field(default_factory=list)
     _links: list[tuple[str, int]] = field(default_factory=list)
     _agreed: list[tuple[str, int, str, str | None]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _started: float = field(default_factory=time.monotonic)
 
+    def each(
+        self, groups: Iterable[tuple[str, list[Row]]], work: Callable[[str, list[Row]], object], verb: str, start: int = 0
+    ) -> None:
+        """`work(item, rows)` for every group, `workers` at a time, in bounded memory. A fault
+        of the system (credentials, permission, unavailable) stops the rest and is raised."""
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="writeback") as pool:
+            pending: set[Future[object]] = set()
+            try:
+                for n, (item, rows) in enumerate(groups, start=start + 1):
+                    pending.add(pool.submit(work, item, rows))
+                    if len(pending) >= 4 * self.workers:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            future.result()
+                    self.progress(verb, n)
+                for future in pending:
+                    future.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
     def done(self, rows: list[Row], outcome: str, message: str | None = None) -> None:
-        self.outcomes[outcome] += 1
         now = datetime.now(UTC)
-        for r in rows:
-            self._history.append(
-                {**{c: r.get(c) for c in HISTORY_COLUMNS}, "run_id": self.run_id, "outcome": outcome,
-                 "message": message or r.get("reason"), "recorded_at": now}
-            )
+        recorded = [
+            {**{c: r.get(c) for c in HISTORY_COLUMNS}, "run_id": self.run_id, "outcome": outcome,
+             "message": message or r.get("reason"), "recorded_at": now}
+            for r in rows
+        ]
+        with self._lock:
+            self.outcomes[outcome] += 1
+            self._history += recorded
 
     def link(self, ci_id: str, asset_id: int) -> None:
-        self._links.append((ci_id, asset_id))
+        with self._lock:
+            self._links.append((ci_id, asset_id))
 
     def agreed(self, ci_id: str, asset_id: int, fields: dict[str, str | None]) -> None:
         """Values both sides hold after our write: the per_field baseline, so it is no echo."""
         if self.plan.per_field:
-            self._agreed += [(ci_id, asset_id, name, value) for name, value in fields.items()]
+            with self._lock:
+                self._agreed += [(ci_id, asset_id, name, value) for name, value in fields.items()]
 
     def write(self, rows: list[Row], call: Callable[[], Any]) -> bool:
         """One API call for the rows of one item; refusals are recorded, faults propagate."""
@@ -114,10 +148,10 @@ class Writeback:
             self.log(f"{self.plan.key}: {n} {verb} ({rate:.0f}/s)")
 
     def flush(self) -> None:
-        if self._history:
-            self.store.append_history(pl.DataFrame(self._history, schema=HISTORY_SCHEMA))
-            self._history = []
-        self.store.upsert_links(self.plan.key, self._links, self.run_id)
-        self._links = []
-        self.store.upsert_baseline(self.plan.key, self._agreed, self.run_id)
-        self._agreed = []
+        with self._lock:
+            history, links, agreed = self._history, self._links, self._agreed
+            self._history, self._links, self._agreed = [], [], []
+        if history:
+            self.store.append_history(pl.DataFrame(history, schema=HISTORY_SCHEMA))
+        self.store.upsert_links(self.plan.key, links, self.run_id)
+        self.store.upsert_baseline(self.plan.key, agreed, self.run_id)

@@ -42,15 +42,8 @@ class C2Writeback(Writeback):
             ids = pl.Series([item for item, _ in creates + links], dtype=pl.Utf8)
             self._assets = current_assets(self.store, self.plan.key, ids)
             self._create_cis(creates)
-            for asset, rows in links:
-                if self._put_ref(int(asset), rows[0]["target_id"]):
-                    self.done(rows, "linked")
-                    self.link(rows[0]["target_id"], int(asset))
-                else:
-                    self.done(rows, "conflict", "the asset changed since the snapshot; the next sync links it")
-            for n, (_, rows) in enumerate(items(changes, *CI_ACTIONS, by="target_id"), start=1):
-                self._update_ci(rows)
-                self.progress("CIs updated", n)
+            self.each(links, self._link, "assets linked")
+            self.each(items(changes, *CI_ACTIONS, by="target_id"), lambda _, rows: self._update_ci(rows), "CIs updated")
             self.record_reports(changes)
         finally:
             self.flush()
@@ -81,9 +74,7 @@ class C2Writeback(Writeback):
                 else:
                     batch.append((asset, rows))
             self.store.record_intents(self.plan.key, [(int(a), self._values(r)[0] or "") for a, r in batch], self.run_id)
-            for n, (asset, rows) in enumerate(batch, start=start + 1):
-                self._create_ci(int(asset), rows)
-                self.progress("CIs created", n)
+            self.each(batch, lambda asset, rows: self._create_ci(int(asset), rows), "CIs created", start)
             self.flush()
             self.store.drop_intents(self.plan.key, self._unsent)
             self._unsent = []
@@ -95,7 +86,8 @@ class C2Writeback(Writeback):
             ci_id = self._post_ci(name or "", fields, sent_at)
         except (InvalidData, NotFound) as refused:
             self.done(rows, "refused", str(refused))
-            self._unsent.append(asset_id)
+            with self._lock:
+                self._unsent.append(asset_id)
             return
         if ci_id is None:
             self.done(rows, "held", "the answer to its create was lost and several new CIs carry its name; "
@@ -128,6 +120,13 @@ class C2Writeback(Writeback):
                 self.log(f"{self.plan.key}: the answer to creating CI '{name}' was lost; found it as {found[0]['id']}")
                 return str(found[0]["id"])
             return str(self.c2.create_ci(*ids, name, fields)["id"])
+
+    def _link(self, asset: str, rows: list[Row]) -> None:
+        if self._put_ref(int(asset), rows[0]["target_id"]):
+            self.done(rows, "linked")
+            self.link(rows[0]["target_id"], int(asset))
+        else:
+            self.done(rows, "conflict", "the asset changed since the snapshot; the next sync links it")
 
     def _put_ref(self, asset_id: int, ci_id: str) -> bool:
         """Give the asset the external ref to its CI, keeping its other refs."""

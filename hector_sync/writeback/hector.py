@@ -35,13 +35,10 @@ class HectorWriteback(Writeback):
             for _, rows in items(changes, "update_subcategory"):
                 self.write(rows, lambda r=rows: self.hector.update_subcategory(
                     int(r[0]["target_id"]), r[0]["target_version"], self._body(r, "model")))
-            for n, (item, rows) in enumerate(items(changes, "create_asset"), start=1):
-                self._create_asset(item, rows)
-                self.progress("assets created", n)
+            self.each(items(changes, "create_asset"), self._create_asset, "assets created")
             current = current_assets(self.store, self.plan.key, changes.filter(pl.col("action").is_in(ASSET_ACTIONS))["target_id"])
-            for n, (_, rows) in enumerate(items(changes, *ASSET_ACTIONS, by="target_id"), start=1):
-                self._update_asset(rows, current)
-                self.progress("assets updated", n)
+            self.each(items(changes, *ASSET_ACTIONS, by="target_id"), lambda _, rows: self._update_asset(rows, current),
+                      "assets updated")
             self.record_reports(changes)
         finally:
             self.flush()
