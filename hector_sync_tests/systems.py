@@ -11,6 +11,17 @@ from hector_sync.hector import HectorClient
 from hector_sync.runner import run_sync
 from hector_sync.store import Store
 
+PHONES = {  # assets of Hector become CIs of C2 ITSM
+    "key": "phones", "cmdb": "Production", "c2_category": "Phones", "hector_category": "Phones",
+    "direction": "hector_to_c2",
+    "model": {"maker": "Manufacturer", "model": "Model", "description": "Description"},
+    "asset": {"title": "Name", "asset_tag": "AssetTag", "acquisition_date": "PurchaseDate"},
+    "asset_attributes": {"Serial number": "SerialNumber"},
+    "on_missing": "retire",
+}
+PHONE_MODELS = [("Apple", "iPhone 15", "Smartphone 6.1-inch"), ("Samsung", "Galaxy S24", "Smartphone 6.2-inch"),
+                ("Cisco", "CP-8845", "IP desk phone")]
+
 
 def sync(config: SyncConfig, *keys: str, full: bool = True) -> None:
     """Sync the categories and insist every one succeeded (a per_field one reports two rows)."""
@@ -81,3 +92,17 @@ def patch_ci(config: SyncConfig, ci_id: str, **fields: object) -> None:
         assert current is not None
         ids = {f.name: f.id for f in c2.list_fields(current["cmdb_id"], current["category_id"])}
         c2.update_ci(ci_id, current["version"], fields={ids[k]: v for k, v in fields.items()})
+
+
+def seed_phones(config: SyncConfig, count: int) -> list[dict]:
+    """`count` phone assets in Hector, entered by hand before any sync (no external ref)."""
+    with HectorClient.from_settings(config.hector) as hector:
+        models = [hector.create_subcategory({"category_id": 15, "maker": mk, "model": md, "description": ds})["id"]
+                  for mk, md, ds in PHONE_MODELS]
+        return [
+            hector.create_asset({
+                "subcategory_id": models[i % len(models)], "stockroom_id": 1, "title": f"PHN-{i:05d}",
+                "asset_tag": f"T-{i:05d}", "acquisition_date": f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}",
+                "attributes": {"Serial number": f"SN{i:07d}"}})
+            for i in range(count)
+        ]

@@ -24,19 +24,11 @@ from hector_sync.runner import run_sync
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync.store import Store
 from hector_sync_tests.conftest import WriteConfig
-from hector_sync_tests.systems import c2_cis, hector_state, history, patch_asset, patch_ci, refs, reset, sync, writes
+from hector_sync_tests.systems import (
+    PHONES, c2_cis, hector_state, history, patch_asset, patch_ci, refs, reset, seed_phones, sync, writes,
+)
 
 HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
-PHONES = {  # assets of Hector become CIs of C2 ITSM
-    "key": "phones", "cmdb": "Production", "c2_category": "Phones", "hector_category": "Phones",
-    "direction": "hector_to_c2",
-    "model": {"maker": "Manufacturer", "model": "Model", "description": "Description"},
-    "asset": {"title": "Name", "asset_tag": "AssetTag", "acquisition_date": "PurchaseDate"},
-    "asset_attributes": {"Serial number": "SerialNumber"},
-    "on_missing": "retire",
-}
-
-
 def way(c2: str, direction: str) -> dict[str, str]:
     return {"c2": c2, "direction": direction}
 
@@ -52,10 +44,6 @@ PRINTERS_PER_FIELD = {  # maker/model/title/serial from C2 ITSM; asset tag and p
     "identify_by": {"c2": "SerialNumber", "hector": "Serial number"},
     "on_missing": "ignore",
 }
-PHONE_MODELS = [("Apple", "iPhone 15", "Smartphone 6.1-inch"), ("Samsung", "Galaxy S24", "Smartphone 6.2-inch"),
-                ("Cisco", "CP-8845", "IP desk phone")]
-
-
 @pytest.fixture
 def sims() -> Iterator[RunningSimulators]:
     """C2 ITSM with no phones (Hector is their source here) and 40 printers."""
@@ -68,20 +56,6 @@ def configure(write_config: WriteConfig, sims: RunningSimulators, *categories: d
         data["categories"] = list(categories)
 
     return load_config(write_config(sims.c2_url, sims.hector_url, edit=edit))
-
-
-def seed_phones(config: SyncConfig, count: int) -> list[dict]:
-    """`count` phone assets in Hector, entered by hand before any sync (no external ref)."""
-    with HectorClient.from_settings(config.hector) as hector:
-        models = [hector.create_subcategory({"category_id": 15, "maker": mk, "model": md, "description": ds})["id"]
-                  for mk, md, ds in PHONE_MODELS]
-        return [
-            hector.create_asset({
-                "subcategory_id": models[i % len(models)], "stockroom_id": 1, "title": f"PHN-{i:05d}",
-                "asset_tag": f"T-{i:05d}", "acquisition_date": f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}",
-                "attributes": {"Serial number": f"SN{i:07d}"}})
-            for i in range(count)
-        ]
 
 
 def no_writes(sims: RunningSimulators) -> dict[str, dict[str, int]]:
