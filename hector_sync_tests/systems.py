@@ -3,6 +3,8 @@ run as `hector-sync sync` runs it: the shared vocabulary of the end-to-end tests
 
 from __future__ import annotations
 
+from datetime import date
+
 import requests
 
 from hector_sync.c2 import C2Client
@@ -106,3 +108,23 @@ def seed_phones(config: SyncConfig, count: int) -> list[dict]:
                 "attributes": {"Serial number": f"SN{i:07d}"}})
             for i in range(count)
         ]
+
+
+def triple(maker: str, model: str, description: str) -> tuple[str, str, str]:
+    return (maker.strip().lower(), model.strip().lower(), description.strip().lower())
+
+
+def naive_valid(ci: dict) -> bool:
+    """The rules read per record: active, a full model triple, numbers and dates that parse."""
+    f = ci["fields"]
+    if ci["status"] != "active" or not all((f.get(k) or "").strip() for k in ("Manufacturer", "Model", "Description")):
+        return False
+    try:
+        for key in ("PurchaseDate", "WarrantyEnd"):
+            if f.get(key):
+                date.fromisoformat(f[key])
+        if f.get("Cost") is not None:
+            float(f["Cost"])
+    except ValueError:
+        return False
+    return True

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,9 @@ from hector_sync.config import SyncConfig, load_config
 from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV
 from hector_sync.simulators.sample_data import AMBIGUOUS_LAPTOP, MESSY, UNLINKED_LAPTOPS, ci_id
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
-from hector_sync_tests.systems import c2_cis, hector_state, history, patch_ci, refs, reset, sync, writes
+from hector_sync_tests.systems import (
+    c2_cis, hector_state, history, naive_valid, patch_ci, refs, reset, sync, triple, writes,
+)
 
 SIZE = 60  # past every messy index and the identify_by fixtures, two C2 pages
 
@@ -42,27 +43,6 @@ def config(sims: RunningSimulators, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     path = tmp_path / "hector_sync.yaml"
     path.write_text(text)
     return load_config(path)
-
-
-def triple(maker: str, model: str, description: str) -> tuple[str, str, str]:
-    return (maker.strip().lower(), model.strip().lower(), description.strip().lower())
-
-
-def naive_valid(ci: dict) -> bool:
-    """The rules read per record: active, a full model triple, numbers and dates that parse."""
-    f = ci["fields"]
-    if ci["status"] != "active" or not all((f.get(k) or "").strip() for k in ("Manufacturer", "Model", "Description")):
-        return False
-    try:
-        for key in ("PurchaseDate", "WarrantyEnd"):
-            if f.get(key):
-                date.fromisoformat(f[key])
-        if f.get("Cost") is not None:
-            float(f["Cost"])
-    except ValueError:
-        return False
-    return True
-
 
 
 def test_first_sync_makes_one_model_per_triple_and_one_asset_per_valid_ci(config: SyncConfig) -> None:

@@ -16,7 +16,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -179,11 +179,13 @@ def _window(parts: list[tuple[CategorySpec, Sequence[int]]], start: int,
         start, stop = start - n, stop - n
 
 
-def field_problems(spec: CategorySpec, fields: object) -> list[dict[str, str]]:
-    """What is wrong with a `fields` object for this category: unknown ids, wrong types."""
+def field_problems(spec: CategorySpec, fields: object,
+                   retyped: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+    """What is wrong with a `fields` object for this category: unknown ids, wrong types
+    (`retyped`: field id → the type an administrator has changed it to since)."""
     if not isinstance(fields, dict):
         return [{"field": "fields", "reason": "must be an object keyed by field id"}]
-    types = {f.id: f.type for f in spec.fields}
+    types = {f.id: (retyped or {}).get(f.id, f.type) for f in spec.fields}
     problems = []
     for key, value in fields.items():
         kind = types.get(key)
@@ -207,13 +209,13 @@ def field_problems(spec: CategorySpec, fields: object) -> list[dict[str, str]]:
 
 
 def _body_problems(body: dict[str, Any], allowed: set[str], spec: CategorySpec,
-                   ) -> list[dict[str, str]]:
+                   retyped: Mapping[str, str]) -> list[dict[str, str]]:
     problems = [{"field": k, "reason": "unknown field"} for k in body if k not in allowed]
     if "name" in body and not (isinstance(body["name"], str) and body["name"].strip()):
         problems.append({"field": "name", "reason": "must be a non-empty string"})
     if "status" in body and body["status"] not in ("active", "retired"):
         problems.append({"field": "status", "reason": 'must be "active" or "retired"'})
-    return problems + field_problems(spec, body.get("fields", {}))
+    return problems + field_problems(spec, body.get("fields", {}), retyped)
 
 
 class C2State:
@@ -224,6 +226,9 @@ class C2State:
         self.cis = CiStore(data)
         self.tokens = Tokens()
         self.control: SimControl[C2Faults] = SimControl(C2Faults(), data.seed)
+        # What an administrator changed in C2 since: category id → name, field id → type.
+        self.renamed: dict[str, str] = {}
+        self.retyped: dict[str, str] = {}
 
 
 def _cmdb_categories(cmdb_id: str) -> list[CategorySpec]:
@@ -273,13 +278,13 @@ def create_c2_app(state: C2State) -> FastAPI:
 
     @app.get(API + "/cmdbs/{cmdb_id}/categories", dependencies=reader)
     async def categories(cmdb_id: str) -> Response:
-        return json_response({"items": [{"id": c.id, "name": c.name}
+        return json_response({"items": [{"id": c.id, "name": state.renamed.get(c.id, c.name)}
                                         for c in _cmdb_categories(cmdb_id)]})
 
     @app.get(API + "/cmdbs/{cmdb_id}/categories/{category_id}/fields", dependencies=reader)
     async def fields(cmdb_id: str, category_id: str) -> Response:
         spec = _category(cmdb_id, category_id)
-        return json_response({"items": [{"id": f.id, "name": f.name, "type": f.type,
+        return json_response({"items": [{"id": f.id, "name": f.name, "type": state.retyped.get(f.id, f.type),
                                          "required": f.required} for f in spec.fields]})
 
     @app.get(API + "/cmdbs/{cmdb_id}/cis", dependencies=reader)
@@ -306,7 +311,7 @@ def create_c2_app(state: C2State) -> FastAPI:
         spec = CATEGORIES_BY_ID.get(category_id) if isinstance(category_id, str) else None
         if spec is None or spec not in _cmdb_categories(cmdb_id):
             raise invalid([{"field": "category_id", "reason": f"no such category in {cmdb_id}"}])
-        problems = _body_problems(body, {"category_id", "name", "fields"}, spec)
+        problems = _body_problems(body, {"category_id", "name", "fields"}, spec, state.retyped)
         if "name" not in body:
             problems.insert(0, {"field": "name", "reason": "required"})
         if problems:
@@ -329,7 +334,7 @@ def create_c2_app(state: C2State) -> FastAPI:
         check_version(current["version"], parse_if_match(request.headers.get("if-match")), ci)
         body = await read_object(request)
         spec = CATEGORIES_BY_ID[current["category_id"]]
-        problems = _body_problems(body, {"name", "status", "fields"}, spec)
+        problems = _body_problems(body, {"name", "status", "fields"}, spec, state.retyped)
         if problems:
             raise invalid(problems)
         return json_response(state.cis.update(current, body))
@@ -337,6 +342,23 @@ def create_c2_app(state: C2State) -> FastAPI:
     @app.post(ADMIN_PREFIX + "/expire-tokens")
     async def expire_tokens() -> Response:
         return json_response({"expired": state.tokens.expire_all()})
+
+    @app.patch(ADMIN_PREFIX + "/categories/{category_id}")
+    async def rename_category(category_id: str, request: Request) -> Response:
+        """An administrator renames a category in C2 (its id stays)."""
+        if category_id not in CATEGORIES_BY_ID:
+            raise SimError(404, "not_found", f"no category {category_id}")
+        state.renamed[category_id] = str((await read_object(request))["name"])
+        return json_response({"id": category_id, "name": state.renamed[category_id]})
+
+    @app.patch(ADMIN_PREFIX + "/fields/{field_id}")
+    async def retype_field(field_id: str, request: Request) -> Response:
+        """An administrator changes a field's type: values already stored stay as they were."""
+        kind = (await read_object(request)).get("type")
+        if kind not in ("text", "number", "date", "choice", "user"):
+            raise invalid([{"field": "type", "reason": "text, number, date, choice or user"}])
+        state.retyped[field_id] = kind
+        return json_response({"id": field_id, "type": kind})
 
     install_sim(app, state.control)
     return app

@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from hector_sync.demo import DEMO_HECTOR_API_KEY
 
-from .faults import HectorFaults, SimControl, install_sim
+from .faults import ADMIN_PREFIX, HectorFaults, SimControl, install_sim
 from .sample_data import FIRST_ASSET_ID, FIRST_SUBCATEGORY_ID, SampleData, iso_utc
 from .table import Filter, Table
 from .wire import (
@@ -302,6 +302,15 @@ def create_hector_app(state: HectorState) -> FastAPI:
         check_version(row["version"], parse_if_match(request.headers.get("if-match")),
                       f"{what} {row_id}")
         return row
+
+    @app.delete(ADMIN_PREFIX + "/attributes/{attribute_id}")
+    async def delete_attribute(attribute_id: int) -> Response:
+        """An administrator deletes an attribute: it leaves the list; values stay on the rows."""
+        kept = [a for a in state.attributes if a["id"] != attribute_id]
+        if len(kept) == len(state.attributes):
+            raise SimError(404, "not_found", f"no attribute {attribute_id}")
+        state.attributes = kept
+        return json_response({"deleted": attribute_id})
 
     install_sim(app, state.control)
     return app
