@@ -196,3 +196,73 @@ def test_a_permanent_fault_fails_fast_says_what_to_fix_and_spares_the_rest(
     if fault == "read-only C2 account":  # the categories that only read C2 ITSM still synced
         _, assets, _ = hector_state(config, "Printers")
         assert len([a for a in assets if refs(a)]) > 40
+
+
+# --- configuration faults ---------------------------------------------------------------------
+
+
+def only_printers(change: Callable[[dict, dict], None]) -> Callable[[dict], None]:
+    def edit(data: dict) -> None:
+        data["categories"] = [c for c in data["categories"] if c["key"] == "printers"]
+        change(data, data["categories"][0])
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        pytest.param(lambda d, c: c["model"].pop("maker"), "category 'printers', field 'model.maker': select at least "
+                     "one field for the Maker", id="maker-not-mapped"),
+        pytest.param(lambda d, c: c["asset"].update(colour="Location"), "field 'asset.colour': 'colour' is not a "
+                     "Hector asset field", id="unknown-hector-field"),
+        pytest.param(lambda d, c: c.update(direction="both"), "field 'direction': should be 'none', 'c2_to_hector'",
+                     id="unknown-direction"),
+        pytest.param(lambda d, c: d["categories"].append(dict(c)), "field 'key': the key is used twice",
+                     id="duplicate-key"),
+        pytest.param(lambda d, c: c.update(direction="per_field"), "field 'model.maker': the short form is refused "
+                     "under direction: per_field", id="short-form-under-per-field"),
+        pytest.param(lambda d, c: d["c2"].update(password="hunter2-in-clear"), "section 'c2', field 'password': a "
+                     "secret is never written in the file", id="secret-in-clear"),
+        pytest.param(lambda d, c: c.update(cmdb="Lab"), "field 'cmdb': CMDB 'Lab' is not in cmdbs", id="cmdb-not-listed"),
+    ],
+)
+def test_a_wrong_configuration_is_refused_before_any_call(
+    write_config: WriteConfig, change: Callable[[dict, dict], None], line: str
+) -> None:
+    with start_simulators(size=40) as sims:
+        path = write_config(sims.c2_url, sims.hector_url, edit=only_printers(change))
+        done = subprocess.run([HECTOR_SYNC, "--config", str(path), "sync"], capture_output=True, text=True,
+                              timeout=120, env=os.environ.copy())
+        calls = [requests.get(f"{url}/_sim/stats", timeout=5).json()["by_method"] for url in (sims.c2_url, sims.hector_url)]
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"hector-sync: {path}: ") and line in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1, "more than one line"
+    assert "hunter2" not in done.stderr
+    assert calls == [{}, {}], f"a system was called: {calls}"
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        pytest.param(lambda d, c: c["asset_attributes"].update(Colour="Colour"), "C2 category 'Printers' has no field "
+                     "named 'Colour'", id="c2-field-missing"),
+        pytest.param(lambda d, c: c.update(hector_category="Cables"), "Hector category 'Cables' is of type lot; only "
+                     "serialized categories take part in the sync", id="hector-category-not-serialized"),
+        pytest.param(lambda d, c: c["asset_attributes"].update({"Colour": "Location"}), "Hector has no attribute "
+                     "'Colour' with scope asset", id="attribute-missing"),
+        pytest.param(lambda d, c: d.update(default_stockroom="Basement"), "Hector has no stockroom named 'Basement' "
+                     "(default_stockroom)", id="stockroom-missing"),
+    ],
+)
+def test_names_missing_in_the_live_systems_fail_the_category_before_any_write(
+    write_config: WriteConfig, change: Callable[[dict, dict], None], words: str
+) -> None:
+    with start_simulators(size=40) as sims:
+        config = load_config(write_config(sims.c2_url, sims.hector_url, edit=only_printers(change)))
+        done, _ = run_cli(config)
+        routes = [requests.get(f"{url}/_sim/stats", timeout=5).json()["by_route"] for url in (sims.c2_url, sims.hector_url)]
+    assert done.returncode == 1 and summary(done.stdout) == {"printers": "FAILED"}, done.stdout
+    assert words in done.stdout, done.stdout
+    written = [r for side in routes for r in side if r.split()[0] in ("POST", "PATCH") and not r.endswith("/auth/login")]
+    assert written == [], f"written before the mapping was checked: {written}"
