@@ -26,7 +26,7 @@ from hector_sync.notify import failure_report
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync.store import Store
 from hector_sync_tests.conftest import WriteConfig
-from hector_sync_tests.systems import c2_cis, hector_state, refs, sync
+from hector_sync_tests.systems import hector_state, refs, sync
 
 HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
 PRINTERS = 300

@@ -98,7 +98,7 @@ def test_first_sync_creates_one_subcategory_per_triple_and_one_asset_per_valid_c
     got = actions(changes)
     # "  hp " and "HP" are one model; the most recently modified CI (1) gives its spelling.
     assert got["create_subcategory"] == [
-        "hp\x1flaserjet m404\x1fmono laser", "hp\x1flaserjet m507\x1fmono laser"]
+        '["hp","laserjet m404","mono laser"]', '["hp","laserjet m507","mono laser"]']
     assert got["create_asset"] == ["1", "2", "3"]
     assert got["skip"] == ["4", "5", "6"]
     reasons = dict(changes.filter(pl.col("action") == "skip").select("item", "reason").iter_rows())
@@ -124,7 +124,7 @@ def test_changed_fields_update_field_by_field_and_a_new_model_moves_the_asset(co
     add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser")
     add_asset(con, 9001, 40, "SN-1", c2_ref="1", title="PRN-1", asset_tag="A-1")
     changes = plan(con)
-    assert actions(changes) == {"create_subcategory": ["hp\x1flaserjet m507\x1fmono laser"],
+    assert actions(changes) == {"create_subcategory": ['["hp","laserjet m507","mono laser"]'],
                                 "move_asset": ["1"], "update_asset": ["1"]}
     update = changes.filter(pl.col("action") == "update_asset").select("field", "old", "new").rows()
     assert update == [("asset_tag", "A-1", "A-2")]

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, NAME_PSEUDO_FIELD, TO_HECTOR, CategoryPlan, Kind
 
-BLANKS = " \t\r\n\u00a0"
-SEP = "chr(31)"
+# Every character Unicode calls whitespace (str.isspace: no-break, ideographic, ... spaces):
+# a maker of U+3000 alone is as empty to Hector as one of spaces.
+BLANKS = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
+ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+REQUIRED = {"maker": "model", "model": "model", "description": "model", "title": "asset"}  # Hector refuses them empty
 
 
 def lit(value: str) -> str:
@@ -24,11 +27,16 @@ def trimmed(expr: str) -> str:
 
 
 def canon(expr: str, kind: Kind) -> str:
-    """The canonical text of a value, NULL when empty or not of its kind."""
+    """The canonical text of a value, NULL when empty or not of its kind: numbers must be finite
+    (JSON carries no NaN), dates a real YYYY-MM-DD day (not 'infinity', 'epoch' or year 0)."""
+    value = trimmed(expr)
     if kind == "text":
-        return trimmed(expr)
-    sql_type = "DOUBLE" if kind == "number" else "DATE"
-    return f"CAST(TRY_CAST({trimmed(expr)} AS {sql_type}) AS VARCHAR)"
+        return value
+    if kind == "number":
+        number = f"TRY_CAST({value} AS DOUBLE)"
+        return f"CASE WHEN isfinite({number}) THEN CAST({number} AS VARCHAR) END"
+    return (f"CASE WHEN regexp_full_match({value}, {lit(ISO_DATE)}) "
+            f"AND CAST(TRY_CAST({value} AS DATE) AS VARCHAR) = {value} THEN {value} END")
 
 
 def quoted(expr: str) -> str:
@@ -37,8 +45,9 @@ def quoted(expr: str) -> str:
 
 
 def model_key(maker: str, model: str, description: str) -> str:
-    """Hector's identity of a subcategory: the triple, trimmed and case-insensitive."""
-    return f"concat_ws({SEP}, lower({maker}), lower({model}), lower({description}))"
+    """Hector's identity of a subcategory: the triple, trimmed and case-insensitive, as a JSON
+    array so that no value, whatever characters it holds, can run into the next."""
+    return f"CAST(to_json([lower({maker}), lower({model}), lower({description})]) AS VARCHAR)"
 
 
 def model_label(maker: str, model: str, description: str) -> str:
@@ -82,7 +91,7 @@ def _problem_conditions(plan: CategoryPlan) -> dict[int, str]:
     conditions: dict[int, str] = {}
     for i in plan.toward(TO_HECTOR):
         t = plan.targets[i]
-        if t.name in MODEL_KEY_FIELDS:
+        if t.name in REQUIRED:
             conditions[i] = f"v{i} IS NULL"
         elif t.kind != "text":
             conditions[i] = f"v{i} IS NULL AND {trimmed(f'r{i}')} IS NOT NULL"
@@ -91,8 +100,8 @@ def _problem_conditions(plan: CategoryPlan) -> dict[int, str]:
 
 def _reason(plan: CategoryPlan, i: int) -> str:
     t = plan.targets[i]
-    if t.name in MODEL_KEY_FIELDS:
-        return f"{lit(f'{t.source} is empty, and Hector needs a {t.name} for the model')}"
+    if t.name in REQUIRED:
+        return f"{lit(f'{t.source} is empty, and Hector needs a {t.name} for the {REQUIRED[t.name]}')}"
     expected = "a number" if t.kind == "number" else "a date (YYYY-MM-DD)"
     return f"{lit(t.source + ' ')} || {quoted(f'r{i}')} || {lit(f' is not {expected}')}"
 

@@ -20,6 +20,36 @@ LINK_REASONS = {
 }
 
 
+def _tag_clashes(plan: CategoryPlan) -> str:
+    """CTE `clash`: CIs whose asset tag another CI also claims, or another asset already holds.
+
+    Hector keeps asset tags unique in a category (409 otherwise): such a CI is skipped, naming
+    who else has the tag, rather than planned into a write Hector would refuse.
+    """
+    if "asset_tag" not in {t.name for t in plan.targets} or plan.target("asset_tag").direction is not TO_HECTOR:
+        return "clash AS (SELECT NULL AS ci_id, NULL AS tag, NULL AS field, NULL AS reason WHERE false)"
+    i = next(i for i, t in enumerate(plan.targets) if t.name == "asset_tag")
+    source = plan.target("asset_tag").source
+    return f"""
+        tags AS (
+            SELECT ci_id, fields['asset_tag'] AS tag,
+                   string_agg(ci_id, ', ' ORDER BY ci_id) OVER (PARTITION BY fields['asset_tag']) AS cis,
+                   count(*) OVER (PARTITION BY fields['asset_tag']) AS claims
+            FROM d WHERE fields['asset_tag'] IS NOT NULL
+        ),
+        clash AS (
+            SELECT c.ci_id, c.tag, {lit(source)} AS field,
+                   {lit(source + ' ')} || {quoted('c.tag')} || CASE
+                       WHEN c.claims > 1 THEN ' is also the asset tag of CIs ' || c.cis
+                       ELSE ' is already the asset tag of asset ' || any_value(h.id) END
+                   || '; Hector keeps asset tags unique in a category' AS reason
+            FROM tags c LEFT JOIN pair p ON p.ci_id = c.ci_id
+            LEFT JOIN h ON h.h{i} = c.tag AND h.id IS DISTINCT FROM p.asset_id
+            WHERE c.claims > 1 OR h.id IS NOT NULL
+            GROUP BY c.ci_id, c.tag, c.claims, c.cis
+        )"""
+
+
 def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom: str) -> str:
     """SQL for the whole change set of one category toward Hector."""
     key = lit(plan.key)
@@ -68,12 +98,14 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
                        f"CASE WHEN {{name}} IN ({kept}) THEN fields[{{name}}] ELSE h{{i}} END", 'fields[{name}]'))}
             FROM sub WHERE id IS NOT NULL
         ),
+        {_tag_clashes(plan)},
         pairs AS (
             SELECT d.ci_id, coalesce(p.match, CASE WHEN a.ci_id IS NOT NULL THEN 'ambiguous' ELSE 'new' END) AS match,
                    a.ambiguity, d.model_key AS desired_key, d.fields, d.identify_value AS desired_identify,
                    {desired_label} AS desired_label, h.*
             FROM d LEFT JOIN pair p USING (ci_id) LEFT JOIN ci_ambiguity a USING (ci_id)
             LEFT JOIN dm USING (model_key) LEFT JOIN h ON h.id = p.asset_id
+            WHERE d.ci_id NOT IN (SELECT ci_id FROM clash)
         ),
         create_rows AS (
             SELECT 'create_asset' AS action, ci_id AS item, NULL AS target_id,
@@ -120,6 +152,8 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
             SELECT 'skip' AS action, ci_id AS item, NULL AS target_id, NULL::BIGINT AS target_version,
                    NULL AS model_key, reason, field, NULL AS old, value AS new
             FROM rejected_ci WHERE category_key = {key}
+            UNION ALL BY NAME
+            SELECT 'skip' AS action, ci_id AS item, reason, field, tag AS new FROM clash
         ),
         gone_rows AS (
             SELECT CASE WHEN {lit(plan.on_missing)} = 'retire' THEN 'retire_asset' ELSE 'missing' END AS action,

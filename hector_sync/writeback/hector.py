@@ -87,9 +87,15 @@ class HectorWriteback(Writeback):
             asset_id = int(self.hector.create_asset(body)["id"])
             self.done(rows, "created")
         except Duplicate as dup:
-            # A create whose answer was lost, or an asset tag already in use: link, never duplicate.
-            asset_id = int(dup.existing_id)
-            self.done(rows, "already_there", f"Hector already had it as asset {dup.existing_id}")
+            # Ours already (a create whose answer was lost) only if it carries our external ref;
+            # else the asset tag is taken by another asset, which must not be linked to this CI.
+            ours = self.hector.find_assets_by_external_ref("c2", item)
+            if not ours:
+                self.done(rows, "refused", f"Hector refused the create: asset {dup.existing_id} already holds "
+                          f"its asset tag {body.get('asset_tag')!r}, and asset tags are unique in a category")
+                return
+            asset_id = int(ours[0]["id"])
+            self.done(rows, "already_there", f"Hector already had it as asset {asset_id}")
         except (InvalidData, VersionConflict, NotFound) as refused:
             self.done(rows, "refused", str(refused))
             return
