@@ -122,6 +122,17 @@ HISTORY_SCHEMA = {
 HISTORY_COLUMNS = tuple(HISTORY_SCHEMA)
 
 
+# DuckDB takes 80% of RAM by default; bounded, it spills to disk instead, so a million-CI
+# category stays within a small machine's memory next to Dagster and the API clients.
+DUCKDB_SETTINGS = {"memory_limit": "1GB", "enable_progress_bar": "false"}
+
+
+def tune(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    for name, value in DUCKDB_SETTINGS.items():
+        con.execute(f"SET {name} = '{value}'")
+    return con
+
+
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA)
 
@@ -148,7 +159,7 @@ class Store:
         """A connection under the file lock, closed on exit: keep the block short."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            con = duckdb.connect(str(self.path))
+            con = tune(duckdb.connect(str(self.path)))
             try:
                 if not self._schema_ready:
                     create_schema(con)

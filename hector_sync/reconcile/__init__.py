@@ -50,12 +50,15 @@ class Reconciler:
         return int(scalar(con, f"SELECT count(DISTINCT {column}) FROM {table} WHERE category_key = ?", [self.plan.key]) or 0)
 
     def derive(self, con: duckdb.DuckDBPyConnection) -> Derived:
-        """Replace the category's desired models, desired assets and rejected CIs (toward Hector)."""
+        """Replace the category's desired models, desired assets and rejected CIs (toward Hector),
+        normalizing the CIs once for the three."""
+        con.execute(f"CREATE OR REPLACE TEMP TABLE normalized_ci AS {normalize.normalized_cis(self.plan)}")
         self._replace(con, {
-            "desired_model": normalize.desired_models(self.plan),
-            "desired_asset": normalize.desired_assets(self.plan),
-            "rejected_ci": normalize.rejected_cis(self.plan),
+            "desired_model": normalize.desired_models(self.plan, "SELECT * FROM normalized_ci"),
+            "desired_asset": normalize.desired_assets(self.plan, "SELECT * FROM normalized_ci"),
+            "rejected_ci": normalize.rejected_cis(self.plan, "SELECT * FROM normalized_ci"),
         })
+        con.execute("DROP TABLE normalized_ci")
         return Derived(
             items=self._count(con, "desired_asset", "ci_id"), rejected=self._count(con, "rejected_ci", "ci_id"),
             models=self._count(con, "desired_model", "model_key"),

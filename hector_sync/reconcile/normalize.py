@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, NAME_PSEUDO_FIELD, TO_HECTOR, CategoryPlan, Kind
 
-# Every character Unicode calls whitespace (str.isspace: no-break, ideographic, ... spaces):
-# a maker of U+3000 alone is as empty to Hector as one of spaces.
-BLANKS = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
+# Exactly the characters str.isspace calls whitespace (no-break, ideographic, ... spaces): a
+# maker of U+3000 alone is as empty to Hector as one of spaces. A regular expression, because
+# DuckDB's trim(x, characters) costs per character of the set, on every value.
+BLANK = r"[\s\p{Z}\x{0b}\x{85}\x{1c}-\x{1f}]"
 ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 REQUIRED = {"maker": "model", "model": "model", "description": "model", "title": "asset"}  # Hector refuses them empty
 
@@ -23,7 +24,7 @@ def lit(value: str) -> str:
 
 
 def trimmed(expr: str) -> str:
-    return f"NULLIF(trim(CAST({expr} AS VARCHAR), {lit(BLANKS)}), '')"
+    return f"NULLIF(regexp_replace(CAST({expr} AS VARCHAR), {lit(f'^{BLANK}+|{BLANK}+$')}, '', 'g'), '')"
 
 
 def canon(expr: str, kind: Kind) -> str:
@@ -106,8 +107,11 @@ def _reason(plan: CategoryPlan, i: int) -> str:
     return f"{lit(t.source + ' ')} || {quoted(f'r{i}')} || {lit(f' is not {expected}')}"
 
 
-def rejected_cis(plan: CategoryPlan) -> str:
-    """Active CIs that cannot be synced, one row per offending field, with the reason in words."""
+def rejected_cis(plan: CategoryPlan, source: str) -> str:
+    """Active CIs that cannot be synced, one row per offending field, with the reason in words.
+
+    Here and below, `source` is `normalized_cis(plan)` in SQL, or a table holding its rows.
+    """
     parts = [
         f"SELECT ci_id, {lit(plan.targets[i].source)} AS field, CAST(r{i} AS VARCHAR) AS value, "
         f"{_reason(plan, i)} AS reason FROM norm WHERE NOT retired AND ({cond})"
@@ -115,7 +119,7 @@ def rejected_cis(plan: CategoryPlan) -> str:
     ]
     union = " UNION ALL ".join(parts) or "SELECT NULL AS ci_id, NULL AS field, NULL AS value, NULL AS reason WHERE false"
     return f"""
-        WITH norm AS ({normalized_cis(plan)})
+        WITH norm AS ({source})
         SELECT {lit(plan.key)} AS category_key, ci_id, field, value, reason FROM ({union})
         ORDER BY ci_id, field
     """
@@ -126,10 +130,10 @@ def _map(plan: CategoryPlan, scope: str, value: str) -> str:
     return "MAP {" + ", ".join(entries) + "}" if entries else "MAP {}"
 
 
-def desired_assets(plan: CategoryPlan) -> str:
+def desired_assets(plan: CategoryPlan, source: str) -> str:
     """Each active, valid CI as the asset Hector should hold."""
     return f"""
-        WITH norm AS ({normalized_cis(plan)})
+        WITH norm AS ({source})
         SELECT {lit(plan.key)} AS category_key, ci_id, model_key, identify_value, modified_at,
                {_map(plan, 'asset', 'v{i}')} AS fields
         FROM norm WHERE NOT retired AND NOT rejected
@@ -137,7 +141,7 @@ def desired_assets(plan: CategoryPlan) -> str:
     """
 
 
-def desired_models(plan: CategoryPlan) -> str:
+def desired_models(plan: CategoryPlan, source: str) -> str:
     """One subcategory per distinct triple; where CIs disagree the most recent CI wins."""
     optional = [(i, t) for i, t in enumerate(plan.targets) if t.scope == "model" and t.name not in MODEL_KEY_FIELDS]
     disagreements = ", ".join(
@@ -146,7 +150,7 @@ def desired_models(plan: CategoryPlan) -> str:
         for i, t in optional
     )
     return f"""
-        WITH norm AS ({normalized_cis(plan)})
+        WITH norm AS ({source})
         SELECT {lit(plan.key)} AS category_key, model_key,
                {_map(plan, 'model', 'arg_max(v{i}, recency)')} AS fields,
                count(*) AS ci_count, arg_max(ci_id, recency) AS source_ci,

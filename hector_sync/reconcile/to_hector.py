@@ -21,7 +21,8 @@ LINK_REASONS = {
 
 
 def _tag_clashes(plan: CategoryPlan) -> str:
-    """CTE `clash`: CIs whose asset tag another CI also claims, or another asset already holds.
+    """CTE `clash`: CIs whose asset tag another CI also claims, or another asset already holds
+    (`tag` as C2 ITSM holds it).
 
     Hector keeps asset tags unique in a category (409 otherwise): such a CI is skipped, naming
     who else has the tag, rather than planned into a write Hector would refuse.
@@ -38,15 +39,15 @@ def _tag_clashes(plan: CategoryPlan) -> str:
             FROM d WHERE fields['asset_tag'] IS NOT NULL
         ),
         clash AS (
-            SELECT c.ci_id, c.tag, {lit(source)} AS field,
-                   {lit(source + ' ')} || {quoted('c.tag')} || CASE
-                       WHEN c.claims > 1 THEN ' is also the asset tag of CIs ' || c.cis
+            SELECT t.ci_id, any_value(CAST(c.r{i} AS VARCHAR)) AS tag, {lit(source)} AS field,
+                   {lit(source + ' ')} || {quoted('t.tag')} || CASE
+                       WHEN t.claims > 1 THEN ' is also the asset tag of CIs ' || t.cis
                        ELSE ' is already the asset tag of asset ' || any_value(h.id) END
                    || '; Hector keeps asset tags unique in a category' AS reason
-            FROM tags c LEFT JOIN pair p ON p.ci_id = c.ci_id
-            LEFT JOIN h ON h.h{i} = c.tag AND h.id IS DISTINCT FROM p.asset_id
-            WHERE c.claims > 1 OR h.id IS NOT NULL
-            GROUP BY c.ci_id, c.tag, c.claims, c.cis
+            FROM tags t JOIN c USING (ci_id) LEFT JOIN pair p ON p.ci_id = t.ci_id
+            LEFT JOIN h ON h.h{i} = t.tag AND h.id IS DISTINCT FROM p.asset_id
+            WHERE t.claims > 1 OR h.id IS NOT NULL
+            GROUP BY t.ci_id, t.tag, t.claims, t.cis
         )"""
 
 
