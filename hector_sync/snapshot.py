@@ -8,8 +8,10 @@ waiting on an API.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,6 +43,42 @@ class Snapshot:
     seconds: float
 
 
+def prefetched(pages: Iterable[list[dict]], depth: int = 2) -> Iterator[list[dict]]:
+    """The pages, fetched by a background thread while the ones before are converted and
+    written: the API's latency and our work overlap, with at most `depth` pages held."""
+    handoff: queue.Queue[list[dict] | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: list[dict] | BaseException | None) -> bool:
+        while not stop.is_set():  # the reader may have stopped: never block on it for good
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump() -> None:
+        try:
+            for page in pages:
+                if not offer(page):
+                    return
+            offer(None)
+        except BaseException as failed:  # handed to the reader, which raises it
+            offer(failed)
+
+    worker = threading.Thread(target=pump, name="page-prefetch", daemon=True)
+    worker.start()
+    try:
+        while (page := handoff.get()) is not None:
+            if isinstance(page, BaseException):
+                raise page
+            yield page
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
 def _text_struct(names: Iterable[str]) -> pl.Struct:
     return pl.Struct({n: pl.Utf8 for n in names})
 
@@ -53,7 +91,7 @@ def _ingest(
     started = time.monotonic()
     rows = n_pages = 0
     with store.staging() as folder:
-        for n_pages, page in enumerate(pages, start=1):
+        for n_pages, page in enumerate(prefetched(pages), start=1):
             if page:
                 to_frame(page).write_parquet(folder / f"{n_pages:07d}.parquet")
             rows += len(page)
