@@ -48,7 +48,7 @@ import duckdb
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from hector_sync.config import CategoryConfig, Direction
+from hector_sync.config import Direction
 from hector_sync.reconcile import Reconciler
 from hector_sync.reconcile.mapping import (
     ASSET_FIELD_KINDS,
@@ -61,23 +61,11 @@ from hector_sync.reconcile.mapping import (
 from hector_sync.reconcile.match import hector_models
 from hector_sync.reconcile.normalize import trimmed
 from hector_sync.store import create_schema
+from hector_sync_tests.test_reconcile import ATTRIBUTES, CATEGORY
 
-CATEGORY_KEY: Final = "printers"
-CATEGORY: Final = CategoryConfig.model_validate(
-    {
-        "key": CATEGORY_KEY,
-        "cmdb": "Production",
-        "c2_category": "Printers",
-        "hector_category": "Printers",
-        "direction": "c2_to_hector",
-        "model": {"maker": "Manufacturer", "model": "Model", "description": "Description", "price": "Cost"},
-        "asset": {"asset_tag": "AssetTag", "acquisition_date": "PurchaseDate"},
-        "asset_attributes": {"Serial number": "SerialNumber"},
-        "identify_by": {"c2": "SerialNumber", "hector": "Serial number"},
-        "on_missing": "retire",
-    }
-)
-ATTRIBUTES: Final = {("asset", "Serial number"): "text"}
+CATEGORY_KEY: Final = CATEGORY.key
+# The mapping test_reconcile exercises by hand: printers with a price, a tag, a date, a serial.
+
 RECONCILER: Final = Reconciler.for_category(CATEGORY, ATTRIBUTES, default_stockroom="Main warehouse")
 PLAN: Final[CategoryPlan] = RECONCILER.plan
 KEY_SOURCES: Final = tuple(PLAN.target(name).source for name in MODEL_KEY_FIELDS)  # Manufacturer, Model, Description
