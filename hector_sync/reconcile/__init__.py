@@ -22,6 +22,12 @@ from hector_sync.reconcile.normalize import lit
 from hector_sync.store import scalar
 
 
+def _unordered(con: duckdb.DuckDBPyConnection) -> None:
+    """Every table here is read with ORDER BY or by key: letting DuckDB insert in any order
+    keeps a million-CI category inside its memory limit instead of failing."""
+    con.execute("SET preserve_insertion_order = false")
+
+
 @dataclass(frozen=True)
 class Derived:
     items: int  # desired assets (toward Hector) or desired CIs (toward C2 ITSM)
@@ -52,6 +58,7 @@ class Reconciler:
     def derive(self, con: duckdb.DuckDBPyConnection) -> Derived:
         """Replace the category's desired models, desired assets and rejected CIs (toward Hector),
         normalizing the CIs once for the three."""
+        _unordered(con)
         con.execute(f"CREATE OR REPLACE TEMP TABLE normalized_ci AS {normalize.normalized_cis(self.plan)}")
         self._replace(con, {
             "desired_model": normalize.desired_models(self.plan, "SELECT * FROM normalized_ci"),
@@ -66,11 +73,13 @@ class Reconciler:
 
     def derive_c2(self, con: duckdb.DuckDBPyConnection) -> Derived:
         """Replace the category's desired CIs and rejected assets (toward C2 ITSM)."""
+        _unordered(con)
         self._replace(con, {"desired_ci": to_c2.desired_cis(self.plan), "rejected_asset": to_c2.rejected_assets(self.plan)})
         return Derived(items=self._count(con, "desired_ci", "asset_id"), rejected=self._count(con, "rejected_asset", "asset_id"))
 
     def changes(self, con: duckdb.DuckDBPyConnection, direction: Direction, *, full_read: bool) -> pl.DataFrame:
         """The change set toward `direction`; `full_read` is the source side's last read."""
+        _unordered(con)
         if direction is Direction.C2_TO_HECTOR:
             sql = to_hector.hector_change_set(self.plan, full_read=full_read, default_stockroom=self.default_stockroom)
         else:
