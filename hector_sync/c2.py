@@ -86,9 +86,13 @@ class C2Client(JsonApi):
         verify_tls: bool = True,
         retry: RetryPolicy = RetryPolicy(),
         password_env: str | None = None,
+        rate_limit_per_s: float | None = None,
     ) -> None:
-        """`password_env` names the variable holding the password, for the 401 message."""
-        super().__init__(url, verify_tls=verify_tls, retry=retry, account=username)
+        """`password_env` names the variable holding the password, for the 401 message;
+        `rate_limit_per_s` caps the calls per second of all threads together (see `JsonApi`)."""
+        super().__init__(
+            url, verify_tls=verify_tls, retry=retry, account=username, rate_limit_per_s=rate_limit_per_s
+        )
         self._password = password
         self._password_env = password_env
         self._token: str | None = None
@@ -104,6 +108,7 @@ class C2Client(JsonApi):
             verify_tls=settings.verify_tls,
             retry=retry,
             password_env=getattr(settings.password, "env", None),
+            rate_limit_per_s=settings.rate_limit_per_s,
         )
 
     def _secrets(self) -> Iterable[str]:

@@ -7,6 +7,7 @@ ever names of environment variables, so no object built here can print one.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Hashable
@@ -22,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -109,9 +111,17 @@ def _url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _rate(value: float) -> float:
+    if not 0 < value < math.inf:
+        raise ValueError(f"{value:g} is not a number of calls per second above 0, e.g. 20 (leave it out for no limit)")
+    return value
+
+
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Email = Annotated[Text, AfterValidator(_email)]
 Url = Annotated[Text, AfterValidator(_url)]
+# strict: `yes` would otherwise load as 1 call per second
+CallsPerSecond = Annotated[float, Strict(), AfterValidator(_rate)]
 
 
 class _Strict(BaseModel):
@@ -340,20 +350,26 @@ def _check_field_direction(category: Direction, field: Direction, path: str) -> 
 
 
 class C2Settings(_Strict):
-    """The C2 ITSM environment and its read/write service account."""
+    """The C2 ITSM environment and its read/write service account.
+
+    `rate_limit_per_s` keeps the client's calls (all threads together) under the server's limit
+    rather than finding it by 429s; None sends as fast as the writers go.
+    """
 
     url: Url
     username: Text
     password: Secret
     verify_tls: bool = True
+    rate_limit_per_s: CallsPerSecond | None = None
 
 
 class HectorSettings(_Strict):
-    """The Hector instance and its API key."""
+    """The Hector instance and its API key; `rate_limit_per_s` as for C2."""
 
     url: Url
     api_key: Secret
     verify_tls: bool = True
+    rate_limit_per_s: CallsPerSecond | None = None
 
 
 class SmtpSettings(_Strict):

@@ -62,9 +62,13 @@ class HectorClient(JsonApi):
         verify_tls: bool = True,
         retry: RetryPolicy = RetryPolicy(),
         api_key_env: str | None = None,
+        rate_limit_per_s: float | None = None,
     ) -> None:
-        """`api_key_env` names the variable holding the key, for the 401 message."""
-        super().__init__(url, verify_tls=verify_tls, retry=retry, account=None)
+        """`api_key_env` names the variable holding the key, for the 401 message;
+        `rate_limit_per_s` caps the calls per second of all threads together (see `JsonApi`)."""
+        super().__init__(
+            url, verify_tls=verify_tls, retry=retry, account=None, rate_limit_per_s=rate_limit_per_s
+        )
         self._api_key = api_key
         self._api_key_env = api_key_env
         self._session.headers["Authorization"] = f"Bearer {api_key}"
@@ -80,6 +84,7 @@ class HectorClient(JsonApi):
             verify_tls=settings.verify_tls,
             retry=retry,
             api_key_env=getattr(settings.api_key, "env", None),
+            rate_limit_per_s=settings.rate_limit_per_s,
         )
 
     def _secrets(self) -> Iterable[str]:

@@ -1,8 +1,9 @@
 """The HTTP machinery the C2 ITSM and Hector clients share.
 
 One requests Session per client, with a urllib3 Retry that retries exactly what both contracts
-call transient, and a small JSON API base (`JsonApi`) that turns every answer that is not a
-success into a typed error from `hector_sync.errors`. Secrets (passwords, tokens, API keys)
+call transient, a `Throttle` that paces all of a client's threads (its own rate limit, and the
+Retry-After a server asks for), and a small JSON API base (`JsonApi`) that turns every answer
+that is not a success into a typed error from `hector_sync.errors`. Secrets (passwords, tokens, API keys)
 travel only in request bodies and headers, which neither we nor urllib3/requests ever log, and
 are scrubbed from any text a server sends back before it reaches an exception.
 """
@@ -10,21 +11,24 @@ are scrubbed from any text a server sends back before it reaches an exception.
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import quote, urlsplit
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import ConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    InvalidHeader,
     MaxRetryError,
     NameResolutionError,
     NewConnectionError,
@@ -33,6 +37,7 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import SSLError as Urllib3SSLError
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from hector_sync.errors import (
@@ -63,8 +68,56 @@ REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "PATCH"})
 # The Retry a replay after a cut body goes on from, set around its send (per thread): requests
 # takes no Retry per request, so `BudgetAdapter` hands this one to urllib3 instead.
 _SPENT: ContextVar[Retry | None] = ContextVar("hector_sync_spent_retry", default=None)
+# The largest burst a client's rate limit lets through after a pause, in seconds' worth of calls:
+# a tenth of a second makes up for threads waking late, yet stays far below the one second's
+# worth a server's token bucket commonly holds.
+BURST_S = 0.1
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class Throttle:
+    """When a client may send its next request; one per client, shared by all its threads.
+
+    Two rules, both blocking the caller until it may go:
+    - at most `rate_per_s` calls per second (None: no limit), spaced evenly, as a token bucket
+      holding BURST_S worth of calls (GCRA): a server's own limit counts every thread's calls,
+      so 8 writers together stay under it instead of each discovering it by a 429;
+    - nothing before the end of a `hold`: a server answering 429 with Retry-After means "this
+      client, not just this call", so every thread waits it out instead of hammering on.
+
+    Every attempt passes here exactly once: the first in `JsonApi._send`, each retry (urllib3's
+    and a replay after a cut body) in `TransientRetry.sleep`, which runs between two attempts.
+    """
+
+    def __init__(self, rate_per_s: float | None = None) -> None:
+        if rate_per_s is not None and not rate_per_s > 0:
+            raise ValueError(f"a rate limit must be above 0 calls per second, not {rate_per_s}")
+        self.rate_per_s = rate_per_s
+        self._interval = 1 / rate_per_s if rate_per_s else 0.0
+        self._burst_s = max(0.0, BURST_S - self._interval)  # how far ahead of schedule a call may go
+        self._due = 0.0  # when the next call is due on the even schedule (the bucket is full below it)
+        self._not_before = 0.0  # the end of the latest Retry-After
+        self._changed = threading.Condition()
+
+    def wait(self) -> None:
+        """Block until this thread may send, and count its call."""
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                go = max(self._not_before, self._due - self._burst_s)
+                if now >= go:
+                    self._due = max(self._due, now) + self._interval
+                    return
+                self._changed.wait(go - now)  # re-checked: a hold may have come meanwhile
+
+    def hold(self, seconds: float) -> None:
+        """No thread sends for `seconds` from now (a later hold already set stays)."""
+        with self._changed:
+            self._not_before = max(self._not_before, time.monotonic() + seconds)
+
+    def __repr__(self) -> str:
+        return f"Throttle(rate_per_s={self.rate_per_s})"
 
 
 class RetryPolicy(BaseModel):
@@ -84,9 +137,10 @@ class RetryPolicy(BaseModel):
     # this long: a system that is down costs one call's retries per run, not one per step.
     breaker_s: float = Field(60, ge=0)
 
-    def build(self) -> TransientRetry:
-        """The urllib3 Retry that applies this policy."""
+    def build(self, throttle: Throttle | None = None) -> TransientRetry:
+        """The urllib3 Retry that applies this policy, pacing its retries with `throttle`."""
         return TransientRetry(
+            throttle=throttle,
             total=self.total,
             other=0,  # TLS and proxy failures are configuration problems, not transient ones
             status_forcelist=TRANSIENT_STATUSES,
@@ -112,10 +166,59 @@ class TransientRetry(Retry):
     method (urllib3 would only retry its idempotent methods), honouring Retry-After. Connection
     errors are retried for every method too (nothing was sent); read errors, a body cut short
     included (see `JsonApi._send`), only for REPLAYABLE_METHODS (urllib3 checks `allowed_methods`).
+
+    Its waits go through the client's `Throttle` (a fresh one when built without): a Retry-After
+    becomes a hold for every thread of the client, and this call waits it out in the throttle
+    once, with the others, not a second time in urllib3's own sleep.
     """
+
+    def __init__(self, *args: Any, throttle: Throttle | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.throttle = throttle or Throttle()
+
+    def new(self, **kwargs: Any) -> Self:
+        # urllib3 makes a new Retry for every attempt; all of them pace through one throttle
+        return super().new(**{"throttle": self.throttle, **kwargs})
 
     def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
         return status_code in self.status_forcelist
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        """Count the failed attempt; a Retry-After in its answer holds back the whole client,
+        even when this was the last retry (urllib3 sleeps on none then, its caller still should)."""
+        pause = self._retry_after(response)
+        if pause:
+            self.throttle.hold(pause)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+    def sleep(self, response: BaseHTTPResponse | None = None) -> None:
+        """Wait before the next attempt: the backoff unless the server gave a Retry-After (then
+        `increment` made it a hold), then the throttle, which waits out any hold and the rate limit.
+
+        So a 429 with Retry-After: 1 costs this call about 1 s (plus its turn under the rate
+        limit), not 2 s; several 429s at once hold until the latest of their ends, not the sum.
+        """
+        if not self._retry_after(response):
+            time.sleep(self.get_backoff_time())
+        self.throttle.wait()
+
+    def _retry_after(self, response: BaseHTTPResponse | None) -> float | None:
+        """The answer's Retry-After in seconds, capped at retry_after_max; None when absent or
+        unreadable (an unreadable one means backoff, where urllib3 would raise InvalidHeader)."""
+        if response is None or not self.respect_retry_after_header:
+            return None
+        try:
+            return self.get_retry_after(response)
+        except InvalidHeader:
+            return None
 
 
 class BudgetAdapter(HTTPAdapter):
@@ -181,10 +284,11 @@ class CallStats:
         return f"CallStats({self.as_metadata()})"
 
 
-def build_session(retry: RetryPolicy, verify_tls: bool) -> requests.Session:
-    """A Session whose adapter retries transient faults and pools up to POOL_SIZE connections."""
+def build_session(retry: RetryPolicy, verify_tls: bool, throttle: Throttle) -> requests.Session:
+    """A Session whose adapter retries transient faults, paced by `throttle`, and pools up to
+    POOL_SIZE connections."""
     session = requests.Session()
-    adapter = BudgetAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=retry.build())
+    adapter = BudgetAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=retry.build(throttle))
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.verify = verify_tls
@@ -214,12 +318,21 @@ class JsonApi(ABC):
 
     Subclasses set `system`, authenticate (a session header, or their own `_call`), name their
     secrets so that server text quoting one is scrubbed before it reaches an exception, and say
-    where a rejected credential is configured.
+    where a rejected credential is configured. `rate_limit_per_s` caps the calls per second of
+    all threads together (None: no cap); a Retry-After is honoured either way (`Throttle`).
     """
 
     system: ClassVar[System]
 
-    def __init__(self, url: str, *, verify_tls: bool, retry: RetryPolicy, account: str | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        verify_tls: bool,
+        retry: RetryPolicy,
+        account: str | None,
+        rate_limit_per_s: float | None = None,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             # the url is not repeated: a mistyped one may hold a pasted password
@@ -232,8 +345,9 @@ class JsonApi(ABC):
         self.retry = retry
         self.verify_tls = verify_tls
         self.stats = CallStats()
-        self._replayable = retry.build().new(allowed_methods=REPLAYABLE_METHODS | {"POST"})
-        self._session = build_session(retry, verify_tls)
+        self.throttle = Throttle(rate_limit_per_s)
+        self._replayable = retry.build(self.throttle).new(allowed_methods=REPLAYABLE_METHODS | {"POST"})
+        self._session = build_session(retry, verify_tls, self.throttle)
         if not verify_tls:
             log.warning(
                 "TLS certificate verification is OFF for %s at %s: anyone on the network path can "
@@ -322,8 +436,12 @@ class JsonApi(ABC):
         requests reads the body after urllib3's retry loop, so a connection cut in the middle of
         it is retried here, by urllib3's own Retry: REPLAYABLE_METHODS only, the same backoff,
         and one budget per call, the replay going on from the retries already spent.
+
+        The throttle is passed here before the first attempt only: every later one, urllib3's
+        retries and these replays alike, passes it in `TransientRetry.sleep`.
         """
         spent: Retry | None = self._replayable if replay else None
+        self.throttle.wait()
         while True:
             carried = _SPENT.set(spent)
             try:
@@ -340,7 +458,7 @@ class JsonApi(ABC):
                 response.close()
                 # re-raises the cut for a POST, MaxRetryError once the budget is spent
                 spent = response.raw.retries.increment(method, url, error=exc.args[0])
-                spent.sleep()
+                spent.sleep()  # the backoff, then the throttle
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         """An authenticated `_request` (overridden where authentication needs more than a header)."""

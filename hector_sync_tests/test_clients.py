@@ -11,7 +11,8 @@ import pickle
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -385,6 +386,70 @@ def test_retry_after_is_capped(simulators: RunningSimulators) -> None:
         "Hector is unavailable: 429 after 2 retries (GET /api/v1/stockrooms): injected rate limit"
         "; check that Hector is up and reachable from this machine, then rerun"
     )
+
+
+def hammer(call: Callable[[], object], calls: int, threads: int = 8) -> float:
+    """Make `calls` calls from `threads` threads at once, as the writebacks do; the seconds it took.
+    Any call's exception fails the test."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(call) for _ in range(calls)]:
+            future.result()
+    return time.monotonic() - started
+
+
+def test_rate_limit_paces_eight_threads_to_the_server_s_limit(
+    simulators: RunningSimulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the client's limit, 8 threads at 50 ms a call would send 160 calls/s and run into
+    # 429s as soon as the server's bucket (one second's worth) is spent.
+    limit, calls = 40, 120
+    set_faults(simulators.hector_url, rate_limit_per_s=limit, latency_s=0.05)
+    monkeypatch.setenv("HECTOR_API_KEY", DEMO_HECTOR_API_KEY)
+    settings = HectorSettings(url=simulators.hector_url, api_key={"env": "HECTOR_API_KEY"}, rate_limit_per_s=limit)
+    with HectorClient.from_settings(settings, retry=FAST) as client:
+        elapsed = hammer(client.list_stockrooms, calls)
+    statuses = sim_stats(simulators.hector_url)["by_status"]
+    rate, rejected = calls / elapsed, statuses.get("429", 0) / sum(statuses.values())
+    assert statuses.get("200") == calls, statuses  # none lost
+    assert rejected <= 0.01, f"{rejected:.1%} answered 429"
+    assert 0.9 * limit <= rate <= 1.1 * limit, f"{rate:.1f} calls/s against a limit of {limit}"
+
+
+def test_retry_after_pauses_every_thread_of_the_client(hector: HectorClient, simulators: RunningSimulators) -> None:
+    # seed 94 answers the 6th call of 81 with 429 and Retry-After: 1, and no other
+    set_faults(simulators.hector_url, fail_429_rate=0.02, retry_after_s=1, latency_s=0.02, seed=94)
+    samples: list[tuple[float, int, int]] = []  # (when, calls the server saw, of which 429)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            stats = sim_stats(simulators.hector_url)
+            samples.append((time.monotonic(), stats["calls"], stats["by_status"].get("429", 0)))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        elapsed = hammer(hector.list_stockrooms, 80)
+    finally:
+        done.set()
+        watcher.join()
+    assert sim_stats(simulators.hector_url)["by_status"] == {"200": 80, "429": 1}
+    seen = next(when for when, _, rejected in samples if rejected)
+    # a few calls already on their way may land just after the 429; then none until it is over
+    during = {calls for when, calls, _ in samples if seen + 0.1 <= when <= seen + 0.8}
+    assert len(during) == 1, f"calls reached Hector during the Retry-After: {sorted(during)}"
+    assert during.pop() < 40, "most calls should have been held back"
+    assert elapsed >= 1.0
+
+
+def test_from_settings_passes_the_rate_limit(simulators: RunningSimulators, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("C2_PASSWORD", DEMO_C2_PASSWORD)
+    settings = C2Settings(url=simulators.c2_url, username=DEMO_C2_USERNAME, password={"env": "C2_PASSWORD"})
+    assert C2Client.from_settings(settings).throttle.rate_per_s is None
+    limited = settings.model_copy(update={"rate_limit_per_s": 12.5})
+    assert C2Client.from_settings(limited).throttle.rate_per_s == 12.5
 
 
 def test_a_host_that_stayed_down_is_not_called_again_for_a_while(simulators: RunningSimulators) -> None:

@@ -402,6 +402,27 @@ REFUSALS = [
 ]
 
 
+def test_rate_limits_are_optional_calls_per_second(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, SPEC_EXAMPLE))
+    assert config.c2.rate_limit_per_s is None and config.hector.rate_limit_per_s is None
+    config = load_config(write(tmp_path, changed({"c2.rate_limit_per_s": 20, "hector.rate_limit_per_s": 2.5})))
+    assert (config.c2.rate_limit_per_s, config.hector.rate_limit_per_s) == (20, 2.5)
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "fragment"),
+    [
+        pytest.param("hector", 0, "0 is not a number of calls per second above 0, e.g. 20", id="zero"),
+        pytest.param("c2", -5, "-5 is not a number of calls per second above 0", id="negative"),
+        pytest.param("hector", float("inf"), "inf is not a number of calls per second", id="infinite"),
+        pytest.param("c2", True, "should be a valid number", id="yes"),
+    ],
+)
+def test_a_rate_limit_must_be_above_zero(tmp_path: Path, section: str, value: Any, fragment: str) -> None:
+    path = write(tmp_path, changed({f"{section}.rate_limit_per_s": value}))  # infinity is written .inf
+    assert_refused(path, f"section '{section}'", "rate_limit_per_s", fragment)
+
+
 @pytest.mark.parametrize(("changes", "where", "field", "fragment"), REFUSALS)
 def test_loader_refusals_are_one_precise_line(
     tmp_path: Path, changes: dict[str, Any], where: str, field: str | None, fragment: str
