@@ -22,6 +22,7 @@ from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD
 from hector_sync.writeback.base import Row, Writeback, current_assets, items, typed
 
 CREATE_BATCH = 100
+CREATE_ATTEMPTS = 3  # a lost answer can hide an expired token's 401 as well as a success
 LOOKBACK = timedelta(minutes=10)  # clock difference between us and C2 ITSM, generously
 CI_ACTIONS = ("update_ci", "revert_drift", "retire_ci")
 
@@ -108,18 +109,19 @@ class C2Writeback(Writeback):
         again: found once, it is ours; not found, the create never landed and is sent once more;
         found several times, None (the journal settles it on the next sync)."""
         ids = (self.resolved.cmdb_id, self.resolved.c2_category_id)
-        try:
-            return str(self.c2.create_ci(*ids, name, fields)["id"])
-        except Unavailable as lost:
-            if lost.status is not None:
-                raise  # an answer that says the system is down: nothing was created
+        for _ in range(CREATE_ATTEMPTS - 1):
+            try:
+                return str(self.c2.create_ci(*ids, name, fields)["id"])
+            except Unavailable as lost:
+                if lost.status is not None:
+                    raise  # an answer that says the system is down: nothing was created
             found = self.c2.find_cis_named(*ids, name, sent_at - LOOKBACK)
             if len(found) > 1:
                 return None
             if found:
                 self.log(f"{self.plan.key}: the answer to creating CI '{name}' was lost; found it as {found[0]['id']}")
                 return str(found[0]["id"])
-            return str(self.c2.create_ci(*ids, name, fields)["id"])
+        return str(self.c2.create_ci(*ids, name, fields)["id"])  # lost again now: the category fails
 
     def _link(self, asset: str, rows: list[Row]) -> None:
         if self._put_ref(int(asset), rows[0]["target_id"]):
