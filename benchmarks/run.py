@@ -200,7 +200,7 @@ def simulators(sizes: dict[str, int]) -> Iterator[tuple[str, str]]:
         urls = [proc.stdout.readline().rsplit(" ", 1)[-1].strip() for _ in range(2)]
         yield urls[0], urls[1]
     finally:
-        proc.terminate()
+        proc.kill()  # SIGKILL: the only signal a child cannot have inherited as ignored
         proc.wait(timeout=30)
 
 

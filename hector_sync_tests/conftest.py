@@ -1,5 +1,6 @@
 """Fixtures shared by the test modules."""
 
+import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -60,6 +61,13 @@ class Mailbox:
         with self._arrived:
             self._arrived.wait_for(lambda: len(self.messages) >= count, timeout=timeout)
             return list(self.messages)
+
+
+def default_signals() -> None:
+    """preexec_fn for a child a test stops with Ctrl-C or SIGTERM: a shell's background job (and
+    so a pytest started as one) ignores SIGINT, and an ignored signal is inherited across exec."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -28,7 +28,7 @@ from hector_sync.defs.resources import build_resources
 from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_C2_READONLY_PASSWORD, DEMO_HECTOR_API_KEY
 from hector_sync.hector import HectorClient
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
-from hector_sync_tests.conftest import Mail, Mailbox, WriteConfig, free_port
+from hector_sync_tests.conftest import Mail, Mailbox, WriteConfig, default_signals, free_port
 
 HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
 SIZE = 40  # CIs per category: every messy record of the sample data, a few pages, quick
@@ -316,7 +316,7 @@ def test_demo_serves_the_dagster_ui(tmp_path: Path) -> None:
     with log.open("w") as out:
         proc = subprocess.Popen([HECTOR_SYNC, "demo", "--ui", "--port", str(port)], cwd=tmp_path,
                                 stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=default_signals)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120

@@ -20,6 +20,7 @@ from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_CONFIG_PATH, DEMO_ENV, DEMO_
 from hector_sync.discovery import category_key, guess_mappings
 from hector_sync.hector import HectorAttribute
 from hector_sync.simulators.serve import RunningSimulators
+from hector_sync_tests.conftest import default_signals
 
 HECTOR_SYNC = Path(sys.executable).with_name("hector-sync")
 
@@ -205,7 +206,7 @@ def test_discover_lists_what_hector_sync_simulate_serves(tmp_path: Path) -> None
     script = Path(sys.executable).with_name("hector-sync")
     env = {k: v for k, v in os.environ.items() if k != "HECTOR_SYNC_CONFIG"} | {"PYTHONUNBUFFERED": "1"}
     sim = subprocess.Popen([str(script), "simulate"], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
-                           env=env, start_new_session=True)
+                           env=env, start_new_session=True, preexec_fn=default_signals)
     try:
         assert sim.stdout is not None
         urls = [sim.stdout.readline().split()[-1] for _ in range(2)]

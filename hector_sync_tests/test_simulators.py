@@ -24,6 +24,7 @@ from hector_sync.simulators.sample_data import (
     AMBIGUOUS_LAPTOP, DUPLICATE_SERIAL_OF, MESSY, UNLINKED_LAPTOPS, SampleData, category, ci_id,
 )
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
+from hector_sync_tests.conftest import default_signals
 
 API = "/api/v1"
 PRINTERS = category("Printers")
@@ -532,7 +533,7 @@ def test_a_million_cis_page_through_in_bounded_memory() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "hector_sync.simulators", "--c2-port", "0", "--hector-port", "0",
          "--seed", "42", "--size", "300", "--sizes", "Laptops=1000000"],
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, text=True, preexec_fn=default_signals)
     try:
         assert process.stdout is not None
         c2_url = process.stdout.readline().split()[-1]
