@@ -211,7 +211,8 @@ def test_soak_twelve_kills_at_random_points(fresh: Fresh) -> None:
     dice = random.Random(20261128)
     for n in range(12):
         point = dice.choice(list(KILL_POINTS))
-        threshold = {"snapshot": dice.randint(1, 2), "before_writeback": 0, "writeback": dice.randint(1, PRINTERS - 10)}[point]
+        # 300 printers are one C2 page, and about 290 of them valid creates: points inside the run
+        threshold = {"snapshot": 1, "before_writeback": 0, "writeback": dice.randint(1, PRINTERS * 3 // 4)}[point]
         config = kill_and_recover(fresh, f"kill-{n}", KILL_POINTS[point](threshold))
         assert hector_content(config) == expected, f"kill {n} at {point} ({threshold}): Hector differs"
         assert_synced_once(config)
