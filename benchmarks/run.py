@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"   no-change resync: {noop_reads} reads, {noop_writes} writes; naive peer (GET + PATCH per CI): "
               f"{a['naive_noop']:,} calls, naive/ours {ratio(a['naive_noop'], noop_reads + noop_writes)}\n")
         figures |= {"noop_resync_write_calls": noop_writes, "noop_resync_read_calls": noop_reads,
-                    "naive_noop_resync_calls": a["naive_noop"], "api_calls": {k: v for k, v in a.items()}}
+                    "naive_noop_resync_calls": a["naive_noop"], "api_calls": a}
 
         w = figure_writeback(n, work)
         ours, seq = w["ours"], w["sequential"]

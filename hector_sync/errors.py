@@ -89,13 +89,16 @@ class CredentialsRejected(ApiError):
 class PermissionMissing(ApiError):
     """403: the account authenticates but may not do this (a read-only C2 account writing)."""
 
+    @property
+    def _kind(self) -> str:
+        return "read" if self.call.startswith("GET ") else "write"
+
     def _what(self) -> str:
-        kind = "read" if self.call.startswith("GET ") else "write"
         who = f"the account {self.account}" if self.account else "the API key"
-        return f"refused a {kind}: {who} lacks {kind} permission"
+        return f"refused a {self._kind}: {who} lacks {self._kind} permission"
 
     def _why(self) -> str:
-        return f": give it {'read' if self.call.startswith('GET ') else 'write'} permission in {self.system}, or use an account that has it"
+        return f": give it {self._kind} permission in {self.system}, or use an account that has it"
 
 
 @dataclass(eq=False)

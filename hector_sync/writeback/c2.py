@@ -9,6 +9,7 @@ create journalled after the C2 snapshot this change set was planned on is held, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,8 +61,13 @@ class C2Writeback(Writeback):
                 fields[spec.id] = typed(spec.type, r["new"])
         return name, fields
 
+    @cached_property
+    def _target_names(self) -> dict[str, str]:
+        """C2 field → the target name the baseline knows it by; once per writeback, not per CI."""
+        return {t.source: t.name for t in self.plan.targets}
+
     def _agreed_rows(self, ci_id: str, asset_id: int, rows: list[Row]) -> None:
-        names = {t.source: t.name for t in self.plan.targets}
+        names = self._target_names
         self.agreed(ci_id, asset_id, {names[r["field"]]: r["new"] for r in rows if r["field"] in names})
 
     def _create_cis(self, creates: list[tuple[str, list[Row]]]) -> None:
