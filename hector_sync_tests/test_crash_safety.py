@@ -83,8 +83,9 @@ def assert_synced_once(config: SyncConfig) -> None:
 def test_a_second_run_of_the_same_category_waits_and_a_short_wait_is_refused(
     config: SyncConfig, sims: RunningSimulators
 ) -> None:
-    # Slow Hector down so the first run is still writing when the others start.
-    requests.put(f"{sims.hector_url}/_sim/faults", json={"latency_s": 0.01}, timeout=5).raise_for_status()
+    # Slow Hector down so the first run is still writing when the others start (8 writers at
+    # 0.1 s a call: about 4 s for its 300 creates).
+    requests.put(f"{sims.hector_url}/_sim/faults", json={"latency_s": 0.1}, timeout=5).raise_for_status()
     first = start_sync(config, "--category", "printers", "--full")
     wait_until(lambda: asset_posts(sims) > 20, "the first run's writeback", first)
     second = start_sync(config, "--category", "printers", "--full")
