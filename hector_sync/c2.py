@@ -7,7 +7,7 @@ moment, so every call logs in lazily and, on a 401, logs in once more and repeat
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,6 +63,7 @@ class _CiPage(_C2Model):
 
     items: list[dict[str, Any]]
     next_page: int | None
+    total_count: int | None = None  # of the filtered answer (modified_since), every page
 
 
 class _Login(_C2Model):
@@ -169,8 +170,12 @@ class C2Client(JsonApi):
         *,
         modified_since: datetime | None = None,
         page_size: int = MAX_PAGE_SIZE,
+        on_total: Callable[[int, int], None] | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
-        """Yield the CIs of a category page by page (retired ones included), holding one page."""
+        """Yield the CIs of a category page by page (retired ones included), holding one page.
+
+        `on_total(items, pages)` hears C2's `total_count` of the answer (filtered by
+        `modified_since`) and the pages it makes, before each page is yielded."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size}")
         path = path_of("cmdbs", cmdb_id, "cis")
@@ -180,6 +185,8 @@ class C2Client(JsonApi):
         page: int | None = 1
         while page is not None:
             envelope = self._fetch(_CiPage, "GET", path, params={**params, "page": page})
+            if on_total is not None and envelope.total_count is not None:
+                on_total(envelope.total_count, -(-envelope.total_count // page_size))
             yield envelope.items
             if envelope.next_page is not None and envelope.next_page <= page:
                 message = f"page {page} names page {envelope.next_page} as the next one"

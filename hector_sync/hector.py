@@ -6,7 +6,7 @@ page with limit/offset; writes use optimistic locking with If-Match.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from hector_sync.config import HectorSettings
 
 MAX_PAGE_SIZE = 1000
+OnTotal = Callable[[int, int], None]  # (items, pages) of the whole (filtered) list
 
 
 class _HectorModel(BaseModel):
@@ -96,15 +97,18 @@ class HectorClient(JsonApi):
         return "check the API key in the configuration"
 
     def _iter_pages(
-        self, path: str, params: Mapping[str, str | int], page_size: int
+        self, path: str, params: Mapping[str, str | int], page_size: int, on_total: OnTotal | None = None
     ) -> Iterator[list[dict[str, Any]]]:
-        """Yield the rows of a list page by page until `total` is reached or a page is empty."""
+        """Yield the rows of a list page by page until `total` is reached or a page is empty;
+        `on_total(items, pages)` hears Hector's `total` of each answer before its page."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size}")
         offset = 0
         while True:
             window = {**params, "limit": page_size, "offset": offset}
             page = self._fetch(_Rows, "GET", path, params=window)
+            if on_total is not None:
+                on_total(page.total, -(-page.total // page_size))
             if not page.rows:
                 return
             yield page.rows
@@ -128,12 +132,13 @@ class HectorClient(JsonApi):
         return self._list(HectorAttribute, "/attributes")
 
     def iter_subcategory_pages(
-        self, category_id: int, *, updated_since: datetime | None = None, page_size: int = MAX_PAGE_SIZE
+        self, category_id: int, *, updated_since: datetime | None = None, page_size: int = MAX_PAGE_SIZE,
+        on_total: OnTotal | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         params: dict[str, str | int] = {"category_id": category_id}
         if updated_since is not None:
             params["updated_since"] = utc_z(updated_since)
-        return self._iter_pages("/subcategories", params, page_size)
+        return self._iter_pages("/subcategories", params, page_size, on_total)
 
     def iter_asset_pages(
         self,
@@ -143,6 +148,7 @@ class HectorClient(JsonApi):
         external_ref: str | None = None,
         updated_since: datetime | None = None,
         page_size: int = MAX_PAGE_SIZE,
+        on_total: OnTotal | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Assets page by page; `external_ref` is "source:id" (see find_assets_by_external_ref)."""
         filters = {
@@ -152,7 +158,7 @@ class HectorClient(JsonApi):
             "updated_since": None if updated_since is None else utc_z(updated_since),
         }
         params = {key: value for key, value in filters.items() if value is not None}
-        return self._iter_pages("/assets", params, page_size)
+        return self._iter_pages("/assets", params, page_size, on_total)
 
     def find_assets_by_external_ref(self, source: str, ref_id: str) -> list[dict[str, Any]]:
         """The assets carrying the external ref (normally none or one; more is a data problem)."""

@@ -20,6 +20,7 @@ import polars as pl
 from hector_sync.c2 import C2Client
 from hector_sync.catalog import ResolvedCategory
 from hector_sync.hector import HectorClient
+from hector_sync.progress import Progress
 from hector_sync.store import (
     C2_CI_COLUMNS,
     HECTOR_ASSET_COLUMNS,
@@ -27,7 +28,7 @@ from hector_sync.store import (
     Store,
 )
 
-Progress = Callable[[int, int], None]  # (pages, rows) so far
+Reporters = Callable[[str], Progress]  # what a read counts ("C2 CIs read") → its reporter
 
 AS_MAP = "CAST(CAST({col} AS JSON) AS MAP(VARCHAR, VARCHAR))"
 AS_TIMESTAMP = "TRY_CAST({col} AS TIMESTAMPTZ)"
@@ -88,15 +89,23 @@ def _ingest(
     to_frame: Callable[[list[dict]], pl.DataFrame], *, category_key: str, full: bool,
     select: dict[str, str], progress: Progress | None,
 ) -> Snapshot:
+    """`pages` tell `progress` their total themselves (see `read_c2`); it hears every page."""
     started = time.monotonic()
     rows = n_pages = 0
     with store.staging() as folder:
-        for n_pages, page in enumerate(prefetched(pages), start=1):
-            if page:
-                to_frame(page).write_parquet(folder / f"{n_pages:07d}.parquet")
-            rows += len(page)
+        try:
+            for n_pages, page in enumerate(prefetched(pages), start=1):
+                if page:
+                    to_frame(page).write_parquet(folder / f"{n_pages:07d}.parquet")
+                rows += len(page)
+                if progress:
+                    progress.advance(len(page), pages=1)
+        except BaseException:
             if progress:
-                progress(n_pages, rows)
+                progress.finish(ok=False)
+            raise
+        if progress:
+            progress.finish()
         count = store.replace_rows(
             table, category_key, folder, columns, full=full, key=key,
             select={c: s.format(col=f'"{c}"') for c, s in select.items()},
@@ -106,9 +115,11 @@ def _ingest(
 
 def read_c2(
     client: C2Client, store: Store, resolved: ResolvedCategory, *, since: datetime | None,
-    progress: Progress | None = None,
+    progress: Reporters | None = None,
 ) -> Snapshot:
-    """The category's CIs, with fields keyed by name rather than id (`since` None: full read)."""
+    """The category's CIs, with fields keyed by name rather than id (`since` None: full read).
+
+    `progress("C2 CIs read")` counts the CIs and pages against C2's total of the answer."""
     names = resolved.field_names_by_id
     schema = {
         "id": pl.Utf8, "name": pl.Utf8, "status": pl.Utf8, "modified_at": pl.Utf8,
@@ -122,10 +133,14 @@ def read_c2(
             pl.col("fields").struct.rename_fields(list(names.values())).struct.json_encode(),
         )
 
-    pages = client.iter_ci_pages(resolved.cmdb_id, resolved.c2_category_id, modified_since=since)
+    reporter = progress("C2 CIs read") if progress else None
+    pages = client.iter_ci_pages(
+        resolved.cmdb_id, resolved.c2_category_id, modified_since=since,
+        on_total=reporter.expect if reporter else None,
+    )
     return _ingest(
         store, "c2_ci", "ci_id", C2_CI_COLUMNS, pages, to_frame, category_key=resolved.category.key,
-        full=since is None, select={"fields": AS_MAP, "modified_at": AS_TIMESTAMP}, progress=progress,
+        full=since is None, select={"fields": AS_MAP, "modified_at": AS_TIMESTAMP}, progress=reporter,
     )
 
 
@@ -135,9 +150,10 @@ def _attribute_names(resolved: ResolvedCategory, scope: str) -> list[str]:
 
 def read_hector(
     client: HectorClient, store: Store, resolved: ResolvedCategory, *, since: datetime | None,
-    progress: Progress | None = None,
+    progress: Reporters | None = None,
 ) -> tuple[Snapshot, Snapshot]:
-    """The mapped Hector category: its subcategories, then its assets."""
+    """The mapped Hector category: its subcategories, then its assets, each counted by its own
+    `progress("Hector subcategories read")`, `progress("Hector assets read")`."""
     key = resolved.category.key
     category_id = resolved.hector_category_id
     model_schema = {
@@ -168,15 +184,18 @@ def read_hector(
             c2_ref.alias("c2_ref"),
         )
 
-    common = {"category_key": key, "full": since is None, "progress": progress}
+    common = {"category_key": key, "full": since is None}
+    reporter = progress("Hector subcategories read") if progress else None
     sub = _ingest(
         store, "hector_subcategory", "id", HECTOR_SUBCATEGORY_COLUMNS,
-        client.iter_subcategory_pages(category_id, updated_since=since), models,
-        select={"attributes": AS_MAP, "updated_at": AS_TIMESTAMP}, **common,
+        client.iter_subcategory_pages(category_id, updated_since=since, on_total=reporter.expect if reporter else None),
+        models, select={"attributes": AS_MAP, "updated_at": AS_TIMESTAMP}, progress=reporter, **common,
     )
+    reporter = progress("Hector assets read") if progress else None
     ast = _ingest(
         store, "hector_asset", "id", HECTOR_ASSET_COLUMNS,
-        client.iter_asset_pages(category_id=category_id, updated_since=since), assets,
-        select={"attributes": AS_MAP, "updated_at": AS_TIMESTAMP, "external_refs": AS_JSON_TEXT}, **common,
+        client.iter_asset_pages(category_id=category_id, updated_since=since, on_total=reporter.expect if reporter else None),
+        assets, select={"attributes": AS_MAP, "updated_at": AS_TIMESTAMP, "external_refs": AS_JSON_TEXT},
+        progress=reporter, **common,
     )
     return sub, ast

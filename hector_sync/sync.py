@@ -6,7 +6,6 @@ The steps share their state through the DuckDB file only, so any of them can be 
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,9 +21,10 @@ from hector_sync.c2 import C2Client
 from hector_sync.catalog import Catalog, MappingInvalid, ResolvedCategory
 from hector_sync.config import CategoryConfig, Direction, SyncConfig
 from hector_sync.hector import HectorClient
+from hector_sync.progress import Progress
 from hector_sync.reconcile import Derived, Reconciler
 from hector_sync.reconcile.changes import Guard, Summary, summarize
-from hector_sync.snapshot import Progress, Snapshot, read_c2, read_hector
+from hector_sync.snapshot import Snapshot, read_c2, read_hector
 from hector_sync.store import Store
 from hector_sync.writeback.c2 import C2Writeback
 from hector_sync.writeback.hector import HectorWriteback
@@ -115,18 +115,12 @@ class CategorySync:
         return now - INCREMENTAL_WINDOW
 
     def _progress(self, what: str) -> Progress:
-        started = time.monotonic()
-
-        def report(pages: int, rows: int) -> None:
-            if pages % 20 == 0:
-                rate = rows / max(time.monotonic() - started, 1e-6)
-                self.log(f"{self.key}: {what}: {pages} pages, {rows} rows ({rate:.0f}/s)")
-
-        return report
+        """A reporter of `what` ("C2 CIs read") for this category, through the sync's log."""
+        return Progress(f"{self.key}: {what}", self.log, pages=True)
 
     def snapshot_c2(self, mode: ReadMode) -> tuple[Snapshot, dict[str, int]]:
         with C2Client.from_settings(self.config.c2) as client:
-            snap = read_c2(client, self.store, self.resolved, since=self.since("c2", mode), progress=self._progress("C2 CIs"))
+            snap = read_c2(client, self.store, self.resolved, since=self.since("c2", mode), progress=self._progress)
             calls = client.stats.as_metadata()
         self.store.record_snapshot(self.key, "c2", snap.read_kind, self.run_id, snap.table_rows)
         return snap, calls
@@ -134,7 +128,7 @@ class CategorySync:
     def snapshot_hector(self, mode: ReadMode) -> tuple[Snapshot, Snapshot, dict[str, int]]:
         with HectorClient.from_settings(self.config.hector) as client:
             models, assets = read_hector(
-                client, self.store, self.resolved, since=self.since("hector", mode), progress=self._progress("Hector rows")
+                client, self.store, self.resolved, since=self.since("hector", mode), progress=self._progress
             )
             calls = client.stats.as_metadata()
         self.store.record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -15,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from hector_sync.errors import InvalidData, NotFound, VersionConflict
+from hector_sync.progress import Progress
 from hector_sync.reconcile.mapping import CategoryPlan, Kind
 from hector_sync.store import HISTORY_COLUMNS, HISTORY_SCHEMA, Store
 
@@ -48,6 +48,12 @@ def items(changes: pl.DataFrame, *actions: str, by: str = "item") -> Iterator[tu
         yield str(key), group.to_dicts()
 
 
+def calls(changes: pl.DataFrame, *actions: str, by: str = "item") -> int:
+    """How many API calls `items(changes, *actions, by=by)` makes: one per group."""
+    subset = changes.filter(pl.col("action").is_in(actions))
+    return 0 if subset.is_empty() else int(subset.select(pl.coalesce(by, "item").n_unique()).item())
+
+
 def current_assets(store: Store, category_key: str, ids: pl.Series) -> dict[int, tuple[dict[str, Any], list[dict[str, Any]], int]]:
     """Attributes, external refs and version of the assets about to be patched, to merge into."""
     wanted = ids.drop_nulls().unique().cast(pl.Int64).to_list()
@@ -66,7 +72,8 @@ class Writeback:
     """Outcomes, history, links and baselines of one category's writeback, flushed in batches.
 
     Items are written by up to `workers` threads (`each`); everything they record goes through
-    one lock, and the main thread flushes it to DuckDB.
+    one lock, and the main thread flushes it to DuckDB. `calls_done` counts the API calls made
+    of those planned (`begin`), and logs the progress (`what`: "Hector writes").
     """
 
     store: Store
@@ -74,33 +81,70 @@ class Writeback:
     run_id: str | None
     log: Log
     workers: int = WORKERS
+    what: str = "writes"  # what its progress lines count, after the category key
     outcomes: Counter[str] = field(default_factory=Counter)
     _history: list[Row] = field(default_factory=list)
     _links: list[tuple[str, int]] = field(default_factory=list)
     _agreed: list[tuple[str, int, str, str | None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _started: float = field(default_factory=time.monotonic)
+    calls_done: Progress | None = None
+
+    def begin(self, planned: int) -> Progress:
+        """Start counting the `planned` API calls of this writeback."""
+        self.calls_done = Progress(f"{self.plan.key}: {self.what}", self.log, total=planned)
+        return self.calls_done
+
+    def called(self) -> None:
+        """One planned API call made (whatever its answer); safe from any thread."""
+        if self.calls_done is not None:
+            self.calls_done.advance()
 
     def each(
-        self, groups: Iterable[tuple[str, list[Row]]], work: Callable[[str, list[Row]], object], verb: str, start: int = 0
+        self, groups: Iterable[tuple[str, list[Row]]], work: Callable[[str, list[Row]], object], start: int = 0
     ) -> None:
         """`work(item, rows)` for every group, `workers` at a time, in bounded memory. A fault
         of the system (credentials, permission, unavailable) stops the rest and is raised."""
+
+        def counted(item: str, rows: list[Row]) -> None:
+            work(item, rows)
+            self.called()
+
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="writeback") as pool:
-            pending: set[Future[object]] = set()
+            pending: set[Future[None]] = set()
             try:
                 for n, (item, rows) in enumerate(groups, start=start + 1):
-                    pending.add(pool.submit(work, item, rows))
+                    pending.add(pool.submit(counted, item, rows))
                     if len(pending) >= 4 * self.workers:
                         finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in finished:
                             future.result()
-                    self.progress(verb, n)
+                    if n % FLUSH_EVERY == 0:
+                        self.flush()
                 for future in pending:
                     future.result()
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
+
+    def run(self, changes: pl.DataFrame) -> None:
+        """Write the change set, counting the calls of `planned_calls` as they are made."""
+        progress = self.begin(self.planned_calls(changes))
+        try:
+            self.write_all(changes)
+        except BaseException:
+            progress.finish(ok=False)
+            raise
+        finally:
+            self.flush()
+        progress.finish()
+
+    def planned_calls(self, changes: pl.DataFrame) -> int:
+        """How many API calls `write_all` makes for `changes` (one per item group)."""
+        raise NotImplementedError
+
+    def write_all(self, changes: pl.DataFrame) -> None:
+        """The writer's own steps; each call made is counted with `called` (`each` does it)."""
+        raise NotImplementedError
 
     def done(self, rows: list[Row], outcome: str, message: str | None = None) -> None:
         now = datetime.now(UTC)
@@ -140,12 +184,6 @@ class Writeback:
     def record_reports(self, changes: pl.DataFrame) -> None:
         for _, rows in items(changes, *REPORTS):
             self.done(rows, REPORTS[rows[0]["action"]])
-
-    def progress(self, verb: str, n: int) -> None:
-        if n % FLUSH_EVERY == 0:
-            self.flush()
-            rate = n / max(time.monotonic() - self._started, 1e-6)
-            self.log(f"{self.plan.key}: {n} {verb} ({rate:.0f}/s)")
 
     def flush(self) -> None:
         with self._lock:

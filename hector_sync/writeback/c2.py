@@ -20,7 +20,7 @@ from hector_sync.catalog import ResolvedCategory
 from hector_sync.errors import InvalidData, NotFound, Unavailable, VersionConflict
 from hector_sync.hector import HectorClient
 from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD
-from hector_sync.writeback.base import Row, Writeback, current_assets, items, typed
+from hector_sync.writeback.base import Row, Writeback, calls, current_assets, items, typed
 
 CREATE_BATCH = 100
 CREATE_ATTEMPTS = 3  # a lost answer can hide an expired token's 401 as well as a success
@@ -36,19 +36,21 @@ class C2Writeback(Writeback):
     planned_on: datetime | None  # when this change set was computed
     _assets: dict[int, tuple[dict[str, Any], list[dict[str, Any]], int]] = field(default_factory=dict)
     _unsent: list[int] = field(default_factory=list)
+    what: str = "C2 writes"
 
-    def run(self, changes: pl.DataFrame) -> None:
-        try:
-            creates = list(items(changes, "create_ci"))
-            links = list(items(changes, "link_ci"))
-            ids = pl.Series([item for item, _ in creates + links], dtype=pl.Utf8)
-            self._assets = current_assets(self.store, self.plan.key, ids)
-            self._create_cis(creates)
-            self.each(links, self._link, "assets linked")
-            self.each(items(changes, *CI_ACTIONS, by="target_id"), lambda _, rows: self._update_ci(rows), "CIs updated")
-            self.record_reports(changes)
-        finally:
-            self.flush()
+    def planned_calls(self, changes: pl.DataFrame) -> int:
+        """A CI create is counted as one call (with the asset's external ref written after it)."""
+        return calls(changes, "create_ci") + calls(changes, "link_ci") + calls(changes, *CI_ACTIONS, by="target_id")
+
+    def write_all(self, changes: pl.DataFrame) -> None:
+        creates = list(items(changes, "create_ci"))
+        links = list(items(changes, "link_ci"))
+        ids = pl.Series([item for item, _ in creates + links], dtype=pl.Utf8)
+        self._assets = current_assets(self.store, self.plan.key, ids)
+        self._create_cis(creates)
+        self.each(links, self._link)
+        self.each(items(changes, *CI_ACTIONS, by="target_id"), lambda _, rows: self._update_ci(rows))
+        self.record_reports(changes)
 
     def _values(self, rows: list[Row]) -> tuple[str | None, dict[str, Any]]:
         """The CI name and the fields (by id, typed as C2 ITSM wants) of a group of rows."""
@@ -72,6 +74,9 @@ class C2Writeback(Writeback):
 
     def _create_cis(self, creates: list[tuple[str, list[Row]]]) -> None:
         held = {a for a, at in self.store.pending_intents(self.plan.key).items() if self.planned_on is None or at > self.planned_on}
+        unsent = sum(int(asset) in held for asset, _ in creates)
+        if unsent and self.calls_done is not None and self.calls_done.total is not None:
+            self.calls_done.expect(self.calls_done.total - unsent)  # held: not sent in this run
         for start in range(0, len(creates), CREATE_BATCH):
             batch = []
             for asset, rows in creates[start:start + CREATE_BATCH]:
@@ -81,7 +86,7 @@ class C2Writeback(Writeback):
                 else:
                     batch.append((asset, rows))
             self.store.record_intents(self.plan.key, [(int(a), self._values(r)[0] or "") for a, r in batch], self.run_id)
-            self.each(batch, lambda asset, rows: self._create_ci(int(asset), rows), "CIs created", start)
+            self.each(batch, lambda asset, rows: self._create_ci(int(asset), rows), start)
             self.flush()
             self.store.drop_intents(self.plan.key, self._unsent)
             self._unsent = []

@@ -15,7 +15,7 @@ from hector_sync.catalog import ResolvedCategory
 from hector_sync.errors import Duplicate, InvalidData, NotFound, VersionConflict
 from hector_sync.hector import HectorClient
 from hector_sync.reconcile.match import hector_models
-from hector_sync.writeback.base import Row, Writeback, current_assets, items, typed
+from hector_sync.writeback.base import Row, Writeback, calls, current_assets, items, typed
 
 ASSET_ACTIONS = ("link_asset", "update_asset", "revert_drift", "move_asset", "retire_asset")
 
@@ -25,23 +25,26 @@ class HectorWriteback(Writeback):
     hector: HectorClient
     resolved: ResolvedCategory
     _models: dict[str, int] = field(default_factory=dict)
+    what: str = "Hector writes"
 
-    def run(self, changes: pl.DataFrame) -> None:
+    def planned_calls(self, changes: pl.DataFrame) -> int:
+        return (calls(changes, "create_subcategory") + calls(changes, "update_subcategory")
+                + calls(changes, "create_asset") + calls(changes, *ASSET_ACTIONS, by="target_id"))
+
+    def write_all(self, changes: pl.DataFrame) -> None:
         models = self.store.query(f"SELECT model_key, min(id) FROM ({hector_models(self.plan)}) GROUP BY 1")
         self._models = dict(models.iter_rows())
-        try:
-            for item, rows in items(changes, "create_subcategory"):
-                self._create_subcategory(item, rows)
-            for _, rows in items(changes, "update_subcategory"):
-                self.write(rows, lambda r=rows: self.hector.update_subcategory(
-                    int(r[0]["target_id"]), r[0]["target_version"], self._body(r, "model")))
-            self.each(items(changes, "create_asset"), self._create_asset, "assets created")
-            current = current_assets(self.store, self.plan.key, changes.filter(pl.col("action").is_in(ASSET_ACTIONS))["target_id"])
-            self.each(items(changes, *ASSET_ACTIONS, by="target_id"), lambda _, rows: self._update_asset(rows, current),
-                      "assets updated")
-            self.record_reports(changes)
-        finally:
-            self.flush()
+        for item, rows in items(changes, "create_subcategory"):
+            self._create_subcategory(item, rows)
+            self.called()
+        for _, rows in items(changes, "update_subcategory"):
+            self.write(rows, lambda r=rows: self.hector.update_subcategory(
+                int(r[0]["target_id"]), r[0]["target_version"], self._body(r, "model")))
+            self.called()
+        self.each(items(changes, "create_asset"), self._create_asset)
+        current = current_assets(self.store, self.plan.key, changes.filter(pl.col("action").is_in(ASSET_ACTIONS))["target_id"])
+        self.each(items(changes, *ASSET_ACTIONS, by="target_id"), lambda _, rows: self._update_asset(rows, current))
+        self.record_reports(changes)
 
     def _body(self, rows: list[Row], scope: str) -> dict[str, Any]:
         """The typed API body of a group of change rows of one item."""
