@@ -17,49 +17,147 @@ import polars as pl
 
 from hector_sync.config import ConfigError, Direction, SyncConfig, load_config
 from hector_sync.errors import ApiError
+from hector_sync.progress import INTERVAL_ENV, INTERVAL_S
 
 if TYPE_CHECKING:
     from hector_sync.sync import CategorySync
 
-EXAMPLES = """examples:
-  hector-sync demo --ui                      simulators + full sync + Dagster UI on :3000
-  hector-sync discover --write-config my.yaml
-  hector-sync --config my.yaml validate
-  hector-sync --config my.yaml plan --category printers
-  hector-sync --config my.yaml sync --full
+CONFIG_HELP = "configuration file (default: $HECTOR_SYNC_CONFIG, else the embedded demo configuration)"
+DESCRIPTION = f"""Keeps IT inventory in step between C2 ITSM and Hector, through Dagster.
+
+Each configured category is one Dagster partition: a snapshot of both systems, the change set,
+then the writeback toward the category's direction. Long reads and writebacks log their
+progress (pages and items done, rate, time left) every {INTERVAL_S:g} s on stderr and in
+the Dagster run log. `hector-sync COMMAND --help` tells more about each command."""
+EXAMPLES = f"""examples:
+  hector-sync demo --ui                       # sample data, a full sync, the Dagster UI on :3000
+  hector-sync --config my.yaml discover --write-config starter.yaml      # a config to fill in
+  hector-sync --config my.yaml validate       # do the mapped names exist in both systems?
+  hector-sync --config my.yaml plan --category printers      # what a sync would change
+  hector-sync --config my.yaml sync --full    # every category, reading everything
+  hector-sync --config my.yaml sync --category printers --allow-large-change
+
+exit status:
+  0  all went well
+  1  a category failed (the others still ran), a mapped name does not exist, or a system
+     cannot be used
+  2  the configuration or the command line is wrong
+
+environment:
+  HECTOR_SYNC_CONFIG            the configuration file when --config is not given
+  DAGSTER_HOME                  the Dagster instance that keeps the runs (default: a dagster/
+                                folder beside the DuckDB file)
+  {INTERVAL_ENV}  seconds between two progress lines (default {INTERVAL_S:g})
 """
+
+# Per command: (one-line help, what it does, examples). Example lines: "command   # what for".
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": (
+        "start the simulators, sync every demo category, print the summary",
+        """\
+Starts the bundled C2 ITSM and Hector simulators with sample data on loopback (ports 8701
+and 8702), runs a full sync of every demo category through Dagster and prints the summary.
+With --ui it then serves the Dagster UI on the same instance until Ctrl-C.""",
+        """\
+  hector-sync demo                 # sync the sample data once and print the summary
+  hector-sync demo --ui            # the same, then browse the runs at http://127.0.0.1:3000
+  hector-sync demo --ui --port 3001""",
+    ),
+    "discover": (
+        "list CMDBs, categories and fields in C2; categories, attributes, stockrooms in Hector",
+        """\
+Reads both systems named in the configuration (their url and credentials only) and prints
+what a mapping can name: CMDBs, categories and fields in C2 ITSM; categories, attributes
+and stockrooms in Hector. --write-config FILE also writes a starter configuration with
+every category at direction: none, to fill in (an existing FILE is never overwritten).""",
+        """\
+  hector-sync --config my.yaml discover
+  hector-sync --config my.yaml discover --write-config starter.yaml
+  hector-sync discover --write-config starter.yaml   # against `hector-sync simulate`""",
+    ),
+    "validate": (
+        "check the configuration offline and against both systems",
+        """\
+Checks the configuration file, that its secrets' environment variables are set, and that
+every name it maps (CMDBs, categories, fields, attributes, stockroom) exists in C2 ITSM and
+Hector. Categories at direction: none are not checked. Exit status 1: a name does not exist
+or a system cannot be used; 2: the file is wrong or a secret is unset.""",
+        """\
+  hector-sync --config my.yaml validate
+  HECTOR_SYNC_CONFIG=my.yaml hector-sync validate""",
+    ),
+    "plan": (
+        "compute and print the change set; writes nothing to either system",
+        """\
+Reads both systems and prints, per category and direction, what a sync would create,
+update, move and retire, the drift it would put back, and whether the guard would hold it
+back. Writes nothing to C2 ITSM or Hector (only the local DuckDB snapshots). The plan goes
+to stdout, the progress of the reads to stderr.""",
+        """\
+  hector-sync --config my.yaml plan
+  hector-sync --config my.yaml plan --category printers --full
+  hector-sync --config my.yaml plan --category printers --category laptops > plan.txt""",
+    ),
+    "sync": (
+        "run the sync through Dagster and print what changed per category",
+        """\
+Runs each category through Dagster in process (the same assets the schedule
+materializes), one run per category in its DAGSTER_HOME, and prints per category what was
+created, updated, moved, retired, unchanged, skipped and failed. Progress of the reads and
+writebacks shows on stderr and in the run log; a failed category is e-mailed to
+notify_on_error and the others still run (exit status 1).""",
+        """\
+  hector-sync --config my.yaml sync
+  hector-sync --config my.yaml sync --category printers --full
+  hector-sync --config my.yaml sync --category printers --allow-large-change   # after checking the plan""",
+    ),
+    "simulate": (
+        "serve the two simulators alone on loopback, for trying things by hand",
+        """\
+Serves the bundled C2 ITSM (http://127.0.0.1:8701) and Hector (http://127.0.0.1:8702)
+simulators with sample data until Ctrl-C, and prints their demo logins. The embedded demo
+configuration points at them, so the other commands work against them without --config.""",
+        """\
+  hector-sync simulate             # then, in another terminal:
+  hector-sync plan --category printers""",
+    ),
+}
+COMMAND_OPTIONS = {
+    "--category": "only this category, by its key (repeatable; default: every category)",
+    "--full": ("read everything; without it only what changed in the last 7 days, except on "
+               "full_sync_weekday or when there is no earlier snapshot"),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hector-sync",
-        description="Keeps IT inventory in step between C2 ITSM and Hector, through Dagster.",
+        description=DESCRIPTION,
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", help="configuration file (default: $HECTOR_SYNC_CONFIG, else the demo)")
+    parser.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo = commands.add_parser("demo", help="start the simulators, sync every demo category, print the summary",
-                               epilog="example: hector-sync demo --ui")
-    demo.add_argument("--ui", action="store_true", help="then serve the Dagster UI on the same instance until Ctrl-C")
-    demo.add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default 3000)")
-
-    commands.add_parser("discover", help="list CMDBs, categories and fields in C2; categories, attributes, stockrooms in Hector",
-                        epilog="example: hector-sync discover --write-config starter.yaml").add_argument(
-        "--write-config", metavar="FILE", help="write a starter configuration, every category direction: none")
-    commands.add_parser("validate", help="check the configuration offline and against both systems",
-                        epilog="example: hector-sync --config my.yaml validate")
-    for name, text in (("plan", "compute and print the change set; writes nothing to either system"),
-                       ("sync", "run the sync through Dagster and print what changed per category")):
-        sub = commands.add_parser(name, help=text, epilog=f"example: hector-sync {name} --category printers --full")
-        sub.add_argument("--category", action="append", metavar="KEY", help="only this category (repeatable)")
-        sub.add_argument("--full", action="store_true", help="read everything, not only the last 7 days' changes")
-        if name == "sync":
-            sub.add_argument("--allow-large-change", action="store_true",
-                             help="let a change set through that the guard would hold back")
-    commands.add_parser("simulate", help="serve the two simulators alone on loopback, for trying things by hand",
-                        epilog="example: hector-sync simulate")
+    subs = {
+        name: commands.add_parser(
+            name, help=short, description=long, epilog=f"examples:\n{examples}\n",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        for name, (short, long, examples) in COMMANDS.items()
+    }
+    for name in ("discover", "validate", "plan", "sync"):  # also accepted after the command
+        subs[name].add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)
+    subs["demo"].add_argument("--ui", action="store_true", help="then serve the Dagster UI on the same instance until Ctrl-C")
+    subs["demo"].add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default 3000)")
+    subs["discover"].add_argument(
+        "--write-config", metavar="FILE", help="write a starter configuration there, every category direction: none")
+    for name in ("plan", "sync"):
+        subs[name].add_argument("--category", action="append", metavar="KEY", help=COMMAND_OPTIONS["--category"])
+        subs[name].add_argument("--full", action="store_true", help=COMMAND_OPTIONS["--full"])
+    subs["sync"].add_argument("--allow-large-change", action="store_true",
+                              help="write even a change set that the guard holds back as a likely wipe: an "
+                                   "empty source, or more than max_change_fraction of the linked items "
+                                   "retired or moved")
     return parser
 
 
@@ -75,7 +173,7 @@ def _plan(config: SyncConfig, keys: list[str], full: bool) -> int:
     status = 0
     with pl.Config(tbl_rows=40, tbl_width_chars=160, fmt_str_lengths=40, tbl_hide_dataframe_shape=True):
         for key in keys:
-            sync = CategorySync(config, config.category(key), store, log=lambda _: None)
+            sync = CategorySync(config, config.category(key), store, log=_to_stderr)
             if not sync.flows():
                 print(f"{key}: direction {sync.category.direction.value}: nothing to plan\n")
                 continue
@@ -91,6 +189,11 @@ def _plan(config: SyncConfig, keys: list[str], full: bool) -> int:
                 print(f"{key}: FAILED: {failed}\n")
                 status = 1
     return status
+
+
+def _to_stderr(line: str) -> None:
+    """Progress of `plan`: on stderr, so the plan on stdout stays clean."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _print_plan(sync: CategorySync, direction: Direction, changes: pl.DataFrame) -> None:
