@@ -14,16 +14,15 @@ from pathlib import Path
 import dagster as dg
 from filelock import FileLock
 
-from hector_sync.config import Direction, SyncConfig
+from hector_sync.config import SyncConfig
 from hector_sync.defs.assets import ALLOW_LARGE_CHANGE_TAG, READ_TAG
 from hector_sync.defs.jobs import JOB_OF
 from hector_sync.definitions import build_definitions
 from hector_sync.notify import failure_report, send_report
-from hector_sync.store import Store
+from hector_sync.store import SUMMARY_COLUMNS, Store
 from hector_sync.sync import FLOWS
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-SUMMARY_COLUMNS = ("created", "updated", "moved", "retired", "unchanged", "skipped", "failed")
 
 
 def dagster_home(config: SyncConfig) -> Path:
@@ -58,28 +57,6 @@ class CategoryResult:
     error: str | None = None
 
 
-def outcome_counts(store: Store, key: str, direction: Direction, run_id: str) -> dict[str, int]:
-    """Items per summary column for one run and direction, from the history and the change set."""
-    frame = store.query(
-        """
-        SELECT CASE WHEN outcome IN ('refused', 'conflict', 'held') THEN 'failed'
-                    WHEN outcome IN ('created', 'already_there') AND action IN ('create_asset', 'create_ci') THEN 'created'
-                    WHEN outcome IN ('linked', 'reverted')
-                         OR (outcome = 'updated' AND action IN ('update_asset', 'update_ci')) THEN 'updated'
-                    WHEN outcome IN ('moved', 'retired', 'skipped') THEN outcome END AS kind,
-               count(DISTINCT item) AS n
-        FROM change_history WHERE run_id = ? AND category_key = ? AND direction = ? GROUP BY 1
-        UNION ALL
-        SELECT 'unchanged', count(*) FROM change_set
-        WHERE run_id = ? AND category_key = ? AND direction = ? AND action = 'unchanged'
-        """,
-        [run_id, key, direction.value] * 2,
-    )
-    counts = dict.fromkeys(SUMMARY_COLUMNS, 0)
-    counts.update({k: int(n) for k, n in frame.iter_rows() if k})
-    return counts
-
-
 def run_sync(
     config: SyncConfig, config_path: str | None, keys: list[str], *, full: bool = False,
     allow_large_change: bool = False,
@@ -103,7 +80,7 @@ def run_sync(
                 partition_key=key, instance=instance, tags=tags, raise_on_error=False, run_config=QUIET
             )
             per_direction = [
-                CategoryResult(key, way.value, outcome.run_id, outcome.success, outcome_counts(store, key, way, outcome.run_id))
+                CategoryResult(key, way.value, outcome.run_id, outcome.success, store.outcome_counts(key, way.value, outcome.run_id))
                 for way in FLOWS[direction]
             ]
             if not outcome.success:

@@ -120,6 +120,8 @@ HISTORY_SCHEMA = {
     "recorded_at": pl.Datetime("us", "UTC"),
 }
 HISTORY_COLUMNS = tuple(HISTORY_SCHEMA)
+# What a run did to items, as `hector-sync sync` and the writeback's metadata count it.
+SUMMARY_COLUMNS = ("created", "updated", "moved", "retired", "unchanged", "skipped", "failed")
 
 
 # DuckDB takes 80% of RAM by default; bounded, it spills to disk instead, so a million-CI
@@ -274,6 +276,27 @@ class Store:
             [category_key, system],
         )
         return rows.row(0, named=True) if rows.height else None
+
+    def outcome_counts(self, category_key: str, direction: str, run_id: str) -> dict[str, int]:
+        """Items (not field rows) per summary column for one run and direction."""
+        frame = self.query(
+            """
+            SELECT CASE WHEN outcome IN ('refused', 'conflict', 'held') THEN 'failed'
+                        WHEN outcome IN ('created', 'already_there') AND action IN ('create_asset', 'create_ci') THEN 'created'
+                        WHEN outcome IN ('linked', 'reverted')
+                             OR (outcome = 'updated' AND action IN ('update_asset', 'update_ci')) THEN 'updated'
+                        WHEN outcome IN ('moved', 'retired', 'skipped') THEN outcome END AS kind,
+                   count(DISTINCT item) AS n
+            FROM change_history WHERE run_id = ? AND category_key = ? AND direction = ? GROUP BY 1
+            UNION ALL
+            SELECT 'unchanged', count(*) FROM change_set
+            WHERE run_id = ? AND category_key = ? AND direction = ? AND action = 'unchanged'
+            """,
+            [run_id, category_key, direction] * 2,
+        )
+        counts = dict.fromkeys(SUMMARY_COLUMNS, 0)
+        counts.update({k: int(n) for k, n in frame.iter_rows() if k})
+        return counts
 
     def replace_frame(self, table: str, category_key: str, frame: pl.DataFrame, **where: str) -> None:
         """Replace a category's rows of a derived table with `frame` (columns by name)."""

@@ -44,6 +44,39 @@ def markdown_table(frame: pl.DataFrame, limit: int = PREVIEW_ROWS) -> str:
     return "\n".join(lines)
 
 
+# The preview shows the first rows: changes to what exists come before creates, the riskiest first.
+PREVIEW_ORDER = ["revert_drift", "retire_asset", "retire_ci", "move_asset", "update_asset", "update_ci",
+                 "update_subcategory", "link_asset", "link_ci", "create_subcategory", "create_asset", "create_ci"]
+
+
+def change_table(rows: pl.DataFrame) -> str:
+    """Change rows as an operator reads them: what, on which item, and the field's old → new."""
+    if rows.is_empty():
+        return markdown_table(rows)
+    rank = pl.col("action").replace_strict(PREVIEW_ORDER, list(range(len(PREVIEW_ORDER))), default=len(PREVIEW_ORDER))
+    rows = rows.sort(rank, maintain_order=True)
+    old, new = pl.col("old").fill_null("∅"), pl.col("new").fill_null("∅")
+    change = pl.when(pl.col("field").is_null()).then(pl.lit("")).otherwise(
+        pl.concat_str(pl.col("field"), pl.lit(": "), old, pl.lit(" → "), new))
+    return markdown_table(rows.select("action", "item", pl.col("target_id").alias("target"), change.alias("change"), "reason"))
+
+
+def skipped_table(rows: pl.DataFrame) -> str:
+    """The items left alone and why, with the value that stopped them."""
+    skips = rows.filter(pl.col("action") == "skip")
+    return markdown_table(skips.select("item", "field", pl.col("new").alias("value"), "reason"))
+
+
+def partition_links(context: dg.AssetExecutionContext) -> dg.MetadataValue:
+    """Every category's partition of this asset, one click away from the one just materialized."""
+    asset = context.asset_key.to_user_string()
+    links = [
+        f"[{key}](/assets/{asset}?view=partitions&partition={key})" + (" (this one)" if key == context.partition_key else "")
+        for key in context.assets_def.partitions_def.get_partition_keys()
+    ]
+    return dg.MetadataValue.md(" · ".join(links))
+
+
 def category_sync(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> CategorySync:
     config = settings.load()
     return CategorySync(config, config.category(context.partition_key), store.store(), context.log.info, context.run.run_id)
@@ -176,15 +209,17 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
         if not problems:
             changes = sync.plan(direction)
         summary = sync.summary(direction, changes)
-        shown = changes.filter(pl.col("action") != "unchanged").drop(
-            "category_key", "direction", "target_version", "model_key", strict=False)
-        drift = shown.filter(pl.col("action") == "revert_drift")
+        writes = changes.filter(~pl.col("action").is_in(["unchanged", "skip"]))
+        counts = {a: summary.counts[a] for a in ACTIONS[direction]}
+        sync.log(f"{sync.key}: planned {ARROW[direction]}: " + (", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing"))
         yield dg.MaterializeResult(
             metadata={
                 "dagster/row_count": changes.height,
-                **{f"items_{a}": summary.counts[a] for a in ACTIONS[direction]},
-                "changes_preview": dg.MetadataValue.md(markdown_table(shown)),
-                "drift_preview": dg.MetadataValue.md(markdown_table(drift)),
+                **{f"items_{a}": n for a, n in counts.items()},
+                "changes_preview": dg.MetadataValue.md(change_table(writes)),
+                "skipped_preview": dg.MetadataValue.md(skipped_table(changes)),
+                "drift_preview": dg.MetadataValue.md(change_table(writes.filter(pl.col("action") == "revert_drift"))),
+                "categories": partition_links(context),
                 "duration_s": round(time.monotonic() - started, 2),
             }
         )
@@ -208,9 +243,18 @@ def writeback_asset(name: str, direction: Direction, change_set: dg.AssetsDefini
             outcomes, calls = sync.apply(direction, allow_large_change=large_change_allowed(context))
         except GuardRefused as refused:
             raise dg.Failure(description=str(refused)) from None
+        counts = sync.store.outcome_counts(sync.key, direction.value, sync.run_id)
+        sync.log(f"{sync.key}: wrote {ARROW[direction]}: " + (", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing"))
+        done = sync.store.query(
+            "SELECT action, item, target_id, field, old, new, outcome AS reason FROM change_history "
+            "WHERE run_id = ? AND category_key = ? AND direction = ? AND outcome NOT IN ('skipped', 'reported') "
+            "ORDER BY recorded_at, item, field", [sync.run_id, sync.key, direction.value])
         return dg.MaterializeResult(
             metadata={
-                **{f"outcome_{k}": v for k, v in sorted(outcomes.items())},
+                **{f"items_{k}": n for k, n in counts.items()},
+                **{f"rows_{k}": v for k, v in sorted(outcomes.items())},
+                "changes_written": dg.MetadataValue.md(change_table(done)),
+                "categories": partition_links(context),
                 **{f"api_{k}": v for k, v in calls.items()},
                 "duration_s": round(time.monotonic() - started, 2),
             }
