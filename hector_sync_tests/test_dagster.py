@@ -7,10 +7,7 @@ a temporary DAGSTER_HOME, the console script as a subprocess.
 """
 
 import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -28,9 +25,9 @@ from hector_sync.defs.resources import build_resources
 from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_C2_READONLY_PASSWORD, DEMO_HECTOR_API_KEY
 from hector_sync.hector import HectorClient
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
-from hector_sync_tests.conftest import Mail, Mailbox, WriteConfig, default_signals, free_port
+from hector_sync_tests.conftest import Mail, Mailbox, WriteConfig
+from hector_sync_tests.demo_ui import HECTOR_SYNC, demo_ui
 
-HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
 SIZE = 40  # CIs per category: every messy record of the sample data, a few pages, quick
 FLOWING = ["printers", "laptops", "monitors"]  # direction c2_to_hector in the demo
 PARKED = ["phones", "servers"]  # direction: none
@@ -309,69 +306,23 @@ def linked_assets_in_hector(config) -> dict[str, int]:
 
 
 def test_demo_serves_the_dagster_ui(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DAGSTER_HOME", "HECTOR_SYNC_CONFIG") and not k.startswith("HECTOR_SYNC_DEMO_")}
-    log = tmp_path / "demo.out"
-    with log.open("w") as out:
-        proc = subprocess.Popen([HECTOR_SYNC, "demo", "--ui", "--port", str(port)], cwd=tmp_path,
-                                stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, preexec_fn=default_signals)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
-            assert time.monotonic() < deadline, f"no UI on {url} after 120 s:\n{log.read_text()[-4000:]}"
-            try:
-                if requests.get(url + "/", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-
-        printed = log.read_text()
+    with demo_ui(tmp_path) as demo:
+        printed = demo.printed()
         summary = [line for line in printed.splitlines() if line.startswith("printers ")]
         assert summary and summary[0].split()[2] == "ok", printed[-4000:]
 
-        answer = requests.post(url + "/graphql", json={"query": "{ assetNodes { assetKey { path } } }"},
+        answer = requests.post(demo.url + "/graphql", json={"query": "{ assetNodes { assetKey { path } } }"},
                                timeout=30)
         assert answer.status_code == 200, answer.text
         listed = {"/".join(node["assetKey"]["path"]) for node in answer.json()["data"]["assetNodes"]}
         assert ASSET_KEYS <= listed, listed
 
         # the UI serves the instance the demo ran in: a run per synced category (parked ones have none)
-        runs = requests.post(url + "/graphql", timeout=30, json={"query": (
+        runs = requests.post(demo.url + "/graphql", timeout=30, json={"query": (
             "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }")}).json()
         partitions = sorted(
             tag["value"] for run in runs["data"]["runsOrError"]["results"] for tag in run["tags"]
             if tag["key"] == "dagster/partition"
         )
         assert partitions == sorted(FLOWING), runs
-    finally:
-        stop_group(proc)
     assert (tmp_path / ".hector-sync" / "hector_sync.duckdb").exists()
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to the demo's process group, SIGKILL after a grace; then nothing of it is left."""
-    pgid = proc.pid  # start_new_session: the group id is the leader's pid
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(pgid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    deadline = time.monotonic() + 20
-    while True:  # the children (dagster dev's webserver, daemon, code server) too
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        if time.monotonic() > deadline:
-            os.killpg(pgid, signal.SIGKILL)
-            pytest.fail("processes of the demo outlived SIGTERM by 20 s")
-        time.sleep(0.2)
