@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from hector_sync.config import SyncConfig, load_config
 from hector_sync.demo import DEMO_ENV
-from hector_sync_tests.demo_ui import DemoUi, demo_ui
+from hector_sync_tests.console import DemoUi, demo_ui
 from hector_sync_tests.systems import c2_cis, hector_state, patch_ci, refs
 
 CHROMIUM = Path("/usr/bin/chromium")

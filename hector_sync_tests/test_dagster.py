@@ -26,7 +26,7 @@ from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_C2_READONLY_PASSWORD, DEMO_H
 from hector_sync.hector import HectorClient
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync_tests.conftest import Mail, Mailbox, WriteConfig
-from hector_sync_tests.demo_ui import HECTOR_SYNC, demo_ui
+from hector_sync_tests.console import HECTOR_SYNC, demo_ui, hector_sync, summary_rows
 
 SIZE = 40  # CIs per category: every messy record of the sample data, a few pages, quick
 FLOWING = ["printers", "laptops", "monitors"]  # direction c2_to_hector in the demo
@@ -46,28 +46,6 @@ def sims() -> Iterator[RunningSimulators]:
     """Fresh small simulators per test: the syncs here write to Hector."""
     with start_simulators(size=SIZE) as running:
         yield running
-
-
-def hector_sync(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """The console script, as an operator runs it (environment: the test's, monkeypatched)."""
-    return subprocess.run([HECTOR_SYNC, *args], capture_output=True, text=True, timeout=timeout,
-                          env=os.environ.copy())
-
-
-def summary_rows(stdout: str) -> dict[str, list[str]]:
-    """The summary table of `hector-sync sync`: category (and "category direction", as a
-    per_field category has a row per direction) → [status, created, updated, ...]."""
-    lines = stdout.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.split()[:3] == ["category", "direction", "status"]), None)
-    assert start is not None, f"no summary table in:\n{stdout}"
-    rows = {}
-    for line in lines[start + 1:]:
-        if not line.strip():
-            break
-        key, direction, *rest = line.split()
-        rows[key] = rest
-        rows[f"{key} {direction}"] = rest
-    return rows
 
 
 def assert_no_secret(mail: Mail) -> None:

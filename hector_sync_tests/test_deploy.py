@@ -37,9 +37,9 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import Queued
 
 from hector_sync.definitions import build_definitions
 from hector_sync.defs.jobs import C2_ITSM_TAG, C2_TO_HECTOR_JOB, HECTOR_TAG, SYSTEM_TAGS
-from hector_sync.simulators.serve import RunningSimulators
+from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync_tests.conftest import WriteConfig, free_port
-from hector_sync_tests.test_dagster import hector_sync, sims, summary_rows  # noqa: F401  (sims: fixture)
+from hector_sync_tests.console import hector_sync, summary_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_INSTANCE = ROOT / "deploy" / "dagster.yaml"
@@ -89,6 +89,13 @@ class Postgres:
                 "DAGSTER_PG_USERNAME": self.user, "DAGSTER_PG_PASSWORD": self.password,
                 "DAGSTER_PG_DB": db}
 
+
+
+@pytest.fixture
+def sims() -> Iterator[RunningSimulators]:
+    """Small simulators for this test alone: the sync writes to Hector."""
+    with start_simulators(size=40) as running:
+        yield running
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
@@ -192,7 +199,7 @@ def test_deploy_file_holds_no_secret_and_reads_every_connection_value_from_env()
 
 
 def test_sync_records_its_run_in_postgres_and_nothing_in_sqlite(
-    postgres: Postgres, sims: RunningSimulators, write_config: WriteConfig, tmp_path: Path,  # noqa: F811
+    postgres: Postgres, sims: RunningSimulators, write_config: WriteConfig, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     db = postgres.new_database("sync")

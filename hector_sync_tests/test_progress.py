@@ -11,10 +11,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,9 +30,9 @@ from hector_sync.progress import INTERVAL_ENV, INTERVAL_S, Progress, default_int
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync.writeback.base import Row, Writeback
 from hector_sync_tests.conftest import WriteConfig
+from hector_sync_tests.console import HECTOR_SYNC, hector_sync
 from hector_sync_tests.systems import PHONES, seed_phones
 
-HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
 PRINTERS = 1100  # three C2 pages of 500 (the client's page size), and 1,100 asset creates
 COMMANDS = ["demo", "discover", "validate", "plan", "sync", "simulate"]
 
@@ -192,9 +190,9 @@ def big_printers() -> Iterator[RunningSimulators]:
         yield running
 
 
-def hector_sync(*args: str, every: float) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, INTERVAL_ENV: str(every)}
-    return subprocess.run([HECTOR_SYNC, *args], check=False, capture_output=True, text=True, timeout=180, env=env)
+def hector_sync_every(every: float, *args: str) -> subprocess.CompletedProcess[str]:
+    """The console script with a progress line every `every` seconds."""
+    return hector_sync(*args, timeout=180, env={INTERVAL_ENV: str(every)})
 
 
 def run_log(home: Path) -> list[str]:
@@ -220,7 +218,7 @@ def test_sync_shows_read_and_writeback_progress_on_the_terminal_and_in_the_run_l
     # Each C2 call takes a quarter second: the three pages arrive over about a second.
     requests.put(f"{big_printers.c2_url}/_sim/faults", json={"latency_s": 0.25}, timeout=5).raise_for_status()
 
-    done = hector_sync("--config", str(path), "sync", "--category", "printers", "--full", every=0.2)
+    done = hector_sync_every(0.2, "--config", str(path), "sync", "--category", "printers", "--full")
 
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     read = progress_lines(done.stderr, "printers: C2 CIs read:")
@@ -248,7 +246,7 @@ def test_c2_writeback_progress_reaches_the_terminal(write_config: WriteConfig, b
                                       edit=lambda data: data.update(categories=[PHONES])))
     seed_phones(config, 30)
 
-    done = hector_sync("--config", str(config.source), "sync", "--category", "phones", every=0)
+    done = hector_sync_every(0, "--config", str(config.source), "sync", "--category", "phones")
 
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     writes = progress_lines(done.stderr, "phones: C2 writes:")
@@ -261,7 +259,7 @@ def test_plan_prints_the_plan_on_stdout_and_its_progress_on_stderr(
 ) -> None:
     path = write_config(big_printers.c2_url, big_printers.hector_url)
 
-    done = hector_sync("--config", str(path), "plan", "--category", "printers", "--full", every=5)
+    done = hector_sync_every(5, "--config", str(path), "plan", "--category", "printers", "--full")
 
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "printers (c2_to_hector):" in done.stdout and "create_asset" in done.stdout

@@ -1,5 +1,6 @@
-"""`hector-sync demo --ui` as an operator starts it: the console script in its own folder and
-process group, the UI's address once it answers, and nothing of it left afterwards."""
+"""The console script as an operator runs it: one command and its output, the summary table of
+`hector-sync sync`, and `hector-sync demo --ui` in its own folder and process group, with
+nothing of it left afterwards."""
 
 from __future__ import annotations
 
@@ -19,6 +20,28 @@ import requests
 from hector_sync_tests.conftest import default_signals, free_port
 
 HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
+
+
+def hector_sync(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """One command, in the test's (monkeypatched) environment with `env` on top."""
+    return subprocess.run([HECTOR_SYNC, *args], capture_output=True, text=True, timeout=timeout,
+                          env=os.environ | (env or {}), check=False)
+
+
+def summary_rows(stdout: str) -> dict[str, list[str]]:
+    """The summary table of `hector-sync sync`: category (and "category direction", as a
+    per_field category has a row per direction) → [status, created, updated, ...]."""
+    lines = stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.split()[:3] == ["category", "direction", "status"]), None)
+    assert start is not None, f"no summary table in:\n{stdout}"
+    rows = {}
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        key, direction, *rest = line.split()
+        rows[key] = rest
+        rows[f"{key} {direction}"] = rest
+    return rows
 
 
 @dataclass(frozen=True)
