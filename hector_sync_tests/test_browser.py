@@ -165,6 +165,13 @@ def test_a_change_set_partition_shows_its_changes_its_skipped_cis_and_the_other_
     expect(page.get_by_role("row").filter(has_text="categories")).to_contain_text("printers (this one)")
 
 
+def test_the_daily_schedules_and_the_failure_sensor_are_on(page: Page) -> None:
+    open_page(page, "/automation")
+    for name in ("daily_c2_to_hector", "daily_hector_to_c2", "daily_per_field", "email_on_sync_failure"):
+        row = page.locator("[data-index]").filter(has=page.get_by_text(name, exact=True))
+        expect(row.locator("[class*=formatSwitch] input")).to_be_checked()
+
+
 def serial_of(config: SyncConfig, category: str, ci_id: str) -> str | None:
     _, assets, _ = hector_state(config, HECTOR_CATEGORY[category])
     asset = next(a for a in assets if refs(a) == [ci_id])
