@@ -88,12 +88,18 @@ def mailbox() -> Iterator[Mailbox]:
         controller.stop()
 
 
-@pytest.fixture
-def sync_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The demo credentials in their environment variables and a private DAGSTER_HOME."""
+def demo_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's secrets in the environment variables its configuration names, and no other
+    configuration file in the way."""
     for name, value in DEMO_ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("HECTOR_SYNC_CONFIG", raising=False)
+
+
+@pytest.fixture
+def sync_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The demo credentials in their environment variables and a private DAGSTER_HOME."""
+    demo_credentials(monkeypatch)
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")

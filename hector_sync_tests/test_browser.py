@@ -18,7 +18,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from hector_sync.config import SyncConfig, load_config
-from hector_sync.demo import DEMO_ENV
+from hector_sync_tests.conftest import demo_credentials
 from hector_sync_tests.console import DemoUi, demo_ui
 from hector_sync_tests.systems import c2_cis, hector_state, patch_ci, refs
 
@@ -80,9 +80,7 @@ def page(chromium: Browser, demo: DemoUi) -> Iterator[Page]:
 @pytest.fixture
 def demo_config(demo: DemoUi, monkeypatch: pytest.MonkeyPatch) -> SyncConfig:
     """The demo's configuration, to look at its simulators as an operator's script would."""
-    for name, value in DEMO_ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("HECTOR_SYNC_CONFIG", raising=False)
+    demo_credentials(monkeypatch)
     return load_config(None)
 
 
