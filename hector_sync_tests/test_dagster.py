@@ -128,6 +128,29 @@ def test_each_direction_has_its_job_and_schedule_for_its_own_categories(write_co
     assert set(FLOWING) <= set(job.partitions_def.get_partition_keys())
 
 
+def test_a_change_set_rematerialized_on_a_broken_mapping_fails_its_mapping_check(
+    sims: RunningSimulators, write_config: WriteConfig,
+) -> None:
+    """An operator rematerializes one change set after a name vanished from Hector: the check
+    says which name, and nothing crashes on the way."""
+    path = write_config(sims.c2_url, sims.hector_url)
+    config = load_config(path)
+    job = build_definitions(str(path)).resolve_job_def(C2_TO_HECTOR_JOB)
+    with dg.DagsterInstance.get() as instance:
+        assert job.execute_in_process(partition_key="laptops", instance=instance).success
+        with HectorClient.from_settings(config.hector) as hector:
+            location = next(a.id for a in hector.list_attributes() if a.name == "Location")
+        requests.delete(f"{sims.hector_url}/_sim/attributes/{location}", timeout=5).raise_for_status()
+
+        result = job.execute_in_process(partition_key="laptops", instance=instance, raise_on_error=False,
+                                        asset_selection=[dg.AssetKey("hector_change_set")])
+    materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
+    assert materialized == ["hector_change_set"], "the change set crashed before it said what is wrong"
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["mapping_valid"].passed
+    assert "Hector has no attribute 'Location' with scope asset" in (checks["mapping_valid"].description or "")
+
+
 # --- 2. The failure sensor ------------------------------------------------------------------
 
 

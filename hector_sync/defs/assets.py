@@ -21,7 +21,7 @@ import polars as pl
 from hector_sync.config import Direction
 from hector_sync.defs.checks import change_set_checks, evaluate_change_set
 from hector_sync.defs.resources import StoreResource, SyncConfigResource
-from hector_sync.reconcile.changes import ACTIONS
+from hector_sync.reconcile.changes import ACTIONS, CHANGE_SCHEMA
 from hector_sync.snapshot import Snapshot
 from hector_sync.sync import TO_C2, TO_HECTOR, CategorySync, GuardRefused, MappingInvalid, ReadMode
 
@@ -205,7 +205,7 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
             return
         started = time.monotonic()
         problems = sync.problems()
-        changes = pl.DataFrame(schema={"action": pl.Utf8, "item": pl.Utf8})
+        changes = pl.DataFrame(schema=CHANGE_SCHEMA)  # nothing planned on a broken mapping
         if not problems:
             changes = sync.plan(direction)
         summary = sync.summary(direction, changes)
