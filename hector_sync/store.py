@@ -277,8 +277,12 @@ class Store:
         )
         return rows.row(0, named=True) if rows.height else None
 
-    def outcome_counts(self, category_key: str, direction: str, run_id: str) -> dict[str, int]:
-        """Items (not field rows) per summary column for one run and direction."""
+    def outcome_counts(
+        self, category_key: str, direction: str, run_id: str, *, planned_here: bool = True
+    ) -> dict[str, int]:
+        """Items (not field rows) per summary column for one run and direction. `unchanged`
+        comes from the stored change set: only if this run planned it, unless `planned_here`
+        is False (a writeback run alone applies a change set planned earlier, or by `plan`)."""
         frame = self.query(
             """
             SELECT CASE WHEN outcome IN ('refused', 'conflict', 'held') THEN 'failed'
@@ -290,9 +294,9 @@ class Store:
             FROM change_history WHERE run_id = ? AND category_key = ? AND direction = ? GROUP BY 1
             UNION ALL
             SELECT 'unchanged', count(*) FROM change_set
-            WHERE run_id = ? AND category_key = ? AND direction = ? AND action = 'unchanged'
+            WHERE (run_id = ? OR NOT ?) AND category_key = ? AND direction = ? AND action = 'unchanged'
             """,
-            [run_id, category_key, direction] * 2,
+            [run_id, category_key, direction, run_id, planned_here, category_key, direction],
         )
         counts = dict.fromkeys(SUMMARY_COLUMNS, 0)
         counts.update({k: int(n) for k, n in frame.iter_rows() if k})

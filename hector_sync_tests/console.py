@@ -22,10 +22,12 @@ from hector_sync_tests.conftest import default_signals, free_port
 HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
 
 
-def hector_sync(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def hector_sync(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     """One command, in the test's (monkeypatched) environment with `env` on top."""
     return subprocess.run([HECTOR_SYNC, *args], capture_output=True, text=True, timeout=timeout,
-                          env=os.environ | (env or {}), check=False)
+                          env=os.environ | (env or {}), cwd=cwd, check=False)
 
 
 def summary_rows(stdout: str) -> dict[str, list[str]]:
@@ -47,6 +49,7 @@ def summary_rows(stdout: str) -> dict[str, list[str]]:
 @dataclass(frozen=True)
 class DemoUi:
     url: str
+    folder: Path  # where it runs: the demo's DuckDB file and Dagster instance are under it
     log: Path  # everything the demo printed: its summary, then dagster dev's output
 
     def printed(self) -> str:
@@ -64,7 +67,7 @@ def demo_ui(folder: Path, timeout: float = 120) -> Iterator[DemoUi]:
         proc = subprocess.Popen([HECTOR_SYNC, "demo", "--ui", "--port", str(port)], cwd=folder,
                                 stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True, preexec_fn=default_signals)
-    demo = DemoUi(f"http://127.0.0.1:{port}", log)
+    demo = DemoUi(f"http://127.0.0.1:{port}", folder, log)
     try:
         deadline = time.monotonic() + timeout
         while True:

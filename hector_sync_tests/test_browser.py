@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from hector_sync.config import SyncConfig, load_config
 from hector_sync_tests.conftest import demo_credentials
-from hector_sync_tests.console import DemoUi, demo_ui
+from hector_sync_tests.console import DemoUi, demo_ui, hector_sync
 from hector_sync_tests.systems import c2_cis, hector_state, patch_ci, refs
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -186,11 +186,16 @@ def test_one_category_launched_from_the_ui_changes_that_category_alone(
                   and serial_of(demo_config, category, c["id"]) == c["fields"].get("SerialNumber"))
         patch_ci(demo_config, ci["id"], SerialNumber=serial)
         edited[category] = ci["id"]
+    # the operator looks at the plan of both: each now holds one update, nothing is written yet
+    planned = hector_sync("plan", "--category", "printers", "--category", "laptops", cwd=demo.folder)
+    assert planned.returncode == 0, planned.stderr
+    for category in NEW_SERIAL:
+        assert re.search(rf"^{category} \(c2_to_hector\): .*\b1 update_asset\b", planned.stdout, re.M), planned.stdout
     before = {k: hector_state(demo_config, name)[1] for k, name in HECTOR_CATEGORY.items()}
 
-    open_page(page, "/jobs")
-    page.get_by_role("link", name="c2_to_hector_sync").first.click()
-    page.get_by_role("button", name="Materialize all…").click()
+    # ...then applies the printers' change set alone: its writeback, one partition, from the UI
+    open_page(page, "/assets/hector_writeback")
+    page.get_by_role("button", name="Materialize…").first.click()
     page.get_by_text("Select a partition or create one").click()
     page.keyboard.type("printers")
     page.locator("label").filter(has_text="printers").last.click()
@@ -207,12 +212,11 @@ def test_one_category_launched_from_the_ui_changes_that_category_alone(
     page.reload()
     expect(page.get_by_text("Success", exact=True).first).to_be_visible()
     expect(page.get_by_text("partition: printers").first).to_be_visible()
-    page.get_by_placeholder("Filter…").fill("wrote C2 ITSM")
-    expect(page.get_by_text("printers: wrote C2 ITSM → Hector: 1 updated").first).to_be_visible()
-    page.get_by_placeholder("Filter…").fill("")
-    page.keyboard.press("Escape")
-    expect(page.get_by_text("items_updated").first).to_be_visible()
+    counts = page.locator("tr").filter(has=page.get_by_text("items_updated", exact=True)).first
+    expect(counts).to_contain_text("1")
     page.screenshot(path=ARTIFACTS / "printers-run.png")
+    page.get_by_placeholder("Filter…").fill("wrote C2 ITSM")
+    expect(page.get_by_text("printers: wrote C2 ITSM → Hector: 1 updated, 288 unchanged, 3 skipped")).to_be_visible()
 
     # Hector: the printer has its new serial; the laptop and every other asset are as before
     assert serial_of(demo_config, "printers", edited["printers"]) == NEW_SERIAL["printers"]

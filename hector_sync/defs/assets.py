@@ -243,7 +243,7 @@ def writeback_asset(name: str, direction: Direction, change_set: dg.AssetsDefini
             outcomes, calls = sync.apply(direction, allow_large_change=large_change_allowed(context))
         except GuardRefused as refused:
             raise dg.Failure(description=str(refused)) from None
-        counts = sync.store.outcome_counts(sync.key, direction.value, sync.run_id)
+        counts = sync.store.outcome_counts(sync.key, direction.value, sync.run_id, planned_here=False)
         sync.log(f"{sync.key}: wrote {ARROW[direction]}: " + (", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing"))
         done = sync.store.query(
             "SELECT action, item, target_id, field, old, new, outcome AS reason FROM change_history "
