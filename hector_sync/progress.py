@@ -83,15 +83,14 @@ class Progress:
 
     def advance(self, items: int = 1, pages: int = 0) -> None:
         """`items` (and `pages`) more done; logs a line when the last one is `interval_s` old."""
-        with self._lock:
+        with self._lock:  # held while logging too, so lines from several threads stay in order
             self.done += items
             self.pages += pages
             now = self.clock()
             if self.finished or now - self._last_line < self.interval_s:
                 return
             self._last_line = now
-            line = self._line(now)
-        self.log(line)
+            self.log(self._line(now))
 
     def finish(self, ok: bool = True) -> None:
         """The final line, once: `done`, or `stopped` when the work failed partway."""
@@ -99,10 +98,9 @@ class Progress:
             if self.finished:
                 return
             self.finished = True
-            line = self._final(self.clock(), "done" if ok else "stopped")
-        self.log(line)
+            self.log(self._final(self.clock(), "done" if ok else "stopped"))
 
-    # The lines; called with the lock held.
+    # The lines; built and logged with the lock held.
 
     def _rate(self, now: float) -> float:
         return self.done / max(now - self._started, 1e-6)
