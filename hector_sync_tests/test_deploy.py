@@ -25,6 +25,7 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg2
+import psycopg2.extensions
 import pytest
 import yaml
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
@@ -70,7 +71,7 @@ class Postgres:
     user: str
     password: str
 
-    def connect(self, db: str = "postgres"):
+    def connect(self, db: str = "postgres") -> psycopg2.extensions.connection:
         return psycopg2.connect(host=self.host, port=self.port, user=self.user,
                                 password=self.password, dbname=db, connect_timeout=5)
 
@@ -195,7 +196,6 @@ def test_deploy_file_holds_no_secret_and_reads_every_connection_value_from_env()
     assert instance["telemetry"] == {"enabled": False}
     limits = instance["run_coordinator"]["config"]["tag_concurrency_limits"]
     assert {(limit["key"], limit["value"]) for limit in limits} == set(SYSTEM_TAGS.items())
-    assert {C2_ITSM_TAG, HECTOR_TAG} == set(SYSTEM_TAGS)
 
 
 def test_sync_records_its_run_in_postgres_and_nothing_in_sqlite(
@@ -254,7 +254,6 @@ def test_sync_records_its_run_in_postgres_and_nothing_in_sqlite(
         assert queue.max_concurrent_runs == configured["max_concurrent_runs"]
         assert list(queue.tag_concurrency_limits) == configured["tag_concurrency_limits"]
         assert {limit["key"] for limit in queue.tag_concurrency_limits} == {C2_ITSM_TAG, HECTOR_TAG}
-        assert queue == instance.get_concurrency_config().run_queue_config
 
 
 def test_queued_runs_respect_the_c2_itsm_limit(
