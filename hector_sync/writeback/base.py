@@ -100,7 +100,7 @@ class Writeback:
             self.calls_done.advance()
 
     def each(
-        self, groups: Iterable[tuple[str, list[Row]]], work: Callable[[str, list[Row]], object], start: int = 0
+        self, groups: Iterable[tuple[str, list[Row]]], work: Callable[[str, list[Row]], object]
     ) -> None:
         """`work(item, rows)` for every group, `workers` at a time, in bounded memory. A fault
         of the system (credentials, permission, unavailable) stops the rest and is raised."""
@@ -112,7 +112,7 @@ class Writeback:
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="writeback") as pool:
             pending: set[Future[None]] = set()
             try:
-                for n, (item, rows) in enumerate(groups, start=start + 1):
+                for n, (item, rows) in enumerate(groups, start=1):
                     pending.add(pool.submit(counted, item, rows))
                     if len(pending) >= 4 * self.workers:
                         finished, pending = wait(pending, return_when=FIRST_COMPLETED)

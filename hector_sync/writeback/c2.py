@@ -86,7 +86,7 @@ class C2Writeback(Writeback):
                 else:
                     batch.append((asset, rows))
             self.store.record_intents(self.plan.key, [(int(a), self._values(r)[0] or "") for a, r in batch], self.run_id)
-            self.each(batch, lambda asset, rows: self._create_ci(int(asset), rows), start)
+            self.each(batch, lambda asset, rows: self._create_ci(int(asset), rows))
             self.flush()
             self.store.drop_intents(self.plan.key, self._unsent)
             self._unsent = []
