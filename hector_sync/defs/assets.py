@@ -11,6 +11,7 @@ runs the same steps. A category materializes only the steps of its direction (pe
 the others record that they had nothing to do.
 """
 
+import re
 import time
 from collections.abc import Iterator
 from typing import cast
@@ -30,13 +31,20 @@ READ_TAG = "hector_sync/read"  # full | incremental; absent: full on full_sync_w
 ALLOW_LARGE_CHANGE_TAG = "hector_sync/allow_large_change"
 PREVIEW_ROWS = 20
 ARROW = {TO_HECTOR: "C2 ITSM → Hector", TO_C2: "Hector → C2 ITSM"}
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")  # each escaped with a backslash
+
+
+def cell(value: object) -> str:
+    """A value as one table cell that reads as typed: inventory text is full of |, *, _ and []."""
+    text = " ".join(("" if value is None else str(value)).splitlines())
+    return MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def markdown_table(frame: pl.DataFrame, limit: int = PREVIEW_ROWS) -> str:
     if frame.is_empty():
         return "_nothing_"
     head = frame.head(limit)
-    cells = [[("" if v is None else str(v)).replace("|", "\\|").replace("\n", " ") for v in row] for row in head.rows()]
+    cells = [[cell(v) for v in row] for row in head.rows()]
     lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     if frame.height > limit:
