@@ -7,14 +7,14 @@ moment, so every call logs in lazily and, on a 401, logs in once more and repeat
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from hector_sync.errors import CredentialsRejected, NotFound, UnexpectedAnswer
-from hector_sync.http import JsonApi, RetryPolicy, call_name, path_of, utc_z
+from hector_sync.http import JsonApi, OnTotal, RetryPolicy, call_name, pages_of, path_of, utc_z
 
 if TYPE_CHECKING:
     from hector_sync.config import C2Settings
@@ -170,7 +170,7 @@ class C2Client(JsonApi):
         *,
         modified_since: datetime | None = None,
         page_size: int = MAX_PAGE_SIZE,
-        on_total: Callable[[int, int], None] | None = None,
+        on_total: OnTotal | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Yield the CIs of a category page by page (retired ones included), holding one page.
 
@@ -186,7 +186,7 @@ class C2Client(JsonApi):
         while page is not None:
             envelope = self._fetch(_CiPage, "GET", path, params={**params, "page": page})
             if on_total is not None and envelope.total_count is not None:
-                on_total(envelope.total_count, -(-envelope.total_count // page_size))
+                on_total(envelope.total_count, pages_of(envelope.total_count, page_size))
             yield envelope.items
             if envelope.next_page is not None and envelope.next_page <= page:
                 message = f"page {page} names page {envelope.next_page} as the next one"

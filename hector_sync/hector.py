@@ -6,19 +6,18 @@ page with limit/offset; writes use optimistic locking with If-Match.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from hector_sync.http import JsonApi, ModelT, RetryPolicy, call_name, path_of, utc_z
+from hector_sync.http import JsonApi, ModelT, OnTotal, RetryPolicy, call_name, pages_of, path_of, utc_z
 
 if TYPE_CHECKING:
     from hector_sync.config import HectorSettings
 
 MAX_PAGE_SIZE = 1000
-OnTotal = Callable[[int, int], None]  # (items, pages) of the whole (filtered) list
 
 
 class _HectorModel(BaseModel):
@@ -108,7 +107,7 @@ class HectorClient(JsonApi):
             window = {**params, "limit": page_size, "offset": offset}
             page = self._fetch(_Rows, "GET", path, params=window)
             if on_total is not None:
-                on_total(page.total, -(-page.total // page_size))
+                on_total(page.total, pages_of(page.total, page_size))
             if not page.rows:
                 return
             yield page.rows

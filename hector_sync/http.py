@@ -15,7 +15,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import TracebackType
@@ -74,6 +74,12 @@ _SPENT: ContextVar[Retry | None] = ContextVar("hector_sync_spent_retry", default
 BURST_S = 0.1
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+OnTotal = Callable[[int, int], None]  # (items, pages) of a whole paged list, as its answer counts it
+
+
+def pages_of(total: int, page_size: int) -> int:
+    """How many pages a list of `total` items makes."""
+    return -(-total // page_size)
 
 
 class Throttle:
