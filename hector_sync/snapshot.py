@@ -87,7 +87,7 @@ def _text_struct(names: Iterable[str]) -> pl.Struct:
 def _ingest(
     store: Store, table: str, key: str, columns: tuple[str, ...], pages: Iterable[list[dict]],
     to_frame: Callable[[list[dict]], pl.DataFrame], *, category_key: str, full: bool,
-    select: dict[str, str], progress: Progress | None,
+    select: dict[str, str], progress: Progress,
 ) -> Snapshot:
     """`pages` tell `progress` their total themselves (see `read_c2`); it hears every page."""
     started = time.monotonic()
@@ -98,14 +98,11 @@ def _ingest(
                 if page:
                     to_frame(page).write_parquet(folder / f"{n_pages:07d}.parquet")
                 rows += len(page)
-                if progress:
-                    progress.advance(len(page), pages=1)
+                progress.advance(len(page), pages=1)
         except BaseException:
-            if progress:
-                progress.finish(ok=False)
+            progress.finish(ok=False)
             raise
-        if progress:
-            progress.finish()
+        progress.finish()
         count = store.replace_rows(
             table, category_key, folder, columns, full=full, key=key,
             select={c: s.format(col=f'"{c}"') for c, s in select.items()},
@@ -115,7 +112,7 @@ def _ingest(
 
 def read_c2(
     client: C2Client, store: Store, resolved: ResolvedCategory, *, since: datetime | None,
-    progress: Reporters | None = None,
+    progress: Reporters,
 ) -> Snapshot:
     """The category's CIs, with fields keyed by name rather than id (`since` None: full read).
 
@@ -133,10 +130,9 @@ def read_c2(
             pl.col("fields").struct.rename_fields(list(names.values())).struct.json_encode(),
         )
 
-    reporter = progress("C2 CIs read") if progress else None
+    reporter = progress("C2 CIs read")
     pages = client.iter_ci_pages(
-        resolved.cmdb_id, resolved.c2_category_id, modified_since=since,
-        on_total=reporter.expect if reporter else None,
+        resolved.cmdb_id, resolved.c2_category_id, modified_since=since, on_total=reporter.expect
     )
     return _ingest(
         store, "c2_ci", "ci_id", C2_CI_COLUMNS, pages, to_frame, category_key=resolved.category.key,
@@ -150,7 +146,7 @@ def _attribute_names(resolved: ResolvedCategory, scope: str) -> list[str]:
 
 def read_hector(
     client: HectorClient, store: Store, resolved: ResolvedCategory, *, since: datetime | None,
-    progress: Reporters | None = None,
+    progress: Reporters,
 ) -> tuple[Snapshot, Snapshot]:
     """The mapped Hector category: its subcategories, then its assets, each counted by its own
     `progress("Hector subcategories read")`, `progress("Hector assets read")`."""
@@ -185,16 +181,16 @@ def read_hector(
         )
 
     common = {"category_key": key, "full": since is None}
-    reporter = progress("Hector subcategories read") if progress else None
+    reporter = progress("Hector subcategories read")
     sub = _ingest(
         store, "hector_subcategory", "id", HECTOR_SUBCATEGORY_COLUMNS,
-        client.iter_subcategory_pages(category_id, updated_since=since, on_total=reporter.expect if reporter else None),
+        client.iter_subcategory_pages(category_id, updated_since=since, on_total=reporter.expect),
         models, select={"attributes": AS_MAP, "updated_at": AS_TIMESTAMP}, progress=reporter, **common,
     )
-    reporter = progress("Hector assets read") if progress else None
+    reporter = progress("Hector assets read")
     ast = _ingest(
         store, "hector_asset", "id", HECTOR_ASSET_COLUMNS,
-        client.iter_asset_pages(category_id=category_id, updated_since=since, on_total=reporter.expect if reporter else None),
+        client.iter_asset_pages(category_id=category_id, updated_since=since, on_total=reporter.expect),
         assets, select={"attributes": AS_MAP, "updated_at": AS_TIMESTAMP, "external_refs": AS_JSON_TEXT},
         progress=reporter, **common,
     )
