@@ -170,10 +170,10 @@ def test_the_daily_schedules_and_the_failure_sensor_are_on(page: Page) -> None:
         expect(row.locator("[class*=formatSwitch] input")).to_be_checked()
 
 
-def serial_of(config: SyncConfig, category: str, ci_id: str) -> str | None:
+def serials(config: SyncConfig, category: str) -> dict[str, str | None]:
+    """The serial number of each linked asset of the category in Hector, by its CI's id."""
     _, assets, _ = hector_state(config, HECTOR_CATEGORY[category])
-    asset = next(a for a in assets if refs(a) == [ci_id])
-    return asset["attributes"].get("Serial number")
+    return {ci_id: a["attributes"].get("Serial number") for a in assets for ci_id in refs(a)}
 
 
 def test_one_category_launched_from_the_ui_changes_that_category_alone(
@@ -182,8 +182,9 @@ def test_one_category_launched_from_the_ui_changes_that_category_alone(
     # the same edit in C2 ITSM to a printer and to a laptop, both already synced by the demo
     edited = {}
     for category, serial in NEW_SERIAL.items():
+        synced = serials(demo_config, category)
         ci = next(c for c in c2_cis(demo_config, HECTOR_CATEGORY[category]) if c["status"] == "active"
-                  and serial_of(demo_config, category, c["id"]) == c["fields"].get("SerialNumber"))
+                  and c["id"] in synced and synced[c["id"]] == c["fields"].get("SerialNumber"))
         patch_ci(demo_config, ci["id"], SerialNumber=serial)
         edited[category] = ci["id"]
     # the operator looks at the plan of both: each now holds one update, nothing is written yet
@@ -219,8 +220,8 @@ def test_one_category_launched_from_the_ui_changes_that_category_alone(
     expect(page.get_by_text("printers: wrote C2 ITSM → Hector: 1 updated, 288 unchanged, 3 skipped")).to_be_visible()
 
     # Hector: the printer has its new serial; the laptop and every other asset are as before
-    assert serial_of(demo_config, "printers", edited["printers"]) == NEW_SERIAL["printers"]
-    assert serial_of(demo_config, "laptops", edited["laptops"]) != NEW_SERIAL["laptops"]
+    assert serials(demo_config, "printers")[edited["printers"]] == NEW_SERIAL["printers"]
+    assert serials(demo_config, "laptops")[edited["laptops"]] != NEW_SERIAL["laptops"]
     after = {k: hector_state(demo_config, name)[1] for k, name in HECTOR_CATEGORY.items()}
     changed = {
         k: sorted(a["id"] for a in after[k] if a not in before[k]) for k in HECTOR_CATEGORY
