@@ -337,11 +337,11 @@ def writeback(config_path: str, key: str, workers: int) -> dict[str, float]:
     sync.snapshot_c2("full")
     sync.snapshot_hector("full")
     sync.derive(Direction.C2_TO_HECTOR)
-    changes = sync.plan(Direction.C2_TO_HECTOR)
+    plan, changes = sync.plan(Direction.C2_TO_HECTOR)
     set_faults(config.hector.url, latency_s=WRITEBACK_LATENCY_S, rate_limit_per_s=WRITEBACK_LIMIT_PER_S, retry_after_s=1)
     sim_stats(config.hector.url, reset=True)
     with sync.clients() as (_, hector):
-        writer = HectorWriteback(store=sync.store, plan=sync.reconciler.plan, run_id=None, log=lambda _: None,
+        writer = HectorWriteback(store=sync.store, plan=sync.reconciler.plan, applying=plan, run_id=None, log=lambda _: None,
                                  workers=workers, hector=hector, resolved=sync.resolved)
         started = time.perf_counter()
         writer.run(changes)

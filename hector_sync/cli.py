@@ -20,6 +20,8 @@ from hector_sync.errors import ApiError
 from hector_sync.progress import INTERVAL_ENV, INTERVAL_S
 
 if TYPE_CHECKING:
+    from hector_sync.plans import Plan
+    from hector_sync.runner import CategoryResult
     from hector_sync.sync import CategorySync
 
 CONFIG_HELP = "configuration file (default: $HECTOR_SYNC_CONFIG, else the embedded demo configuration)"
@@ -111,6 +113,41 @@ notify_on_error and the others still run (exit status 1).""",
   hector-sync --config my.yaml sync --category printers --full
   hector-sync --config my.yaml sync --category printers --allow-large-change   # after checking the plan""",
     ),
+    "apply": (
+        "apply exactly the plan that `plan` printed, through Dagster",
+        """\
+Materializes the writeback of the plan's category and direction through Dagster, sending
+only the rows of that plan not yet done. Refuses a plan older than max_plan_age, or one
+computed before the latest read of either system, unless --allow-stale-plan; an item
+changed in its system since the plan is a conflict, never overwritten.""",
+        """\
+  hector-sync --config my.yaml plan --category printers      # prints "plan printers.hector.2026…"
+  hector-sync --config my.yaml apply printers.hector.20261203T071205Z.3f9a
+  hector-sync --config my.yaml apply PLAN_ID --allow-stale-plan   # after checking it again""",
+    ),
+    "undo": (
+        "show, then with --yes apply, the inverse of what a run applied",
+        """\
+Reads both systems afresh and builds the inverse plan of what run RUN_ID applied: old values
+go back, moves go back, retired items are reactivated and created items are retired (never
+deleted). An item someone changed after that run is left alone and reported as a conflict.
+Without --yes it only shows the plan; with --yes it applies it through Dagster, under the
+guard and If-Match, recorded in the history as the undo of that run.""",
+        """\
+  hector-sync --config my.yaml undo 1891cea1-ad4d-401b-81a4-b3a67a2fa487
+  hector-sync --config my.yaml undo 1891cea1-ad4d-401b-81a4-b3a67a2fa487 --category printers --yes""",
+    ),
+    "history": (
+        "every recorded change of one CI or asset: when, run, plan, field, old → new, outcome",
+        """\
+Prints, oldest first, each change the sync applied or refused for one item, named by its
+C2 ITSM CI id, its Hector asset id or its asset tag: when, which run and plan, the action,
+the field with old → new, the outcome and the reason.""",
+        """\
+  hector-sync --config my.yaml history ci-10000042
+  hector-sync --config my.yaml history 1234           # a Hector asset id
+  hector-sync --config my.yaml history PRN-0042       # an asset tag""",
+    ),
     "simulate": (
         "serve the two simulators alone on loopback, for trying things by hand",
         """\
@@ -145,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         for name, (short, long, examples) in COMMANDS.items()
     }
-    for name in ("discover", "validate", "plan", "sync"):  # also accepted after the command
+    for name in ("discover", "validate", "plan", "sync", "apply", "undo", "history"):  # also accepted after the command
         subs[name].add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)
     subs["demo"].add_argument("--ui", action="store_true", help="then serve the Dagster UI on the same instance until Ctrl-C")
     subs["demo"].add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default 3000)")
@@ -154,10 +191,19 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("plan", "sync"):
         subs[name].add_argument("--category", action="append", metavar="KEY", help=COMMAND_OPTIONS["--category"])
         subs[name].add_argument("--full", action="store_true", help=COMMAND_OPTIONS["--full"])
-    subs["sync"].add_argument("--allow-large-change", action="store_true",
-                              help="write even a change set that the guard holds back as a likely wipe: an "
-                                   "empty source, or more than max_change_fraction of the linked items "
-                                   "retired or moved")
+    for name in ("sync", "apply", "undo"):
+        subs[name].add_argument("--allow-large-change", action="store_true",
+                                help="write even a change set that the guard holds back as a likely wipe: an "
+                                     "empty source, or more than max_change_fraction of the linked items "
+                                     "retired or moved")
+    subs["apply"].add_argument("plan_id", metavar="PLAN_ID", help="the id `hector-sync plan` printed")
+    subs["apply"].add_argument("--allow-stale-plan", action="store_true",
+                               help="apply it even if it is older than max_plan_age or either system was read since")
+    subs["undo"].add_argument("run_id", metavar="RUN_ID", help="the Dagster run whose writes to undo")
+    subs["undo"].add_argument("--category", action="append", metavar="KEY",
+                              help="only this category of the run (repeatable; default: every category it wrote)")
+    subs["undo"].add_argument("--yes", action="store_true", help="apply the inverse plan (without it: only show it)")
+    subs["history"].add_argument("item", metavar="ITEM", help="a C2 ITSM CI id, a Hector asset id or an asset tag")
     return parser
 
 
@@ -184,7 +230,7 @@ def _plan(config: SyncConfig, keys: list[str], full: bool) -> int:
                     sync.snapshot_hector(mode)
                     for direction in FLOWS[sync.category.direction]:
                         sync.derive(direction)
-                        _print_plan(sync, direction, sync.plan(direction))
+                        _print_plan(sync, direction, *sync.plan(direction))
             except (ApiError, MappingInvalid, CategoryBusy) as failed:
                 print(f"{key}: FAILED: {failed}\n")
                 status = 1
@@ -196,11 +242,13 @@ def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _print_plan(sync: CategorySync, direction: Direction, changes: pl.DataFrame) -> None:
-    """One direction's change set: counts, drift, what the guard would hold back, the rows."""
+def _print_plan(sync: CategorySync, direction: Direction, plan: Plan, changes: pl.DataFrame) -> None:
+    """One direction's change set: its plan id, counts, drift, what the guard would hold back, the rows."""
     summary = sync.summary(direction, changes)
     counts = ", ".join(f"{n} {a}" for a, n in summary.counts.items() if n)
     print(f"{sync.key} ({direction.value}): {counts or 'nothing'}")
+    print(f"  plan {plan.plan_id}" + (f", the undo of run {plan.undo_of}" if plan.undo_of else "")
+          + f" (from {plan.describe_reads()})")
     drift = changes.filter(pl.col("action") == "revert_drift")
     for item, reason in drift.select("item", "reason").iter_rows():
         print(f"  drift on {item}: {reason}")
@@ -214,9 +262,15 @@ def _print_plan(sync: CategorySync, direction: Direction, changes: pl.DataFrame)
 
 
 def _sync(config: SyncConfig, path: str | None, keys: list[str], full: bool, allow: bool) -> int:
-    from hector_sync.runner import SUMMARY_COLUMNS, run_sync
+    from hector_sync.runner import run_sync
 
-    results = run_sync(config, path, keys, full=full, allow_large_change=allow)
+    return _print_results(run_sync(config, path, keys, full=full, allow_large_change=allow))
+
+
+def _print_results(results: list[CategoryResult]) -> int:
+    """The summary table of `sync` and `apply`, then each failure; the exit status."""
+    from hector_sync.store import SUMMARY_COLUMNS
+
     print(f"{'category':<12} {'direction':<13} {'status':<8} " + " ".join(f"{c:>9}" for c in SUMMARY_COLUMNS))
     for r in results:
         status = "parked" if not r.run_id else "ok" if r.success else "FAILED"
@@ -225,6 +279,20 @@ def _sync(config: SyncConfig, path: str | None, keys: list[str], full: bool, all
         if r.error:
             print(f"\n{r.key} failed (run {r.run_id}): {r.error}")
     return 0 if all(r.success for r in results) else 1
+
+
+def _apply(config: SyncConfig, path: str | None, plan_id: str, allow_stale: bool, allow_large: bool) -> int:
+    from hector_sync.plans import PlanBook, UnknownPlan
+    from hector_sync.runner import run_plan
+    from hector_sync.store import Store
+
+    try:
+        plan = PlanBook(Store(config.storage.duckdb_path)).get(plan_id)
+    except UnknownPlan as unknown:
+        print(f"hector-sync: {unknown}", file=sys.stderr)
+        return 1
+    print(f"applying plan {plan.plan_id}: category {plan.category_key}, {plan.direction.value} (from {plan.describe_reads()})")
+    return _print_results([run_plan(config, path, plan, allow_stale_plan=allow_stale, allow_large_change=allow_large)])
 
 
 def _demo(ui: bool, port: int) -> int:
@@ -268,6 +336,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             from hector_sync.discovery import validate
 
             sys.exit(validate(config))
+        if args.command == "apply":
+            sys.exit(_apply(config, args.config, args.plan_id, args.allow_stale_plan, args.allow_large_change))
+        if args.command == "history":
+            from hector_sync.history import print_history
+
+            sys.exit(print_history(config, args.item))
+        if args.command == "undo":
+            from hector_sync.undo import undo
+
+            sys.exit(undo(config, args.config, args.run_id, args.category, apply=args.yes,
+                          allow_large_change=args.allow_large_change))
         keys = _keys(config, args.category)
         if args.command == "plan":
             sys.exit(_plan(config, keys, args.full))

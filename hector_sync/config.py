@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from datetime import timedelta
+
 import yaml
 from pydantic import (
     AfterValidator,
@@ -35,6 +37,9 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV
 
 CONFIG_ENV_VAR = "HECTOR_SYNC_CONFIG"
+DEFAULT_MAX_PLAN_AGE = timedelta(hours=6)
+DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 ASSET_FIELDS = (
     "title",
@@ -450,9 +455,26 @@ class SyncConfig(BaseModel):
     default_stockroom: Text
     schedule: ScheduleSettings
     storage: StorageSettings
+    # A plan printed at the start of a shift can be reviewed and applied in that shift; one from
+    # yesterday's scheduled run never is. Older plans are refused at writeback.
+    max_plan_age: timedelta = DEFAULT_MAX_PLAN_AGE
     cmdbs: list[Text] = Field(min_length=1)
     categories: list[CategoryConfig] = Field(min_length=1)
     source: Path
+
+    @field_validator("max_plan_age", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """`6h`, `90m`, `45s`, `2d`: how the file writes a duration."""
+        if isinstance(value, str):
+            found = DURATION.fullmatch(value.strip())
+            if not found:
+                raise ValueError(f"'{value}' is not a duration: write a number and a unit, e.g. 6h, 90m or 1d")
+            number, unit = found.groups()
+            value = timedelta(seconds=float(number) * DURATION_UNITS[unit])
+        if isinstance(value, timedelta) and value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
 
     @model_validator(mode="after")
     def _across_categories(self) -> SyncConfig:

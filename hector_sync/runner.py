@@ -14,11 +14,12 @@ from pathlib import Path
 import dagster as dg
 from filelock import FileLock
 
-from hector_sync.config import SyncConfig
-from hector_sync.defs.assets import ALLOW_LARGE_CHANGE_TAG, READ_TAG
-from hector_sync.defs.jobs import JOB_OF
+from hector_sync.config import Direction, SyncConfig
+from hector_sync.defs.assets import ALLOW_LARGE_CHANGE_TAG, READ_TAG, WRITEBACK_ASSET
+from hector_sync.defs.jobs import JOB_OF, SYSTEM_TAGS
 from hector_sync.definitions import build_definitions
 from hector_sync.notify import failure_report, send_report
+from hector_sync.plans import Plan, PlanBook
 from hector_sync.store import SUMMARY_COLUMNS, Store
 from hector_sync.sync import FLOWS
 
@@ -47,6 +48,11 @@ def open_instance(home: Path) -> dg.DagsterInstance:
         return dg.DagsterInstance.get()
 
 
+def planned_by(book: PlanBook, run_id: str, key: str, direction: Direction) -> str | None:
+    plan = book.of_run(run_id, key, direction)
+    return plan.plan_id if plan else None
+
+
 @dataclass
 class CategoryResult:
     key: str
@@ -62,34 +68,77 @@ def run_sync(
     allow_large_change: bool = False,
 ) -> list[CategoryResult]:
     """One Dagster run per category, in its direction's job; a failed category does not stop the others."""
-    home = dagster_home(config)
-    defs = build_definitions(config_path)
-    store = Store(Path(config.storage.duckdb_path))
     tags = {READ_TAG: "full"} if full else {}
     if allow_large_change:
         tags[ALLOW_LARGE_CHANGE_TAG] = "true"
+    runs = Runs(config, config_path)
     results = []
-    with open_instance(home) as instance:
+    with runs.instance() as instance:
         for key in keys:
             direction = config.category(key).direction
             if direction not in JOB_OF:
                 results.append(CategoryResult(key, direction.value, "", True, dict.fromkeys(SUMMARY_COLUMNS, 0)))
                 continue
-            job = defs.resolve_job_def(JOB_OF[direction])
+            job = runs.defs.resolve_job_def(JOB_OF[direction])
             outcome = job.execute_in_process(
                 partition_key=key, instance=instance, tags=tags, raise_on_error=False, run_config=QUIET
             )
-            per_direction = [
-                CategoryResult(key, way.value, outcome.run_id, outcome.success, store.outcome_counts(key, way.value, outcome.run_id))
-                for way in FLOWS[direction]
-            ]
-            if not outcome.success:
-                report = failure_report(instance, outcome.run_id)
-                error = "; ".join(report.errors)
-                try:
-                    send_report(report, config)
-                except OSError as unsent:
-                    error += f" (the failure e-mail to {config.notify_on_error} could not be sent: {unsent})"
-                per_direction[-1].error = error
-            results += per_direction
+            results += runs.results(instance, outcome, key, FLOWS[direction])
     return results
+
+
+def run_plan(
+    config: SyncConfig, config_path: str | None, plan: Plan, *, allow_stale_plan: bool = False,
+    allow_large_change: bool = False,
+) -> CategoryResult:
+    """Apply exactly `plan` by materializing its category's writeback partition through Dagster,
+    so the run and what it wrote show in the UI like any other materialization."""
+    asset = WRITEBACK_ASSET[plan.direction]
+    tags = SYSTEM_TAGS | ({ALLOW_LARGE_CHANGE_TAG: "true"} if allow_large_change else {})
+    run_config = QUIET | {"ops": {asset: {"config": {"plan_id": plan.plan_id, "allow_stale_plan": allow_stale_plan}}}}
+    runs = Runs(config, config_path)
+    with runs.instance() as instance:
+        outcome = runs.defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            partition_key=plan.category_key, instance=instance, tags=tags, raise_on_error=False,
+            run_config=run_config, asset_selection=[dg.AssetKey(asset)],
+        )
+        return runs.results(instance, outcome, plan.category_key, (plan.direction,), plan.plan_id)[0]
+
+
+@dataclass
+class Runs:
+    """The persistent instance and the definitions that `sync` and `apply` run in, and how a
+    finished run becomes result rows (e-mailing its failure, as the sensor would)."""
+
+    config: SyncConfig
+    config_path: str | None
+    defs: dg.Definitions = field(init=False)
+    book: PlanBook = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.home = dagster_home(self.config)
+        self.defs = build_definitions(self.config_path)
+        self.store = Store(Path(self.config.storage.duckdb_path))
+        self.book = PlanBook(self.store)
+
+    def instance(self) -> dg.DagsterInstance:
+        return open_instance(self.home)
+
+    def results(
+        self, instance: dg.DagsterInstance, outcome: dg.ExecuteInProcessResult, key: str,
+        directions: tuple[Direction, ...], plan_id: str | None = None,
+    ) -> list[CategoryResult]:
+        rows = []
+        for way in directions:
+            applied = plan_id or planned_by(self.book, outcome.run_id, key, way)
+            counts = self.store.outcome_counts(key, way.value, outcome.run_id, applied)
+            rows.append(CategoryResult(key, way.value, outcome.run_id, outcome.success, counts))
+        if not outcome.success:
+            report = failure_report(instance, outcome.run_id)
+            error = "; ".join(report.errors)
+            try:
+                send_report(report, self.config)
+            except OSError as unsent:
+                error += f" (the failure e-mail to {self.config.notify_on_error} could not be sent: {unsent})"
+            rows[-1].error = error
+        return rows

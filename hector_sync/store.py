@@ -14,8 +14,9 @@ Schema (one table per concept, `category_key` on every row):
 | `snapshot_state` | per category and system: last read, full or incremental, row count |
 | `desired_model`, `desired_asset`, `rejected_ci` | derived: what Hector should hold, and why CIs were left out |
 | `desired_ci`, `rejected_asset` | derived: what C2 ITSM should hold, and why assets were left out |
-| `change_set` | the planned changes per category and direction, field by field |
-| `change_history` | append-only: every change applied or refused, with run, outcome and time |
+| `plan` | one row per plan: its id, kind (sync or undo), the run and reads it came from, when it was finished |
+| `change_set` | the rows of the current plans, field by field, each with its state (see `hector_sync.plans`) |
+| `change_history` | append-only: every change applied or refused, with run, plan, outcome and time |
 | `link` | CI id ↔ Hector asset id, as last agreed |
 | `baseline` | per_field: per linked pair and field, the value both sides last agreed on |
 | `pending_create` | CIs about to be created from assets: how a rerun finds a CI whose answer was lost |
@@ -69,6 +70,11 @@ CREATE TABLE IF NOT EXISTS desired_asset (
 CREATE TABLE IF NOT EXISTS rejected_ci (
     category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, field VARCHAR, value VARCHAR,
     reason VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS plan (
+    plan_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, category_key VARCHAR NOT NULL,
+    direction VARCHAR NOT NULL, run_id VARCHAR, planned_at TIMESTAMPTZ NOT NULL,
+    c2_read_run_id VARCHAR, c2_read_at TIMESTAMPTZ, hector_read_run_id VARCHAR,
+    hector_read_at TIMESTAMPTZ, undo_of VARCHAR, finished_by VARCHAR, finished_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS change_set (
     category_key VARCHAR NOT NULL, direction VARCHAR NOT NULL, action VARCHAR NOT NULL,
     item VARCHAR NOT NULL, target_id VARCHAR, target_version BIGINT, model_key VARCHAR,
@@ -79,6 +85,10 @@ CREATE TABLE IF NOT EXISTS change_history (
     action VARCHAR NOT NULL, item VARCHAR NOT NULL, target_id VARCHAR, field VARCHAR,
     old VARCHAR, new VARCHAR, outcome VARCHAR NOT NULL, message VARCHAR,
     recorded_at TIMESTAMPTZ NOT NULL);
+-- Files written before plans had an identity gain the columns (their old rows have no plan).
+ALTER TABLE change_set ADD COLUMN IF NOT EXISTS plan_id VARCHAR;
+ALTER TABLE change_set ADD COLUMN IF NOT EXISTS state VARCHAR;
+ALTER TABLE change_history ADD COLUMN IF NOT EXISTS plan_id VARCHAR;
 CREATE TABLE IF NOT EXISTS link (
     category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, asset_id BIGINT NOT NULL,
     linked_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, PRIMARY KEY (category_key, ci_id));
@@ -114,8 +124,8 @@ CHANGE_SET_COLUMNS = (
 )
 HISTORY_SCHEMA = {
     **{c: pl.Utf8 for c in (
-        "run_id", "category_key", "direction", "action", "item", "target_id", "field", "old", "new",
-        "outcome", "message",
+        "run_id", "plan_id", "category_key", "direction", "action", "item", "target_id", "field", "old",
+        "new", "outcome", "message",
     )},
     "recorded_at": pl.Datetime("us", "UTC"),
 }
@@ -277,26 +287,22 @@ class Store:
         )
         return rows.row(0, named=True) if rows.height else None
 
-    def outcome_counts(
-        self, category_key: str, direction: str, run_id: str, *, planned_here: bool = True
-    ) -> dict[str, int]:
-        """Items (not field rows) per summary column for one run and direction. `unchanged`
-        comes from the stored change set: only if this run planned it, unless `planned_here`
-        is False (a writeback run alone applies a change set planned earlier, or by `plan`)."""
+    def outcome_counts(self, category_key: str, direction: str, run_id: str, plan_id: str | None) -> dict[str, int]:
+        """Items (not field rows) per summary column for one run and direction; `unchanged`
+        counts the pairs of the plan the run applied that already agreed."""
         frame = self.query(
             """
             SELECT CASE WHEN outcome IN ('refused', 'conflict', 'held') THEN 'failed'
                         WHEN outcome IN ('created', 'already_there') AND action IN ('create_asset', 'create_ci') THEN 'created'
-                        WHEN outcome IN ('linked', 'reverted')
+                        WHEN outcome IN ('linked', 'reverted', 'reactivated')
                              OR (outcome = 'updated' AND action IN ('update_asset', 'update_ci')) THEN 'updated'
                         WHEN outcome IN ('moved', 'retired', 'skipped') THEN outcome END AS kind,
                    count(DISTINCT item) AS n
             FROM change_history WHERE run_id = ? AND category_key = ? AND direction = ? GROUP BY 1
             UNION ALL
-            SELECT 'unchanged', count(*) FROM change_set
-            WHERE (run_id = ? OR NOT ?) AND category_key = ? AND direction = ? AND action = 'unchanged'
+            SELECT 'unchanged', count(*) FROM change_set WHERE plan_id = ? AND action = 'unchanged'
             """,
-            [run_id, category_key, direction, run_id, planned_here, category_key, direction],
+            [run_id, category_key, direction, plan_id],
         )
         counts = dict.fromkeys(SUMMARY_COLUMNS, 0)
         counts.update({k: int(n) for k, n in frame.iter_rows() if k})
@@ -314,17 +320,6 @@ class Store:
                 con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM incoming")
                 con.unregister("incoming")
             con.execute("COMMIT")
-
-    def append_history(self, rows: pl.DataFrame) -> None:
-        if not rows.height:
-            return
-        with self.connect() as con:
-            con.register("incoming", rows.select(HISTORY_COLUMNS))
-            con.execute(
-                f"INSERT INTO change_history ({', '.join(HISTORY_COLUMNS)}) "
-                f"SELECT {', '.join(HISTORY_COLUMNS)} FROM incoming"
-            )
-            con.unregister("incoming")
 
     def upsert_links(self, category_key: str, links: list[tuple[str, int]], run_id: str | None) -> None:
         """Keep CI ↔ asset links; a CI created from an asset is no longer pending."""

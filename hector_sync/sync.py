@@ -21,9 +21,10 @@ from hector_sync.c2 import C2Client
 from hector_sync.catalog import Catalog, MappingInvalid, ResolvedCategory
 from hector_sync.config import CategoryConfig, Direction, SyncConfig
 from hector_sync.hector import HectorClient
+from hector_sync.plans import Plan, PlanBook, PlanKind, StalePlan, UnknownPlan
 from hector_sync.progress import Progress
 from hector_sync.reconcile import Derived, Reconciler
-from hector_sync.reconcile.changes import Guard, Summary, summarize
+from hector_sync.reconcile.changes import SYSTEM, Guard, Summary, summarize
 from hector_sync.snapshot import Snapshot, read_c2, read_hector
 from hector_sync.store import Store
 from hector_sync.writeback.c2 import C2Writeback
@@ -44,6 +45,17 @@ _RESOLVED: dict[tuple[str, str], ResolvedCategory] = {}  # (run id, category key
 
 class GuardRefused(Exception):
     """The change set looks like a wipe; nothing of the category was written."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one writeback did with its plan: outcomes per change row, API calls, and, when it
+    had nothing to send, why (`idle`)."""
+
+    plan: Plan
+    outcomes: Counter[str]
+    calls: dict[str, int]
+    idle: str | None = None
 
 
 def full_read_day(config: SyncConfig, instant: datetime) -> bool:
@@ -140,22 +152,45 @@ class CategorySync:
                 return self.reconciler.derive(con)
             return self.reconciler.derive_c2(con)
 
-    def plan(self, direction: Direction) -> pl.DataFrame:
-        """Compute the change set toward `direction` from the snapshots and keep it in change_set."""
+    def plan(self, direction: Direction) -> tuple[Plan, pl.DataFrame]:
+        """Compute the change set toward `direction` from the snapshots and keep it as a new plan."""
         state = self.store.snapshot_state(self.key, SOURCE[direction]) or {}
         with self.store.connect() as con:
             changes = self.reconciler.changes(con, direction, full_read=state.get("read_kind") == "full")
             self.reconciler.agree(con, self.run_id)
-        stamped = changes.with_columns(planned_at=pl.lit(datetime.now(UTC)), run_id=pl.lit(self.run_id))
-        self.store.replace_frame("change_set", self.key, stamped, direction=direction.value)
+        plan = self.new_plan(direction, "sync")
+        PlanBook(self.store).save(plan, changes)
         if direction is TO_C2:
             self.store.settle_intents(self.key)
-        return changes
+        return plan, changes
 
-    def planned(self, direction: Direction) -> pl.DataFrame:
-        return self.store.query(
-            "SELECT * FROM change_set WHERE category_key = ? AND direction = ?", [self.key, direction.value]
+    def new_plan(self, direction: Direction, kind: PlanKind, undo_of: str | None = None) -> Plan:
+        """A plan's identity: this run, now, and the reads of both sides it is computed from."""
+        now = datetime.now(UTC)
+        reads = {s: self.store.snapshot_state(self.key, s) or {} for s in ("c2", "hector")}
+        return Plan(
+            plan_id=Plan.new_id(self.key, direction, now), kind=kind, category_key=self.key, direction=direction,
+            run_id=self.run_id, planned_at=now, undo_of=undo_of,
+            c2_read_run_id=reads["c2"].get("run_id"), c2_read_at=reads["c2"].get("read_at"),  # type: ignore[arg-type]
+            hector_read_run_id=reads["hector"].get("run_id"), hector_read_at=reads["hector"].get("read_at"),  # type: ignore[arg-type]
         )
+
+    def latest_reads(self) -> dict[str, tuple[str | None, datetime]]:
+        """Per system, the run and time of the category's last stored read."""
+        reads = {s: self.store.snapshot_state(self.key, s) for s in ("c2", "hector")}
+        return {s: (r.get("run_id"), r["read_at"]) for s, r in reads.items() if r}  # type: ignore[misc]
+
+    def chosen_plan(self, direction: Direction, plan_id: str | None) -> Plan:
+        """The plan a writeback applies: the one named, else the category's latest sync plan."""
+        book = PlanBook(self.store)
+        plan = book.get(plan_id) if plan_id else book.latest(self.key, direction)
+        if plan is None:
+            raise UnknownPlan(f"category '{self.key}' has no plan toward {SYSTEM[direction]} yet; "
+                              "materialize its change set (or the whole chain) first")
+        if (plan.category_key, plan.direction) != (self.key, direction):
+            raise UnknownPlan(f"plan {plan.plan_id} is for category '{plan.category_key}' "
+                              f"({plan.direction.value}), not '{self.key}' ({direction.value})")
+        return plan
 
     def summary(self, direction: Direction, changes: pl.DataFrame) -> Summary:
         linked = self.store.query(
@@ -175,25 +210,47 @@ class CategorySync:
             "SELECT count(*) - count(DISTINCT ci_id) FROM c2_ci WHERE category_key = ?", [self.key]
         ).item())
 
-    def apply(self, direction: Direction, *, allow_large_change: bool) -> tuple[Counter[str], dict[str, int]]:
-        changes = self.planned(direction)
-        refusal = self.guard_refusal(direction, self.summary(direction, changes))
+    def apply(
+        self, direction: Direction, *, plan_id: str | None = None, allow_stale_plan: bool = False,
+        allow_large_change: bool = False,
+    ) -> Applied:
+        """Send what is left of a plan (the latest sync plan unless `plan_id` names one).
+
+        A plan with nothing left writes nothing and says who finished it; a stale plan is
+        refused (StalePlan) unless `allow_stale_plan`; the guard weighs the whole plan.
+        """
+        book = PlanBook(self.store)
+        plan = self.chosen_plan(direction, plan_id)
+        every = book.rows(plan)
+        todo = book.open_rows(plan)
+        if todo.is_empty():
+            idle = (f"plan {plan.plan_id} was applied by run {plan.finished_by} at {plan.finished_at:%Y-%m-%d %H:%M:%S} UTC; "
+                    "nothing is left to send" if plan.finished_at else f"plan {plan.plan_id} has nothing to send")
+            return Applied(book.finish(plan, self.run_id), Counter(), {}, idle)
+        stale = plan.staleness(datetime.now(UTC), self.config.max_plan_age, self.latest_reads())
+        if stale and not allow_stale_plan:
+            raise StalePlan(f"category '{self.key}': {stale}. Nothing was written. Rematerialize the change set "
+                            "(or run the whole chain) for a fresh plan, or let this one through with allow_stale_plan "
+                            "(hector-sync apply --allow-stale-plan) once you have checked it.")
+        refusal = self.guard_refusal(direction, self.summary(direction, every))
         if refusal and not allow_large_change:
             raise GuardRefused(
                 f"category '{self.key}' ({direction.value}): {refusal}. "
                 "Rerun with --allow-large-change to let it through."
             )
-        common = {"store": self.store, "plan": self.reconciler.plan, "run_id": self.run_id, "log": self.log}
+        common = {"store": self.store, "plan": self.reconciler.plan, "applying": plan, "run_id": self.run_id, "log": self.log}
         with self.clients() as (c2, hector):
             if direction is TO_HECTOR:
                 writer: HectorWriteback | C2Writeback = HectorWriteback(hector=hector, resolved=self.resolved, **common)
             else:
-                planned_on = changes["planned_at"].min() if changes.height else None
-                writer = C2Writeback(c2=c2, hector=hector, resolved=self.resolved, planned_on=planned_on, **common)
-            writer.run(changes)
+                writer = C2Writeback(c2=c2, hector=hector, resolved=self.resolved, **common)
+            writer.run(todo)
             calls = {f"c2_{k}": v for k, v in c2.stats.as_metadata().items()}
             calls |= {f"hector_{k}": v for k, v in hector.stats.as_metadata().items()}
-            return writer.outcomes, calls
+        if book.open_rows(plan).is_empty():
+            plan = book.finish(plan, self.run_id)
+        return Applied(plan, writer.outcomes, calls)
 
 
-__all__ = ["FLOWS", "TO_C2", "TO_HECTOR", "CategorySync", "GuardRefused", "MappingInvalid", "full_read_day"]
+__all__ = ["FLOWS", "TO_C2", "TO_HECTOR", "Applied", "CategorySync", "GuardRefused", "MappingInvalid", "StalePlan",
+           "UnknownPlan", "full_read_day"]

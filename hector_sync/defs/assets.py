@@ -18,13 +18,17 @@ from typing import cast
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from hector_sync.config import Direction
 from hector_sync.defs.checks import change_set_checks, evaluate_change_set
 from hector_sync.defs.resources import StoreResource, SyncConfigResource
 from hector_sync.reconcile.changes import ACTIONS, CHANGE_SCHEMA
+from hector_sync.plans import Plan, PlanBook
 from hector_sync.snapshot import Snapshot
-from hector_sync.sync import TO_C2, TO_HECTOR, CategorySync, GuardRefused, MappingInvalid, ReadMode
+from hector_sync.sync import (
+    TO_C2, TO_HECTOR, CategorySync, GuardRefused, MappingInvalid, ReadMode, StalePlan, UnknownPlan,
+)
 
 OWNERS = ["team:it-ops"]
 READ_TAG = "hector_sync/read"  # full | incremental; absent: full on full_sync_weekday only
@@ -214,14 +218,17 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
         started = time.monotonic()
         problems = sync.problems()
         changes = pl.DataFrame(schema=CHANGE_SCHEMA)  # nothing planned on a broken mapping
+        identity: dict[str, object] = {"plan_id": "none: the mapping is broken, so nothing was planned"}
         if not problems:
-            changes = sync.plan(direction)
+            plan, changes = sync.plan(direction)
+            identity = plan_metadata(plan)
         summary = sync.summary(direction, changes)
         writes = changes.filter(~pl.col("action").is_in(["unchanged", "skip"]))
         counts = {a: summary.counts[a] for a in ACTIONS[direction]}
         sync.log(f"{sync.key}: planned {ARROW[direction]}: " + (", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing"))
         yield dg.MaterializeResult(
             metadata={
+                **identity,
                 "dagster/row_count": changes.height,
                 **{f"items_{a}": n for a, n in counts.items()},
                 "changes_preview": dg.MetadataValue.md(change_table(writes)),
@@ -236,34 +243,65 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
     return _change_set
 
 
+class WritebackConfig(dg.Config):
+    """What an operator may ask of one writeback run, in the launchpad or with --config-json."""
+
+    plan_id: str | None = Field(
+        None, description="Apply exactly this plan (as `hector-sync plan` printed it); default: the "
+        "category's latest plan toward this system.")
+    allow_stale_plan: bool = Field(
+        False, description="Apply the plan even if it is older than max_plan_age or either system was "
+        "read again since it was computed. Only after checking it.")
+
+
+def plan_metadata(plan: Plan) -> dict[str, object]:
+    """A plan's identity as both its change set and its writeback show it."""
+    return {
+        "plan_id": plan.plan_id, "plan_kind": plan.kind + (f" of run {plan.undo_of}" if plan.undo_of else ""),
+        "planned_at": plan.planned_at.isoformat(timespec="seconds"), "planned_from": plan.describe_reads(),
+    }
+
+
 def writeback_asset(name: str, direction: Direction, change_set: dg.AssetsDefinition, what: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=name, deps=[change_set], group_name="writeback", kinds={"python"}, owners=OWNERS,
-        description=f"Applies the change set {ARROW[direction]} ({what}), records every outcome in "
-        "change_history, and keeps the CI ↔ asset link locally and as the asset's external ref.",
+        description=f"Applies the category's latest plan {ARROW[direction]} ({what}) at most once: only "
+        "rows not yet done are sent, a plan older than max_plan_age or superseded by a newer read is "
+        "refused. Records every outcome in change_history, and keeps the CI ↔ asset link locally and "
+        "as the asset's external ref.",
     )
-    def _writeback(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
+    def _writeback(
+        context: dg.AssetExecutionContext, config: WritebackConfig, settings: SyncConfigResource, store: StoreResource,
+    ) -> dg.MaterializeResult:
         sync = start(context, settings, store, direction)
         if isinstance(sync, dg.MaterializeResult):
             return sync
         started = time.monotonic()
         try:
-            outcomes, calls = sync.apply(direction, allow_large_change=large_change_allowed(context))
-        except GuardRefused as refused:
+            applied = sync.apply(direction, plan_id=config.plan_id, allow_stale_plan=config.allow_stale_plan,
+                                 allow_large_change=large_change_allowed(context))
+        except (GuardRefused, StalePlan, UnknownPlan) as refused:
             raise dg.Failure(description=str(refused)) from None
-        counts = sync.store.outcome_counts(sync.key, direction.value, sync.run_id, planned_here=False)
-        sync.log(f"{sync.key}: wrote {ARROW[direction]}: " + (", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing"))
+        identity = plan_metadata(applied.plan) | {
+            f"plan_{state}": n for state, n in sorted(PlanBook(sync.store).state_counts(applied.plan).items())}
+        if applied.idle:
+            sync.log(f"{sync.key}: wrote nothing {ARROW[direction]}: {applied.idle}")
+            return dg.MaterializeResult(metadata={"wrote_nothing": applied.idle, **identity})
+        counts = sync.store.outcome_counts(sync.key, direction.value, sync.run_id, applied.plan.plan_id)
+        sync.log(f"{sync.key}: wrote {ARROW[direction]} (plan {applied.plan.plan_id}): "
+                 + (", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing"))
         done = sync.store.query(
             "SELECT action, item, target_id, field, old, new, outcome AS reason FROM change_history "
             "WHERE run_id = ? AND category_key = ? AND direction = ? AND outcome NOT IN ('skipped', 'reported') "
             "ORDER BY recorded_at, item, field", [sync.run_id, sync.key, direction.value])
         return dg.MaterializeResult(
             metadata={
+                **identity,
                 **{f"items_{k}": n for k, n in counts.items()},
-                **{f"rows_{k}": v for k, v in sorted(outcomes.items())},
+                **{f"rows_{k}": v for k, v in sorted(applied.outcomes.items())},
                 "changes_written": dg.MetadataValue.md(change_table(done)),
                 "categories": partition_links(context),
-                **{f"api_{k}": v for k, v in calls.items()},
+                **{f"api_{k}": v for k, v in applied.calls.items()},
                 "duration_s": round(time.monotonic() - started, 2),
             }
         )
@@ -281,6 +319,7 @@ hector_writeback = writeback_asset(
 c2_writeback = writeback_asset(
     "c2_writeback", TO_C2, c2_change_set, "CIs created from assets get the external ref right after")
 
+WRITEBACK_ASSET = {TO_HECTOR: hector_writeback.key.to_user_string(), TO_C2: c2_writeback.key.to_user_string()}
 SNAPSHOTS = [c2_cmdb_snapshot, hector_inventory_snapshot]
 TO_HECTOR_ASSETS = [*SNAPSHOTS, desired_hector_models, hector_change_set, hector_writeback]
 TO_C2_ASSETS = [*SNAPSHOTS, desired_c2_cis, c2_change_set, c2_writeback]

@@ -16,9 +16,11 @@ import polars as pl
 from hector_sync.errors import InvalidData, NotFound, VersionConflict
 from hector_sync.progress import Progress
 from hector_sync.reconcile.mapping import CategoryPlan, Kind
+from hector_sync.plans import Plan, PlanBook
 from hector_sync.store import HISTORY_COLUMNS, HISTORY_SCHEMA, Store
 
 FLUSH_EVERY = 500
+SEND_BATCH = 200  # groups marked `sending` in one DuckDB write before their calls start
 WORKERS = 8  # calls in flight at once: waits on slow or rate-limited answers overlap
 Row = dict[str, Any]
 Log = Callable[[str], None]
@@ -29,6 +31,10 @@ OUTCOME_OF = {
     "retire_ci": "retired",
 }
 REPORTS = {"skip": "skipped", "missing": "reported"}
+
+
+def _keys(groups: list[tuple[str, list[Row]]]) -> list[tuple[str, str]]:
+    return [(r["action"], r["item"]) for _, rows in groups for r in rows]
 
 
 def typed(kind: Kind | str, value: str | None) -> Any:
@@ -69,15 +75,17 @@ def current_assets(store: Store, category_key: str, ids: pl.Series) -> dict[int,
 
 @dataclass(kw_only=True)
 class Writeback:
-    """Outcomes, history, links and baselines of one category's writeback, flushed in batches.
+    """Outcomes, history, links and baselines of one plan's writeback, flushed in batches.
 
     Items are written by up to `workers` threads (`each`); everything they record goes through
-    one lock, and the main thread flushes it to DuckDB. `calls_done` counts the API calls made
-    of those planned (`begin`), and logs the progress (`what`: "Hector writes").
+    one lock, and the main thread flushes it to DuckDB with the rows' new states. `calls_done`
+    counts the API calls made of those planned (`begin`), and logs the progress (`what`:
+    "Hector writes").
     """
 
     store: Store
     plan: CategoryPlan
+    applying: Plan  # the plan whose rows are written
     run_id: str | None
     log: Log
     workers: int = WORKERS
@@ -102,17 +110,20 @@ class Writeback:
     def each(
         self, groups: Iterable[tuple[str, list[Row]]], work: Callable[[str, list[Row]], object]
     ) -> None:
-        """`work(item, rows)` for every group, `workers` at a time, in bounded memory. A fault
-        of the system (credentials, permission, unavailable) stops the rest and is raised."""
+        """`work(item, rows)` for every group, `workers` at a time, in bounded memory. Each
+        batch is marked `sending` before its calls start, so a rerun after a kill knows which
+        items may have reached the system. A fault of the system (credentials, permission,
+        unavailable) stops the rest and is raised."""
 
         def counted(item: str, rows: list[Row]) -> None:
             work(item, rows)
             self.called()
 
+        book = PlanBook(self.store)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="writeback") as pool:
             pending: set[Future[None]] = set()
             try:
-                for n, (item, rows) in enumerate(groups, start=1):
+                for n, (item, rows) in enumerate(self._marked(book, groups), start=1):
                     pending.add(pool.submit(counted, item, rows))
                     if len(pending) >= 4 * self.workers:
                         finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -125,6 +136,18 @@ class Writeback:
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
+
+    def _marked(self, book: PlanBook, groups: Iterable[tuple[str, list[Row]]]) -> Iterator[tuple[str, list[Row]]]:
+        """The groups, each batch of SEND_BATCH marked `sending` before the first is handed out."""
+        batch: list[tuple[str, list[Row]]] = []
+        for group in groups:
+            batch.append(group)
+            if len(batch) == SEND_BATCH:
+                book.mark_sending(self.applying.plan_id, _keys(batch))
+                yield from batch
+                batch = []
+        book.mark_sending(self.applying.plan_id, _keys(batch))
+        yield from batch
 
     def run(self, changes: pl.DataFrame) -> None:
         """Write the change set, counting the calls of `planned_calls` as they are made."""
@@ -149,7 +172,7 @@ class Writeback:
     def done(self, rows: list[Row], outcome: str, message: str | None = None) -> None:
         now = datetime.now(UTC)
         recorded = [
-            {**{c: r.get(c) for c in HISTORY_COLUMNS}, "run_id": self.run_id, "outcome": outcome,
+            {**{c: r.get(c) for c in HISTORY_COLUMNS}, "run_id": self.run_id, "plan_id": self.applying.plan_id, "outcome": outcome,
              "message": message or r.get("reason"), "recorded_at": now}
             for r in rows
         ]
@@ -185,11 +208,24 @@ class Writeback:
         for _, rows in items(changes, *REPORTS):
             self.done(rows, REPORTS[rows[0]["action"]])
 
+    def linked_since(self, column: str, items: list[str], since: datetime | None) -> dict[str, str]:
+        """Items (by `column` of the link table) linked after `since`: created or linked by a
+        run after this plan's read, so a create of them must never be sent again."""
+        if not items:
+            return {}
+        other = "asset_id" if column == "ci_id" else "ci_id"
+        frame = self.store.query(
+            f"SELECT CAST({column} AS VARCHAR), CAST({other} AS VARCHAR) FROM link WHERE category_key = ? "
+            f"AND CAST({column} AS VARCHAR) IN (SELECT unnest(?::VARCHAR[])) AND (? IS NULL OR linked_at > ?)",
+            [self.plan.key, items, since, since],
+        )
+        return dict(frame.iter_rows())
+
     def flush(self) -> None:
         with self._lock:
             history, links, agreed = self._history, self._links, self._agreed
             self._history, self._links, self._agreed = [], [], []
         if history:
-            self.store.append_history(pl.DataFrame(history, schema=HISTORY_SCHEMA))
+            PlanBook(self.store).record(pl.DataFrame(history, schema=HISTORY_SCHEMA))
         self.store.upsert_links(self.plan.key, links, self.run_id)
         self.store.upsert_baseline(self.plan.key, agreed, self.run_id)

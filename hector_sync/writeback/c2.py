@@ -33,7 +33,6 @@ class C2Writeback(Writeback):
     c2: C2Client
     hector: HectorClient
     resolved: ResolvedCategory
-    planned_on: datetime | None  # when this change set was computed
     _assets: dict[int, tuple[dict[str, Any], list[dict[str, Any]], int]] = field(default_factory=dict)
     _unsent: list[int] = field(default_factory=list)
     what: str = "C2 writes"
@@ -73,14 +72,20 @@ class C2Writeback(Writeback):
         self.agreed(ci_id, asset_id, {names[r["field"]]: r["new"] for r in rows if r["field"] in names})
 
     def _create_cis(self, creates: list[tuple[str, list[Row]]]) -> None:
-        held = {a for a, at in self.store.pending_intents(self.plan.key).items() if self.planned_on is None or at > self.planned_on}
-        unsent = sum(int(asset) in held for asset, _ in creates)
+        read_at = self.applying.c2_read_at  # journalled or linked after the read the plan was computed from
+        held = {a for a, at in self.store.pending_intents(self.plan.key).items() if read_at is None or at > read_at}
+        done_since = self.linked_since("asset_id", [asset for asset, _ in creates], read_at)
+        unsent = sum(int(asset) in held or asset in done_since for asset, _ in creates)
         if unsent and self.calls_done is not None and self.calls_done.total is not None:
             self.calls_done.expect(self.calls_done.total - unsent)  # held: not sent in this run
         for start in range(0, len(creates), CREATE_BATCH):
             batch = []
             for asset, rows in creates[start:start + CREATE_BATCH]:
-                if int(asset) in held:
+                if asset in done_since:
+                    for r in rows:
+                        r["target_id"] = done_since[asset]
+                    self.done(rows, "already_there", f"created earlier as CI {done_since[asset]}; not sent again")
+                elif int(asset) in held:
                     self.done(rows, "held", "a CI create for this asset was sent after the C2 snapshot this "
                               "change set was planned on; the next sync finds that CI before creating any")
                 else:

@@ -25,6 +25,7 @@ class HectorWriteback(Writeback):
     hector: HectorClient
     resolved: ResolvedCategory
     _models: dict[str, int] = field(default_factory=dict)
+    _linked: dict[str, str] = field(default_factory=dict)  # CI → asset, linked after the plan's read
     what: str = "Hector writes"
 
     def planned_calls(self, changes: pl.DataFrame) -> int:
@@ -41,7 +42,9 @@ class HectorWriteback(Writeback):
             self.write(rows, lambda r=rows: self.hector.update_subcategory(
                 int(r[0]["target_id"]), r[0]["target_version"], self._body(r, "model")))
             self.called()
-        self.each(items(changes, "create_asset"), self._create_asset)
+        creates = list(items(changes, "create_asset"))
+        self._linked = self.linked_since("ci_id", [item for item, _ in creates], self.applying.hector_read_at)
+        self.each(creates, self._create_asset)
         current = current_assets(self.store, self.plan.key, changes.filter(pl.col("action").is_in(ASSET_ACTIONS))["target_id"])
         self.each(items(changes, *ASSET_ACTIONS, by="target_id"), lambda _, rows: self._update_asset(rows, current))
         self.record_reports(changes)
@@ -76,6 +79,8 @@ class HectorWriteback(Writeback):
             self.done(rows, "refused", str(refused))
 
     def _create_asset(self, item: str, rows: list[Row]) -> None:
+        """Create the CI's asset, unless it exists already: linked since the plan was read, or
+        made by an earlier attempt at this plan whose answer never got recorded (`sending`)."""
         model_id = self._models.get(rows[0]["model_key"])
         if model_id is None:
             self.done(rows, "refused", "its subcategory could not be created")
@@ -86,9 +91,15 @@ class HectorWriteback(Writeback):
             "stockroom_id": self.resolved.stockroom_id,
             "external_refs": [{"source": "c2", "id": item}],
         }
+        earlier = self._linked.get(item)
+        if earlier is None and rows[0].get("state") == "sending":
+            found = self.hector.find_assets_by_external_ref("c2", item)
+            earlier = str(found[0]["id"]) if found else None
         try:
-            asset_id = int(self.hector.create_asset(body)["id"])
-            self.done(rows, "created")
+            if earlier is not None:
+                asset_id, outcome, message = int(earlier), "already_there", f"created earlier as asset {earlier}; not sent again"
+            else:
+                asset_id, outcome, message = int(self.hector.create_asset(body)["id"]), "created", None
         except Duplicate as dup:
             # Ours already (a create whose answer was lost) only if it carries our external ref;
             # else the asset tag is taken by another asset, which must not be linked to this CI.
@@ -98,10 +109,13 @@ class HectorWriteback(Writeback):
                           f"its asset tag {body.get('asset_tag')!r}, and asset tags are unique in a category")
                 return
             asset_id = int(ours[0]["id"])
-            self.done(rows, "already_there", f"Hector already had it as asset {asset_id}")
+            outcome, message = "already_there", f"Hector already had it as asset {asset_id}"
         except (InvalidData, VersionConflict, NotFound) as refused:
             self.done(rows, "refused", str(refused))
             return
+        for r in rows:
+            r["target_id"] = str(asset_id)  # the history names the asset made: undo retires it
+        self.done(rows, outcome, message)
         self.link(item, asset_id)
         self.agreed(item, asset_id, {r["field"]: r["new"] for r in rows})
 
