@@ -10,7 +10,7 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -211,30 +211,80 @@ def _keys(config: SyncConfig, chosen: list[str] | None) -> list[str]:
     return [config.category(k).key for k in chosen] if chosen else [c.key for c in config.categories]
 
 
-def _plan(config: SyncConfig, keys: list[str], full: bool) -> int:
+PlanStep = Callable[["CategorySync", Direction], tuple["Plan", pl.DataFrame]]
+
+
+def _plan_categories(
+    config: SyncConfig, keys: list[str], mode: str, holder: str,
+    directions: Callable[[CategorySync], Sequence[Direction]], step: PlanStep,
+) -> tuple[int, list[Plan]]:
+    """For each category: under its lock, read both systems, then plan and print each of
+    `directions` with `step`. A failed category is printed and the others go on."""
     from hector_sync.store import CategoryBusy, Store
-    from hector_sync.sync import FLOWS, CategorySync, MappingInvalid
+    from hector_sync.sync import CategorySync, MappingInvalid
 
     store = Store(config.storage.duckdb_path)
-    status = 0
+    status, plans = 0, []
     with pl.Config(tbl_rows=40, tbl_width_chars=160, fmt_str_lengths=40, tbl_hide_dataframe_shape=True):
         for key in keys:
             sync = CategorySync(config, config.category(key), store, log=_to_stderr)
-            if not sync.flows():
-                print(f"{key}: direction {sync.category.direction.value}: nothing to plan\n")
-                continue
             try:
-                mode = "full" if full else "auto"
-                with store.category_lock(key, "hector-sync plan"):
-                    sync.snapshot_c2(mode)
-                    sync.snapshot_hector(mode)
-                    for direction in FLOWS[sync.category.direction]:
-                        sync.derive(direction)
-                        _print_plan(sync, direction, *sync.plan(direction))
+                with store.category_lock(key, holder):
+                    sync.snapshot_c2(mode)  # type: ignore[arg-type]
+                    sync.snapshot_hector(mode)  # type: ignore[arg-type]
+                    for direction in directions(sync):
+                        plan, changes = step(sync, direction)
+                        _print_plan(sync, direction, plan, changes)
+                        plans.append(plan)
             except (ApiError, MappingInvalid, CategoryBusy) as failed:
                 print(f"{key}: FAILED: {failed}\n")
                 status = 1
+    return status, plans
+
+
+def _plan(config: SyncConfig, keys: list[str], full: bool) -> int:
+    from hector_sync.sync import FLOWS
+
+    def derive_and_plan(sync: CategorySync, direction: Direction) -> tuple[Plan, pl.DataFrame]:
+        sync.derive(direction)
+        return sync.plan(direction)
+
+    parked = [k for k in keys if not FLOWS[config.category(k).direction]]
+    for key in parked:
+        print(f"{key}: direction {config.category(key).direction.value}: nothing to plan\n")
+    flowing = [k for k in keys if k not in parked]
+    status, _ = _plan_categories(config, flowing, "full" if full else "auto", "hector-sync plan",
+                                 lambda sync: FLOWS[sync.category.direction], derive_and_plan)
     return status
+
+
+def _undo(config: SyncConfig, path: str | None, run_id: str, chosen: list[str] | None, *, apply: bool,
+          allow_large: bool) -> int:
+    """Show the inverse plan of what run `run_id` applied, per category it wrote; apply it with --yes."""
+    from hector_sync.plans import PlanBook
+    from hector_sync.runner import run_plan
+    from hector_sync.store import Store
+
+    if not config.storage.duckdb_path.exists():
+        print(f"hector-sync: {config.storage.duckdb_path} does not exist: no run has synced with this configuration",
+              file=sys.stderr)
+        return 1
+    touched = PlanBook(Store(config.storage.duckdb_path)).applied_by(run_id)
+    keys = [config.category(k).key for k in chosen] if chosen else sorted(touched)
+    missing = [k for k in keys if k not in touched]
+    if not touched or missing:
+        where = f" in category {', '.join(missing)}" if touched else ""
+        print(f"hector-sync: run {run_id} applied nothing{where} that the history of "
+              f"{config.storage.duckdb_path} records; nothing to undo", file=sys.stderr)
+        return 1
+    status, plans = _plan_categories(config, keys, "full", f"hector-sync undo {run_id}",
+                                     lambda sync: touched[sync.key], lambda sync, way: sync.plan_undo(way, run_id))
+    if not apply:
+        if plans:
+            print("Nothing was written. Run the same command with --yes to apply these plans.")
+        return status
+    results = [run_plan(config, path, plan, allow_large_change=allow_large) for plan in plans]
+    return max(status, _print_results(results))
 
 
 def _to_stderr(line: str) -> None:
@@ -343,10 +393,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             sys.exit(print_history(config, args.item))
         if args.command == "undo":
-            from hector_sync.undo import undo
-
-            sys.exit(undo(config, args.config, args.run_id, args.category, apply=args.yes,
-                          allow_large_change=args.allow_large_change))
+            sys.exit(_undo(config, args.config, args.run_id, args.category, apply=args.yes,
+                           allow_large=args.allow_large_change))
         keys = _keys(config, args.category)
         if args.command == "plan":
             sys.exit(_plan(config, keys, args.full))

@@ -187,6 +187,18 @@ class PlanBook:
         )
         return value.item() if value.height else None
 
+    def applied_by(self, run_id: str) -> dict[str, list[Direction]]:
+        """Category → directions in which run `run_id` changed something (what undo takes back)."""
+        frame = self.store.query(
+            "SELECT DISTINCT category_key, direction FROM change_history WHERE run_id = ? AND outcome IN "
+            "(SELECT unnest(?::VARCHAR[])) ORDER BY 1, 2",
+            [run_id, [o for o, s in STATE_OF_OUTCOME.items() if s == "applied"]],
+        )
+        touched: dict[str, list[Direction]] = {}
+        for key, direction in frame.iter_rows():
+            touched.setdefault(key, []).append(Direction(direction))
+        return touched
+
     def open_rows(self, plan: Plan) -> pl.DataFrame:
         """The rows a writeback still has to send, with their state."""
         return self.store.query(

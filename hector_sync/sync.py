@@ -164,6 +164,15 @@ class CategorySync:
             self.store.settle_intents(self.key)
         return plan, changes
 
+    def plan_undo(self, direction: Direction, run_id: str) -> tuple[Plan, pl.DataFrame]:
+        """The inverse of what `run_id` applied toward `direction`, over fresh snapshots, kept as
+        a plan of kind undo (it does not replace the category's sync plan)."""
+        with self.store.connect() as con:
+            changes = self.reconciler.undo(con, direction, run_id)
+        plan = self.new_plan(direction, "undo", undo_of=run_id)
+        PlanBook(self.store).save(plan, changes)
+        return plan, changes
+
     def new_plan(self, direction: Direction, kind: PlanKind, undo_of: str | None = None) -> Plan:
         """A plan's identity: this run, now, and the reads of both sides it is computed from."""
         now = datetime.now(UTC)

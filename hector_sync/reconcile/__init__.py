@@ -14,7 +14,7 @@ import duckdb
 import polars as pl
 
 from hector_sync.config import CategoryConfig, Direction
-from hector_sync.reconcile import normalize, to_c2, to_hector
+from hector_sync.reconcile import normalize, to_c2, to_hector, undo
 from hector_sync.reconcile.changes import CHANGE_SCHEMA, entries
 from hector_sync.reconcile.mapping import CategoryPlan, Kind, Scope, build_plan
 from hector_sync.reconcile.match import hector_assets, hector_models, pairs
@@ -85,6 +85,11 @@ class Reconciler:
         else:
             sql = to_c2.c2_change_set(self.plan, full_read=full_read)
         return con.sql(sql).pl().cast(CHANGE_SCHEMA)
+
+    def undo(self, con: duckdb.DuckDBPyConnection, direction: Direction, run_id: str) -> pl.DataFrame:
+        """The change set that takes back what run `run_id` applied toward `direction`."""
+        _unordered(con)
+        return con.sql(undo.undo_change_set(self.plan, direction, run_id)).pl().cast(CHANGE_SCHEMA)
 
     def agree(self, con: duckdb.DuckDBPyConnection, run_id: str | None) -> int:
         """Record, per linked pair and field, the value both sides hold now (per_field only):

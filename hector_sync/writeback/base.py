@@ -28,9 +28,9 @@ OUTCOME_OF = {
     "create_subcategory": "created", "update_subcategory": "updated", "create_asset": "created",
     "link_asset": "linked", "update_asset": "updated", "move_asset": "moved", "retire_asset": "retired",
     "revert_drift": "reverted", "create_ci": "created", "link_ci": "linked", "update_ci": "updated",
-    "retire_ci": "retired",
+    "retire_ci": "retired", "reactivate_asset": "reactivated", "reactivate_ci": "reactivated",
 }
-REPORTS = {"skip": "skipped", "missing": "reported"}
+REPORTS = {"skip": "skipped", "missing": "reported", "conflict": "conflict"}
 
 
 def _keys(groups: list[tuple[str, list[Row]]]) -> list[tuple[str, str]]:

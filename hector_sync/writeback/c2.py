@@ -25,7 +25,7 @@ from hector_sync.writeback.base import Row, Writeback, calls, current_assets, it
 CREATE_BATCH = 100
 CREATE_ATTEMPTS = 3  # a lost answer can hide an expired token's 401 as well as a success
 LOOKBACK = timedelta(minutes=10)  # clock difference between us and C2 ITSM, generously
-CI_ACTIONS = ("update_ci", "revert_drift", "retire_ci")
+CI_ACTIONS = ("update_ci", "revert_drift", "retire_ci", "reactivate_ci")
 
 
 @dataclass(kw_only=True)

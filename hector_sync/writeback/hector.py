@@ -17,7 +17,7 @@ from hector_sync.hector import HectorClient
 from hector_sync.reconcile.match import hector_models
 from hector_sync.writeback.base import Row, Writeback, calls, current_assets, items, typed
 
-ASSET_ACTIONS = ("link_asset", "update_asset", "revert_drift", "move_asset", "retire_asset")
+ASSET_ACTIONS = ("link_asset", "update_asset", "revert_drift", "move_asset", "retire_asset", "reactivate_asset")
 
 
 @dataclass(kw_only=True)
@@ -130,9 +130,11 @@ class HectorWriteback(Writeback):
         if "link_asset" in actions:
             body["external_refs"] = [r for r in refs if r.get("source") != "c2"] + [{"source": "c2", "id": ci_id}]
         if "move_asset" in actions:
-            body["subcategory_id"] = self._models.get(rows[0]["model_key"])
+            body["subcategory_id"] = self._models.get(next(r["model_key"] for r in rows if r["action"] == "move_asset"))
         if "retire_asset" in actions:
             body["status"] = "retired"
+        if "reactivate_asset" in actions:  # an undo: the status the asset had before it was retired
+            body["status"] = next(r["new"] for r in rows if r["action"] == "reactivate_asset")
         if self.write(rows, lambda: self.hector.update_asset(asset_id, rows[0]["target_version"], body)):
             if "link_asset" in actions:
                 self.link(ci_id, asset_id)
