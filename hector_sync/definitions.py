@@ -26,7 +26,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     assets = [a.map_asset_specs(lambda spec: spec.replace_attributes(partitions_def=partitions)) for a in ALL_ASSETS]
     return dg.Definitions(
         assets=assets,
-        jobs=build_jobs(),
+        jobs=build_jobs(partitions),
         schedules=build_schedules(config),
         sensors=[email_on_sync_failure],
         resources=build_resources(path),

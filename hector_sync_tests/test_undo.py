@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import dagster as dg
 import pytest
 
 from hector_sync.c2 import C2Client
 from hector_sync.config import SyncConfig, load_config
+from hector_sync.definitions import build_definitions
 from hector_sync.runner import run_sync
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync.store import Store
 from hector_sync_tests.conftest import WriteConfig
 from hector_sync_tests.console import hector_sync
-from hector_sync_tests.systems import c2_cis, hector_state, patch_asset, patch_ci, refs, reset, writes
+from hector_sync_tests.systems import (
+    PHONES, c2_cis, hector_state, patch_asset, patch_ci, refs, reset, seed_phones, writes,
+)
 
 
 @pytest.fixture
@@ -135,3 +139,61 @@ def test_undo_of_an_unknown_run_says_so_and_writes_nothing(config: SyncConfig, s
     assert result.returncode == 1
     assert "run no-such-run applied nothing" in result.stderr and "nothing to undo" in result.stderr, result.stderr
     assert {"c2": writes(sims.c2_url), "hector": writes(sims.hector_url)} == {"c2": {}, "hector": {}}
+
+
+def test_undoing_a_first_sync_toward_c2_retires_its_cis_once_the_guard_is_let_through(
+    write_config: WriteConfig,
+) -> None:
+    with start_simulators(size=40, sizes={"Phones": 0}) as sims:
+        def edit(data: dict) -> None:
+            data["categories"] = [PHONES]
+
+        config = load_config(write_config(sims.c2_url, sims.hector_url, edit=edit))
+        seed_phones(config, 12)
+        [result] = run_sync(config, str(config.source), ["phones"], full=True)
+        assert result.success and result.counts["created"] == 12, result
+        assert len([ci for ci in c2_cis(config, "Phones") if ci["status"] == "active"]) == 12
+
+        reset(sims.c2_url, sims.hector_url)
+        held = hector_sync("--config", str(config.source), "undo", result.run_id, "--yes")
+        assert held.returncode == 1, held.stdout
+        assert "retire or move 12 of 12 linked CIs" in held.stdout and "--allow-large-change" in held.stdout, held.stdout
+        assert writes(sims.c2_url) == {}, "the guard let a wipe of C2 ITSM through"
+
+        done = hector_sync("--config", str(config.source), "undo", result.run_id, "--yes", "--allow-large-change")
+        assert done.returncode == 0, done.stdout + done.stderr
+        cis = c2_cis(config, "Phones")
+        assert len(cis) == 12 and {ci["status"] for ci in cis} == {"retired"}, "created CIs are retired, never deleted"
+
+
+def test_the_undo_job_of_the_ui_shows_then_applies_the_undo_of_one_category(
+    config: SyncConfig, sims: RunningSimulators
+) -> None:
+    synced(config)
+    before = printers(config)
+    ci = next(iter(sorted(before)))
+    patch_ci(config, ci, SerialNumber="SN-UNDO-JOB")
+    run = synced(config)
+    assert printers(config)[ci]["serial"] == "SN-UNDO-JOB"
+
+    job = build_definitions(str(config.source)).resolve_job_def("undo_run")
+    with dg.DagsterInstance.get() as instance:
+        def launch(apply: bool) -> dict:
+            result = job.execute_in_process(
+                partition_key="printers", instance=instance, raise_on_error=False,
+                run_config={"ops": {"undo_category": {"config": {"run_id": run, "apply": apply}}}})
+            assert result.success, result.all_events
+            [observed] = [e.event_specific_data.asset_observation for e in result.all_events
+                          if e.event_type_value == "ASSET_OBSERVATION"]
+            assert observed.asset_key == dg.AssetKey("hector_writeback") and observed.partition == "printers"
+            return {k: v.value for k, v in observed.metadata.items()}
+
+        reset(sims.c2_url, sims.hector_url)
+        shown = launch(apply=False)
+        assert shown["plan_id"].startswith("printers.hector.") and shown["plan_kind"] == f"undo of run {run}"
+        assert "SN-UNDO-JOB" in shown["undo_preview"] and "launch again with apply: true" in shown["wrote_nothing"]
+        assert writes(sims.hector_url) == {} and printers(config)[ci]["serial"] == "SN-UNDO-JOB"
+
+        applied = launch(apply=True)
+        assert applied["rows_updated"] == 1, applied
+    assert printers(config)[ci]["serial"] == before[ci]["serial"]

@@ -1,4 +1,4 @@
-"""One job per direction; each run is one category partition.
+"""One job per direction, and the undo job; each run is one category partition.
 
 A category runs in the job of its direction: `c2_to_hector` and `hector_to_c2` materialize one
 writeback, `per_field` both (its snapshots are read once for the two change sets). Runs execute
@@ -8,12 +8,19 @@ Every run carries a tag per external system it calls (`SYSTEM_TAGS`): the produc
 (deploy/dagster.yaml) caps, per tag, how many runs may talk to C2 ITSM or to Hector at once.
 """
 
-from __future__ import annotations
 
 import dagster as dg
+import polars as pl
+from pydantic import Field
 
 from hector_sync.config import Direction
-from hector_sync.defs.assets import ALL_ASSETS, TO_C2_ASSETS, TO_HECTOR_ASSETS
+from hector_sync.defs.assets import (
+    ALL_ASSETS, TO_C2_ASSETS, TO_HECTOR_ASSETS, WRITEBACK_ASSET, category_sync, change_table, large_change_allowed,
+    plan_metadata,
+)
+from hector_sync.defs.resources import StoreResource, SyncConfigResource
+from hector_sync.plans import PlanBook
+from hector_sync.sync import GuardRefused, StalePlan
 
 JOB_OF: dict[Direction, str] = {
     Direction.C2_TO_HECTOR: "c2_to_hector_sync",
@@ -35,11 +42,52 @@ SELECTION = {
 }
 
 
-def build_jobs() -> list[dg.JobDefinition]:
-    return [
+class UndoConfig(dg.Config):
+    """The launchpad of `undo_run`: which run to take back, and whether to apply or only show."""
+
+    run_id: str = Field(description="The run whose writes to take back (its id, from the Runs page or the history).")
+    apply: bool = Field(False, description="Apply the inverse plan. Without it the run only computes and shows it "
+                        "on the category's writeback partition.")
+
+
+@dg.op(description="Reads both systems afresh and builds the inverse plan of what run_id applied in this category: "
+       "old values back, moves back, retired items reactivated, created items retired (never deleted); items "
+       "changed since are left alone as conflicts. With apply: true it is applied, under the guard and If-Match.")
+def undo_category(context: dg.OpExecutionContext, config: UndoConfig, settings: SyncConfigResource,
+                  store: StoreResource) -> None:
+    sync = category_sync(context, settings, store)  # type: ignore[arg-type]
+    directions = PlanBook(sync.store).applied_by(config.run_id).get(sync.key)
+    if not directions:
+        raise dg.Failure(description=f"run {config.run_id} applied nothing in category '{sync.key}'; nothing to undo")
+    sync.snapshot_c2("full")
+    sync.snapshot_hector("full")
+    for direction in directions:
+        plan, changes = sync.plan_undo(direction, config.run_id)
+        metadata = plan_metadata(plan) | {
+            "undo_preview": dg.MetadataValue.md(change_table(changes.filter(pl.col("action") != "skip")))}
+        if config.apply:
+            try:
+                applied = sync.apply(direction, plan_id=plan.plan_id, allow_large_change=large_change_allowed(context))  # type: ignore[arg-type]
+            except (GuardRefused, StalePlan) as refused:
+                raise dg.Failure(description=str(refused)) from None
+            metadata |= {f"rows_{k}": v for k, v in sorted(applied.outcomes.items())}
+        else:
+            metadata["wrote_nothing"] = "shown only: launch again with apply: true to apply it"
+        context.log_event(dg.AssetObservation(asset_key=WRITEBACK_ASSET[direction], partition=sync.key, metadata=metadata))
+
+
+def build_jobs(partitions: dg.PartitionsDefinition) -> list[dg.JobDefinition]:
+    sync_jobs = [
         dg.define_asset_job(
             JOB_OF[direction], selection=dg.AssetSelection.assets(*assets),
             executor_def=dg.in_process_executor, description=description, tags=SYSTEM_TAGS,
         )
         for direction, (assets, description) in SELECTION.items()
     ]
+
+    @dg.job(partitions_def=partitions, executor_def=dg.in_process_executor, tags=SYSTEM_TAGS,
+            description="Takes back what one run applied in one category (hector-sync undo RUN_ID in the UI).")
+    def undo_run() -> None:
+        undo_category()
+
+    return [*sync_jobs, undo_run]
