@@ -131,6 +131,14 @@ def test_undo_takes_back_a_run_and_leaves_what_someone_changed_since(config: Syn
     assert f"undo of run {run}" in conflict[0][3] and "SN-BY-HAND" in conflict[0][3], conflict
     assert {(r[0], r[1], r[2]) for r in rows if r[0] == created} == {(created, "retire_asset", "retired")}
 
+    # `history` tells the retired printer's whole life: created, retired by the run, reactivated by its undo.
+    life = hector_sync("--config", str(config.source), "history", retired)
+    assert life.returncode == 0, life.stderr
+    changes = [line.split() for line in life.stdout.splitlines()[2:]]
+    assert [c[5] for c in changes if c[5] != "create_asset"] == ["retire_asset", "reactivate_asset"], life.stdout
+    assert {c[2] for c in changes if c[5] == "retire_asset"} == {run}
+    assert f"undo of run {run}" in life.stdout.splitlines()[-1], life.stdout
+
 
 def test_undo_of_an_unknown_run_says_so_and_writes_nothing(config: SyncConfig, sims: RunningSimulators) -> None:
     synced(config)
