@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +422,23 @@ def test_rate_limits_are_optional_calls_per_second(tmp_path: Path) -> None:
 def test_a_rate_limit_must_be_above_zero(tmp_path: Path, section: str, value: Any, fragment: str) -> None:
     path = write(tmp_path, changed({f"{section}.rate_limit_per_s": value}))  # infinity is written .inf
     assert_refused(path, f"section '{section}'", "rate_limit_per_s", fragment)
+
+
+def test_max_plan_age_is_a_duration_with_a_unit_and_six_hours_by_default(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, SPEC_EXAMPLE)).max_plan_age == timedelta(hours=6)
+    for text, expected in (("90m", timedelta(minutes=90)), ("1d", timedelta(days=1)), ("45s", timedelta(seconds=45))):
+        assert load_config(write(tmp_path, changed({"max_plan_age": text}))).max_plan_age == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        pytest.param("6 hours", "'6 hours' is not a duration: write a number and a unit, e.g. 6h, 90m or 1d", id="words"),
+        pytest.param("0h", "must be longer than zero", id="zero"),
+    ],
+)
+def test_a_wrong_max_plan_age_is_one_line(tmp_path: Path, value: str, fragment: str) -> None:
+    assert_refused(write(tmp_path, changed({"max_plan_age": value})), "section 'max_plan_age'", None, fragment)
 
 
 @pytest.mark.parametrize(("changes", "where", "field", "fragment"), REFUSALS)
