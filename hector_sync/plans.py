@@ -16,9 +16,12 @@ States of a change row:
 | `skipped` | a reported skip or a missing item: nothing to send |
 | `unchanged` | the pair already agrees: nothing to send |
 
-A plan is refused at writeback when it is older than `max_plan_age`, or when either side has
-been read again since it was computed (its reads are superseded): applying it could retire an
-item that has come back, or create one that exists now. An operator who has looked can let it
+A plan is refused at writeback when it is older than `max_plan_age`, when either side has been
+read again since it was computed, or when another plan wrote to the category after those reads
+(a change set rematerialized alone re-plans from snapshots taken before the last writeback).
+Applying it could retire an item that has come back, or create one that exists now. The plan
+computed from the same reads toward the other system (per_field) is no such writer: the two are
+made together and never touch one item. An operator who has looked can let a stale plan
 through (`allow_stale_plan`).
 """
 
@@ -41,6 +44,7 @@ STATE_OF_OUTCOME = {
     "reactivated": "applied", "linked": "applied", "reverted": "applied", "already_there": "applied",
     "conflict": "conflict", "refused": "failed", "held": "failed", "skipped": "skipped", "reported": "skipped",
 }
+APPLIED_OUTCOMES = tuple(o for o, state in STATE_OF_OUTCOME.items() if state == "applied")
 OPEN_STATES = ("planned", "sending")  # what a writeback still has to send
 STATE_AT_PLAN = {"unchanged": "unchanged"}  # skips and missing items are reported by the writeback
 SYSTEM_NAMES = {"c2": "C2 ITSM", "hector": "Hector"}
@@ -88,9 +92,13 @@ class Plan:
             for s, (run, at) in self.reads().items() if at is not None
         ) or "no reads"
 
-    def staleness(self, now: datetime, max_age: timedelta, latest_reads: dict[str, tuple[str | None, datetime]]) -> str | None:
+    def staleness(
+        self, now: datetime, max_age: timedelta, latest_reads: dict[str, tuple[str | None, datetime]],
+        written: tuple[str | None, datetime] | None = None,
+    ) -> str | None:
         """Why this plan must not be applied now, in words with the plan, its age and the newer
-        read; None when it is fresh. `latest_reads`: system → (run id, read time) as stored now."""
+        read or write; None when it is fresh. `latest_reads`: system → (run id, read time) as
+        stored now; `written`: the first write to the category after its reads by another plan."""
         age = now - self.planned_at
         head = f"plan {self.plan_id} (computed {self.planned_at:%Y-%m-%d %H:%M:%S} UTC, {_duration(age)} ago)"
         if age > max_age:
@@ -100,6 +108,10 @@ class Plan:
             if planned_from is None or at > planned_from:
                 return (f"{head} is superseded: {SYSTEM_NAMES[system]} was read again at "
                         f"{at:%Y-%m-%d %H:%M:%S} UTC by run {run or '(plan command)'}, after the read it was computed from")
+        if written is not None:
+            run, at = written
+            return (f"{head} is superseded: run {run or '(apply command)'} wrote to category '{self.category_key}' "
+                    f"at {at:%Y-%m-%d %H:%M:%S} UTC, after the reads it was computed from")
         return None
 
 
@@ -192,12 +204,32 @@ class PlanBook:
         frame = self.store.query(
             "SELECT DISTINCT category_key, direction FROM change_history WHERE run_id = ? AND outcome IN "
             "(SELECT unnest(?::VARCHAR[])) ORDER BY 1, 2",
-            [run_id, [o for o, s in STATE_OF_OUTCOME.items() if s == "applied"]],
+            [run_id, list(APPLIED_OUTCOMES)],
         )
         touched: dict[str, list[Direction]] = {}
         for key, direction in frame.iter_rows():
             touched.setdefault(key, []).append(Direction(direction))
         return touched
+
+    def written_since_reads(self, plan: Plan) -> tuple[str | None, datetime] | None:
+        """The first change applied to the plan's category after its reads by another plan,
+        other than its sibling toward the other system (same reads, made together)."""
+        reads = [at for _, at in plan.reads().values() if at is not None]
+        if not reads:
+            return None
+        frame = self.store.query(
+            """
+            SELECT h.run_id, h.recorded_at FROM change_history h LEFT JOIN plan p ON p.plan_id = h.plan_id
+            WHERE h.category_key = ? AND h.recorded_at > ? AND h.plan_id IS DISTINCT FROM ?
+              AND h.outcome IN (SELECT unnest(?::VARCHAR[]))
+              AND NOT coalesce(p.direction <> ? AND p.c2_read_at IS NOT DISTINCT FROM ?
+                               AND p.hector_read_at IS NOT DISTINCT FROM ?, false)
+            ORDER BY h.recorded_at LIMIT 1
+            """,
+            [plan.category_key, min(reads), plan.plan_id, list(APPLIED_OUTCOMES),
+             plan.direction.value, plan.c2_read_at, plan.hector_read_at],
+        )
+        return frame.row(0) if frame.height else None  # type: ignore[return-value]
 
     def open_rows(self, plan: Plan) -> pl.DataFrame:
         """The rows a writeback still has to send, with their state."""

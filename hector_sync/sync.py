@@ -236,11 +236,12 @@ class CategorySync:
             idle = (f"plan {plan.plan_id} was applied by run {plan.finished_by} at {plan.finished_at:%Y-%m-%d %H:%M:%S} UTC; "
                     "nothing is left to send" if plan.finished_at else f"plan {plan.plan_id} has nothing to send")
             return Applied(book.finish(plan, self.run_id), Counter(), {}, idle)
-        stale = plan.staleness(datetime.now(UTC), self.config.max_plan_age, self.latest_reads())
+        stale = plan.staleness(datetime.now(UTC), self.config.max_plan_age, self.latest_reads(),
+                               book.written_since_reads(plan))
         if stale and not allow_stale_plan:
-            raise StalePlan(f"category '{self.key}': {stale}. Nothing was written. Rematerialize the change set "
-                            "(or run the whole chain) for a fresh plan, or let this one through with allow_stale_plan "
-                            "(hector-sync apply --allow-stale-plan) once you have checked it.")
+            raise StalePlan(f"category '{self.key}': {stale}. Nothing was written. For a fresh plan, run the whole "
+                            "chain for this category (its job, or hector-sync plan and then apply); or, once you have "
+                            "checked this one, let it through with allow_stale_plan (hector-sync apply --allow-stale-plan).")
         refusal = self.guard_refusal(direction, self.summary(direction, every))
         if refusal and not allow_large_change:
             raise GuardRefused(

@@ -10,13 +10,12 @@ that two items are one, and a subcategory is shared by every asset of its model.
 from __future__ import annotations
 
 from hector_sync.config import Direction
+from hector_sync.plans import APPLIED_OUTCOMES
 from hector_sync.reconcile.changes import ROW_COLUMNS, SYSTEM
 from hector_sync.reconcile.mapping import TO_HECTOR, CategoryPlan
 from hector_sync.reconcile.match import hector_assets, hector_models
 from hector_sync.reconcile.normalize import lit, normalized_cis, quoted
 
-# History outcomes that changed something a run can be asked to take back.
-APPLIED = ("created", "already_there", "updated", "moved", "retired", "reactivated", "linked", "reverted")
 INVERSE = {
     "create_asset": "retire_asset", "create_ci": "retire_ci",
     "retire_asset": "reactivate_asset", "retire_ci": "reactivate_ci",
@@ -55,7 +54,7 @@ def undo_change_set(plan: CategoryPlan, direction: Direction, run_id: str) -> st
     and direction, over the current snapshots and `change_history`."""
     key, run, way = lit(plan.key), lit(run_id), lit(direction.value)
     head, values = _current(plan, direction)
-    applied = ", ".join(lit(o) for o in APPLIED)
+    applied = ", ".join(lit(o) for o in APPLIED_OUTCOMES)  # what changed something a run can take back
     update = "update_asset" if direction is TO_HECTOR else "update_ci"
     inverse = " ".join(f"WHEN {lit(a)} THEN {lit(b)}" for a, b in (INVERSE | {"revert_drift": update}).items())
     kept = " ".join(f"WHEN {lit(a)} THEN {lit(b)}" for a, b in KEPT.items())
