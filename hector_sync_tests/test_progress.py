@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,9 +26,11 @@ import polars as pl
 import pytest
 import requests
 
-from hector_sync.config import load_config
+from hector_sync.config import Direction, load_config
+from hector_sync.plans import Plan
 from hector_sync.progress import INTERVAL_ENV, INTERVAL_S, Progress, default_interval, duration
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
+from hector_sync.store import Store
 from hector_sync.writeback.base import Row, Writeback
 from hector_sync_tests.conftest import WriteConfig
 from hector_sync_tests.console import HECTOR_SYNC, hector_sync
@@ -133,7 +136,7 @@ def test_the_interval_is_five_seconds_unless_the_environment_says_otherwise(monk
         assert default_interval() == INTERVAL_S
 
 
-def test_writers_in_many_threads_count_every_call_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writers_in_many_threads_count_every_call_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`Writeback.each` runs calls on 8 threads: every call is counted, lines stay whole."""
 
     lines: list[str] = []
@@ -146,13 +149,18 @@ def test_writers_in_many_threads_count_every_call_once(monkeypatch: pytest.Monke
             def work(item: str, rows: list[Row]) -> None:
                 time.sleep(0.001)
 
-            self.each(((str(i), [{"item": str(i)}]) for i in range(changes.height)), work)
+            self.each(((str(i), [{"action": "update_asset", "item": str(i)}]) for i in range(changes.height)), work)
 
         def flush(self) -> None:  # nothing recorded, nothing to store
             pass
 
     plan: Any = SimpleNamespace(key="printers")
-    writer = Counting(store=None, plan=plan, run_id=None, log=lines.append, what="Hector writes")  # type: ignore[arg-type]
+    now = datetime.now(UTC)
+    applying = Plan(plan_id="printers.hector.test", kind="sync", category_key="printers", direction=Direction.C2_TO_HECTOR,
+                    run_id=None, planned_at=now, c2_read_run_id=None, c2_read_at=now, hector_read_run_id=None,
+                    hector_read_at=now)
+    writer = Counting(store=Store(tmp_path / "sync.duckdb"), plan=plan, applying=applying, run_id=None,
+                      log=lines.append, what="Hector writes")
     monkeypatch.setenv(INTERVAL_ENV, "0")  # a line per call: 8 threads logging at once
     writer.run(pl.DataFrame({"item": range(600)}))
 

@@ -42,12 +42,36 @@ class HectorWriteback(Writeback):
             self.write(rows, lambda r=rows: self.hector.update_subcategory(
                 int(r[0]["target_id"]), r[0]["target_version"], self._body(r, "model")))
             self.called()
+        self.flush()  # a rerun after a kill finds these done, and never sends them again
+        self._models_made_earlier(changes)
         creates = list(items(changes, "create_asset"))
         self._linked = self.linked_since("ci_id", [item for item, _ in creates], self.applying.hector_read_at)
         self.each(creates, self._create_asset)
         current = current_assets(self.store, self.plan.key, changes.filter(pl.col("action").is_in(ASSET_ACTIONS))["target_id"])
         self.each(items(changes, *ASSET_ACTIONS, by="target_id"), lambda _, rows: self._update_asset(rows, current))
         self.record_reports(changes)
+
+    def _models_made_earlier(self, changes: pl.DataFrame) -> None:
+        """The ids of subcategories an earlier attempt at this plan created: their rows are done,
+        so they are not in `changes`, and the snapshot was read before they existed. Found in
+        Hector by the values that create sent; without them the assets of those models could
+        not be created (or moved) by the rerun."""
+        needing = changes.filter(pl.col("action").is_in(["create_asset", "move_asset"]))["model_key"]
+        missing = set(needing.drop_nulls().to_list()) - set(self._models)
+        if not missing:
+            return
+        made = self.store.query(
+            "SELECT * FROM change_set WHERE plan_id = ? AND action = 'create_subcategory' AND state = 'applied'",
+            [self.applying.plan_id])
+        sent = {_triple(self._body(rows, "model")): item
+                for item, rows in items(made, "create_subcategory") if item in missing}
+        if not sent:
+            return
+        for page in self.hector.iter_subcategory_pages(self.resolved.hector_category_id):
+            for subcategory in page:
+                item = sent.get(_triple(subcategory))
+                if item is not None:
+                    self._models.setdefault(item, int(subcategory["id"]))
 
     def _body(self, rows: list[Row], scope: str) -> dict[str, Any]:
         """The typed API body of a group of change rows of one item."""
@@ -139,3 +163,9 @@ class HectorWriteback(Writeback):
             if "link_asset" in actions:
                 self.link(ci_id, asset_id)
             self.agreed(ci_id, asset_id, {r["field"]: r["new"] for r in rows if r["action"] in ("update_asset", "revert_drift")})
+
+
+def _triple(fields: dict[str, Any]) -> tuple[str, str, str]:
+    """A subcategory's identity as Hector compares it: maker, model, description, trimmed, any case."""
+    maker, model, description = (str(fields.get(k) or "").strip().casefold() for k in ("maker", "model", "description"))
+    return maker, model, description
