@@ -308,19 +308,6 @@ class Store:
         counts.update({k: int(n) for k, n in frame.iter_rows() if k})
         return counts
 
-    def replace_frame(self, table: str, category_key: str, frame: pl.DataFrame, **where: str) -> None:
-        """Replace a category's rows of a derived table with `frame` (columns by name)."""
-        conditions = " AND ".join(["category_key = ?", *(f"{k} = ?" for k in where)])
-        with self.connect() as con:
-            con.execute("BEGIN")
-            con.execute(f"DELETE FROM {table} WHERE {conditions}", [category_key, *where.values()])
-            if frame.height:
-                cols = ", ".join(f'"{c}"' for c in frame.columns)
-                con.register("incoming", frame)
-                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM incoming")
-                con.unregister("incoming")
-            con.execute("COMMIT")
-
     def upsert_links(self, category_key: str, links: list[tuple[str, int]], run_id: str | None) -> None:
         """Keep CI ↔ asset links; a CI created from an asset is no longer pending."""
         if not links:

@@ -3,6 +3,10 @@ run as `hector-sync sync` runs it: the shared vocabulary of the end-to-end tests
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from datetime import date
 
 import requests
@@ -23,6 +27,24 @@ PHONES = {  # assets of Hector become CIs of C2 ITSM
 }
 PHONE_MODELS = [("Apple", "iPhone 15", "Smartphone 6.1-inch"), ("Samsung", "Galaxy S24", "Smartphone 6.2-inch"),
                 ("Cisco", "CP-8845", "IP desk phone")]
+
+
+def printers_retiring(data: dict) -> None:
+    """A `write_config` edit: the demo's printers alone, retiring assets whose CI is gone."""
+    data["categories"] = [c | {"on_missing": "retire"} for c in data["categories"] if c["key"] == "printers"]
+
+
+def kill_when(proc: subprocess.Popen, reached: Callable[[], bool], timeout: float = 120) -> None:
+    """SIGKILL the running sync `proc` as soon as `reached()`, which must happen while it runs."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not reached():
+            assert proc.poll() is None, "the sync ended before it could be killed"
+            assert time.monotonic() < deadline, "the sync never got to the point of the kill"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def sync(config: SyncConfig, *keys: str, full: bool = True) -> None:

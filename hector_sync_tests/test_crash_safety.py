@@ -26,7 +26,7 @@ from hector_sync.notify import failure_report
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync.store import Store
 from hector_sync_tests.conftest import WriteConfig
-from hector_sync_tests.systems import hector_state, refs, sync
+from hector_sync_tests.systems import hector_state, printers_retiring, refs, sync
 
 HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
 PRINTERS = 300
@@ -40,10 +40,7 @@ def sims() -> Iterator[RunningSimulators]:
 
 @pytest.fixture
 def config(write_config: WriteConfig, sims: RunningSimulators) -> SyncConfig:
-    def edit(data: dict) -> None:
-        data["categories"] = [c | {"on_missing": "retire"} for c in data["categories"] if c["key"] == "printers"]
-
-    return load_config(write_config(sims.c2_url, sims.hector_url, edit=edit))
+    return load_config(write_config(sims.c2_url, sims.hector_url, edit=printers_retiring))
 
 
 def start_sync(config: SyncConfig, *args: str) -> subprocess.Popen[str]:

@@ -6,10 +6,8 @@ over HTTP, with the results read back through the two APIs.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync.store import Store
 from hector_sync_tests.conftest import WriteConfig
 from hector_sync_tests.systems import (
-    PHONES, c2_cis, hector_state, history, patch_asset, patch_ci, refs, reset, seed_phones, sync, writes,
+    PHONES, c2_cis, hector_state, history, kill_when, patch_asset, patch_ci, refs, reset, seed_phones, sync, writes,
 )
 
 HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
@@ -210,15 +208,7 @@ def test_a_writeback_killed_halfway_through_2000_creates_ends_with_2000_items(
     requests.put(f"{sims.c2_url}/_sim/faults", json={"latency_s": 0.002}, timeout=5).raise_for_status()
     proc = subprocess.Popen([HECTOR_SYNC, "--config", str(config.source), "sync", "--category", "phones"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    deadline = time.monotonic() + 120
-    try:
-        while writes(sims.c2_url).get("POST /api/v1/cmdbs/{cmdb_id}/cis", 0) < 700:
-            assert proc.poll() is None, "the sync ended before it could be killed"
-            assert time.monotonic() < deadline, "the writeback never got going"
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when(proc, lambda: writes(sims.c2_url).get("POST /api/v1/cmdbs/{cmdb_id}/cis", 0) >= 700)
     made = writes(sims.c2_url)["POST /api/v1/cmdbs/{cmdb_id}/cis"]
     assert 700 <= made < 2000, "the kill missed the writeback"
 

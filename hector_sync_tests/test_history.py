@@ -13,13 +13,9 @@ from hector_sync.simulators.serve import start_simulators
 from hector_sync.store import Store
 from hector_sync_tests.conftest import WriteConfig
 from hector_sync_tests.console import hector_sync
-from hector_sync_tests.systems import c2_cis, hector_state, patch_ci, refs
+from hector_sync_tests.systems import c2_cis, hector_state, patch_ci, printers_retiring, refs
 
 NEW_SERIAL = "SN-NEW\x1b[31m"  # a terminal escape: it must print as text, not turn the screen red
-
-
-def printers_only(data: dict) -> None:
-    data["categories"] = [c | {"on_missing": "retire"} for c in data["categories"] if c["key"] == "printers"]
 
 
 def sync(config: SyncConfig) -> tuple[str, str]:
@@ -40,7 +36,7 @@ def changes(stdout: str) -> tuple[str, list[tuple[str, ...]]]:
 
 def test_history_tells_the_life_of_one_printer_by_ci_asset_and_tag(write_config: WriteConfig) -> None:
     with start_simulators(size=4, sizes={"Printers": 12}) as sims:
-        path = write_config(sims.c2_url, sims.hector_url, edit=printers_only)
+        path = write_config(sims.c2_url, sims.hector_url, edit=printers_retiring)
         config = load_config(path)
 
         created = sync(config)

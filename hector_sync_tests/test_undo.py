@@ -20,7 +20,7 @@ from hector_sync.store import Store
 from hector_sync_tests.conftest import WriteConfig
 from hector_sync_tests.console import hector_sync
 from hector_sync_tests.systems import (
-    PHONES, c2_cis, hector_state, patch_asset, patch_ci, refs, reset, seed_phones, writes,
+    PHONES, c2_cis, hector_state, patch_asset, patch_ci, printers_retiring, refs, reset, seed_phones, writes,
 )
 
 
@@ -32,10 +32,7 @@ def sims() -> Iterator[RunningSimulators]:
 
 @pytest.fixture
 def config(write_config: WriteConfig, sims: RunningSimulators) -> SyncConfig:
-    def edit(data: dict) -> None:
-        data["categories"] = [c | {"on_missing": "retire"} for c in data["categories"] if c["key"] == "printers"]
-
-    return load_config(write_config(sims.c2_url, sims.hector_url, edit=edit))
+    return load_config(write_config(sims.c2_url, sims.hector_url, edit=printers_retiring))
 
 
 def synced(config: SyncConfig) -> str:

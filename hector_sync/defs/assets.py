@@ -258,7 +258,7 @@ def plan_metadata(plan: Plan) -> dict[str, object]:
     """A plan's identity as both its change set and its writeback show it."""
     return {
         "plan_id": plan.plan_id, "plan_kind": plan.kind + (f" of run {plan.undo_of}" if plan.undo_of else ""),
-        "planned_at": plan.planned_at.isoformat(timespec="seconds"), "planned_from": plan.describe_reads(),
+        "planned_at": f"{plan.planned_at:%Y-%m-%d %H:%M:%S} UTC", "planned_from": plan.describe_reads(),
     }
 
 
@@ -295,9 +295,9 @@ def writeback_asset(name: str, direction: Direction, change_set: dg.AssetsDefini
             "WHERE run_id = ? AND category_key = ? AND direction = ? AND outcome NOT IN ('skipped', 'reported') "
             "ORDER BY recorded_at, item, field", [sync.run_id, sync.key, direction.value])
         return dg.MaterializeResult(
-            metadata={
-                **identity,
+            metadata={  # what was written first: the run page shows only the first rows
                 **{f"items_{k}": n for k, n in counts.items()},
+                **identity,
                 **{f"rows_{k}": v for k, v in sorted(applied.outcomes.items())},
                 "changes_written": dg.MetadataValue.md(change_table(done)),
                 "categories": partition_links(context),
