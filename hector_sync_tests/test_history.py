@@ -34,7 +34,7 @@ def changes(stdout: str) -> tuple[str, list[tuple[str, ...]]]:
     return header, [tuple(line.split(maxsplit=7)[2:]) for line in lines]
 
 
-def test_history_tells_the_life_of_one_printer_by_ci_asset_and_tag(write_config: WriteConfig) -> None:
+def test_history_tells_the_life_of_one_printer_by_ci_asset_and_tag_through_its_undo(write_config: WriteConfig) -> None:
     with start_simulators(size=4, sizes={"Printers": 12}) as sims:
         path = write_config(sims.c2_url, sims.hector_url, edit=printers_retiring)
         config = load_config(path)
@@ -55,6 +55,8 @@ def test_history_tells_the_life_of_one_printer_by_ci_asset_and_tag(write_config:
             assert current is not None
             c2.update_ci(ci_id, current["version"], status="retired")
         retired = sync(config)
+        undone = hector_sync("--config", str(path), "undo", retired[0], "--yes")
+        assert undone.returncode == 0, undone.stdout + undone.stderr
 
         outputs = [hector_sync("--config", str(path), "history", name) for name in (ci_id, asset_id, f" {tag} ")]
         unknown = hector_sync("--config", str(path), "history", "ci-00000000")
@@ -78,7 +80,11 @@ def test_history_tells_the_life_of_one_printer_by_ci_asset_and_tag(write_config:
          " — its maker, model or description changed in C2 ITSM"),
         (*retired, "printers", "retire_asset", "retired",
          f"status: {asset['status']!r} → 'retired' — the CI is retired in C2 ITSM"),
+        rows[-1][:2] + ("printers", "reactivate_asset", "reactivated",
+                        f"status: 'retired' → {asset['status']!r} — undo of run {retired[0]}: status back to "
+                        f"{asset['status']!r}"),
     ]
+    assert rows[-1][0] not in (created[0], updated[0], moved[0], retired[0]), "the undo is a run of its own"
 
     assert unknown.returncode == 1 and unknown.stdout == ""
     assert unknown.stderr.strip() == (
