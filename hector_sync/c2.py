@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from hector_sync.errors import CredentialsRejected, NotFound, UnexpectedAnswer
-from hector_sync.http import JsonApi, OnTotal, RetryPolicy, call_name, pages_of, path_of, utc_z
+from hector_sync.http import (
+    Deadline, JsonApi, Listing, OnTotal, RetryPolicy, call_name, header_safe, path_of, utc_z,
+)
 
 if TYPE_CHECKING:
     from hector_sync.config import C2Settings
@@ -71,12 +73,46 @@ class _Login(_C2Model):
 
 
 RELOGINS = 3
+K = TypeVar("K")
+
+
+def _modified_at(ci: Mapping[str, Any]) -> datetime:
+    """A CI's `modified_at` ("2026-11-21T14:02:11Z", UTC when it names no zone). Missing or
+    unreadable, it counts as the latest instant: C2 ITSM listed the CI as modified since."""
+    try:
+        instant = datetime.fromisoformat(str(ci.get("modified_at")))
+    except ValueError:
+        return datetime.max.replace(tzinfo=UTC)
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+def _same_value(listed: Any, sent: Any) -> bool:
+    """A field value as C2 ITSM lists it against the one a create sent: absent, null and empty
+    alike, numbers as numbers, text trimmed."""
+    if listed in (None, "") or sent in (None, ""):
+        return listed in (None, "") and sent in (None, "")
+    numbers = tuple(isinstance(v, int | float) and not isinstance(v, bool) for v in (listed, sent))
+    if all(numbers):
+        return float(listed) == float(sent)
+    if any(numbers):
+        return False
+    return str(listed).strip() == str(sent).strip()
+
+
+def ci_holds(ci: Mapping[str, Any], name: str, fields: Mapping[str, Any]) -> bool:
+    """Whether a CI, as C2 ITSM lists it, carries `name` and every value of `fields` (by field
+    id, as a create sends them); fields it holds beyond those do not matter."""
+    listed = ci.get("fields") or {}
+    return (ci.get("name") or "").strip() == name.strip() and all(
+        _same_value(listed.get(field_id), value) for field_id, value in fields.items()
+    )
 
 
 class C2Client(JsonApi):
     """C2 ITSM over HTTP: discovery, paged CI reads, CI writes with optimistic locking."""
 
     system = "C2 ITSM"
+    section = "c2"
 
     def __init__(
         self,
@@ -127,7 +163,11 @@ class C2Client(JsonApi):
                 body = {"username": self.account, "password": self._password}
                 # a second login only issues another token: safe to resend when the answer is lost
                 answer = self._request("POST", "/auth/login", body=body, replay=True)
-                self._token = self._parse(_Login, answer, call_name("POST", "/auth/login")).token
+                token = self._parse(_Login, answer, call_name("POST", "/auth/login")).token
+                if not header_safe(token):  # requests would refuse it quoting it, "Bearer <token>"
+                    message = "the token is not a valid HTTP header value (empty, or a control character in it)"
+                    raise self._error(UnexpectedAnswer, call_name("POST", "/auth/login"), message=message)
+                self._token = token
             return self._token
 
     def _call(
@@ -171,33 +211,71 @@ class C2Client(JsonApi):
         modified_since: datetime | None = None,
         page_size: int = MAX_PAGE_SIZE,
         on_total: OnTotal | None = None,
+        deadline: Deadline | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Yield the CIs of a category page by page (retired ones included), holding one page.
 
-        `on_total(items, pages)` hears C2's `total_count` of the answer (filtered by
-        `modified_since`) and the pages it makes, before each page is yielded."""
+        The pages must account for every CI of C2's `total_count` (of the answer, filtered by
+        `modified_since`) and follow each other, page 1, 2, 3, ..., else `ListingIncomplete`
+        (see `Listing`), raised before the bad page is yielded or once the last one was;
+        `deadline` abandons the read between two pages. `on_total(items, pages)` hears the
+        total and the pages it makes before each page is yielded."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size}")
         path = path_of("cmdbs", cmdb_id, "cis")
+        call = call_name("GET", path)
         params: dict[str, str | int] = {"category_id": category_id, "page_size": page_size}
         if modified_since is not None:
             params["modified_since"] = utc_z(modified_since)
+        listing = Listing(self.system, call, "CIs", page_size, total_name="total_count", account=self.account,
+                          deadline=deadline, on_total=on_total)
         page: int | None = 1
         while page is not None:
+            listing.before_page()
             envelope = self._fetch(_CiPage, "GET", path, params={**params, "page": page})
-            if on_total is not None and envelope.total_count is not None:
-                on_total(envelope.total_count, pages_of(envelope.total_count, page_size))
-            yield envelope.items
             if envelope.next_page is not None and envelope.next_page <= page:
                 message = f"page {page} names page {envelope.next_page} as the next one"
-                raise self._error(UnexpectedAnswer, call_name("GET", path), message=message)
+                raise self._error(UnexpectedAnswer, call, message=message)
+            if envelope.next_page is not None and envelope.next_page > page + 1:
+                raise listing.fault(f"skipped {envelope.next_page - page - 1:,} page(s) of {listing.noun}",
+                                    f"page {page} names page {envelope.next_page} as the next one")
+            yield listing.page((page - 1) * page_size, envelope.items, envelope.total_count)
             page = envelope.next_page
+        listing.end()
 
-    def find_cis_named(self, cmdb_id: str, category_id: str, name: str, modified_since: datetime) -> list[dict[str, Any]]:
-        """The category's CIs of that name modified since then: how a create whose answer was
-        lost is found (C2 ITSM has no search by name, and no duplicate check)."""
-        pages = self.iter_ci_pages(cmdb_id, category_id, modified_since=modified_since)
-        return [ci for page in pages for ci in page if (ci.get("name") or "").strip() == name.strip()]
+    def find_cis_named(
+        self, cmdb_id: str, category_id: str, name: str, modified_since: datetime,
+        fields: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The category's CIs of that name modified since then, and, given the `fields` a create
+        sent, holding those values too (`ci_holds`): how a create whose outcome is unknown is
+        found (C2 ITSM has no search, and no duplicate check)."""
+        wanted = {0: (name, fields or {}, modified_since)}
+        return self.find_cis_holding(cmdb_id, category_id, wanted)[0]
+
+    def find_cis_holding(
+        self, cmdb_id: str, category_id: str, wanted: Mapping[K, tuple[str, Mapping[str, Any], datetime]]
+    ) -> dict[K, list[dict[str, Any]]]:
+        """Per key of `wanted` (name, fields by id as a create sends them, since when), the
+        category's CIs modified at or after that instant that carry the name and the values.
+
+        One listing serves them all: the CIs modified since the earliest instant, in one pass
+        holding one page. An instant is compared with C2's own `modified_at`, so give it room
+        for the clock difference between us and C2 ITSM."""
+        found: dict[K, list[dict[str, Any]]] = {key: [] for key in wanted}
+        if not wanted:
+            return found
+        by_name: dict[str, list[K]] = {}
+        for key, (name, _, _) in wanted.items():
+            by_name.setdefault(name.strip(), []).append(key)
+        earliest = min(since for _, _, since in wanted.values())
+        for page in self.iter_ci_pages(cmdb_id, category_id, modified_since=earliest):
+            for ci in page:
+                for key in by_name.get((ci.get("name") or "").strip(), ()):
+                    name, fields, since = wanted[key]
+                    if _modified_at(ci) >= since and ci_holds(ci, name, fields):
+                        found[key].append(ci)
+        return found
 
     def get_ci(self, ci_id: str) -> dict[str, Any] | None:
         """The CI, or None when C2 no longer has it."""
@@ -209,8 +287,12 @@ class C2Client(JsonApi):
     def create_ci(
         self, cmdb_id: str, category_id: str, name: str, fields: Mapping[str, Any]
     ) -> dict[str, Any]:
+        """Create a CI, sending it once: C2 ITSM keeps no duplicate check, so only an answer
+        that says the create was not processed (a 429, a 401 renewed) is followed by another.
+        Any 5xx, a lost answer and a timeout raise Unavailable (`status` the 5xx, or None): the
+        CI may exist, and the caller finds it by its values (`find_cis_holding`) or holds it."""
         body = {"category_id": category_id, "name": name, "fields": dict(fields)}
-        return self._record("POST", path_of("cmdbs", cmdb_id, "cis"), body=body)
+        return self._record("POST", path_of("cmdbs", cmdb_id, "cis"), body=body, once=True)
 
     def update_ci(
         self,

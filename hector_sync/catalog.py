@@ -9,6 +9,7 @@ guards every writeback, and the snapshots all use it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hector_sync.c2 import C2Client, C2Field
 from hector_sync.config import CategoryConfig, SyncConfig
@@ -27,17 +28,32 @@ class MappingInvalid(Exception):
 
 @dataclass(frozen=True)
 class ResolvedCategory:
+    """A category's names resolved to ids. Everything past the catalog (snapshot tables, SQL,
+    change rows) knows a field or attribute by its trimmed name, the one the configuration
+    matches; the systems' own spelling is only used on the wire: C2 ITSM's fields go by id, and
+    Hector's attributes by the raw name in `attribute_names`."""
+
     category: CategoryConfig
     cmdb_id: str
     c2_category_id: str
-    c2_fields: dict[str, C2Field]  # by name
+    c2_fields: dict[str, C2Field]  # by trimmed name
     hector_category_id: int
     stockroom_id: int
-    attribute_kinds: dict[tuple[Scope, str], Kind]
+    attribute_kinds: dict[tuple[Scope, str], Kind]  # by trimmed name
+    attribute_names: dict[tuple[Scope, str], str] = field(default_factory=dict)  # trimmed → Hector's own
 
     @property
     def field_names_by_id(self) -> dict[str, str]:
-        return {f.id: f.name for f in self.c2_fields.values()}
+        """C2 field id → trimmed name: how a CI's `fields` are keyed in the snapshot."""
+        return {f.id: name for name, f in self.c2_fields.items()}
+
+    def hector_name(self, scope: Scope, name: str) -> str:
+        """The name Hector knows an attribute by (perhaps with stray spaces)."""
+        return self.attribute_names.get((scope, name), name)
+
+    def hector_attributes(self, scope: Scope, values: dict[str, Any]) -> dict[str, Any]:
+        """Attribute values keyed by trimmed name, keyed as Hector wants them written."""
+        return {self.hector_name(scope, name): value for name, value in values.items()}
 
 
 def _by_name(items: list) -> dict:
@@ -114,7 +130,7 @@ class Catalog:
         stockroom = stockrooms.get(self.config.default_stockroom.strip())
         if stockroom is None:
             problems.append(f"Hector has no stockroom named '{self.config.default_stockroom}' (default_stockroom)")
-        kinds = {(a.scope if a.scope == "asset" else "model", a.name.strip()): a.type for a in attributes}
+        kinds = {(_scope(a), a.name.strip()): a.type for a in attributes}
         for scope, name in sorted(_attributes(category)):
             if (scope, name) not in kinds:
                 hector_scope = "asset" if scope == "asset" else "subcategory"
@@ -125,7 +141,12 @@ class Catalog:
         return ResolvedCategory(
             category=category, cmdb_id=cmdb_id, c2_category_id=c2_category_id, c2_fields=fields,
             hector_category_id=hector_category.id, stockroom_id=stockroom.id, attribute_kinds=kinds,
+            attribute_names={(_scope(a), a.name.strip()): a.name for a in attributes},
         )
+
+
+def _scope(attribute: HectorAttribute) -> Scope:
+    return "asset" if attribute.scope == "asset" else "model"
 
 
 def _c2_sources(category: CategoryConfig) -> set[str]:
@@ -137,8 +158,8 @@ def _c2_sources(category: CategoryConfig) -> set[str]:
 
 
 def _attributes(category: CategoryConfig) -> set[tuple[Scope, str]]:
-    found: set[tuple[Scope, str]] = {("model", n) for n in category.model_attributes}
-    found |= {("asset", n) for n in category.asset_attributes}
+    found: set[tuple[Scope, str]] = {("model", n.strip()) for n in category.model_attributes}
+    found |= {("asset", n.strip()) for n in category.asset_attributes}
     if category.identify_by and category.identify_by.hector not in ASSET_FIELD_KINDS:
         found.add(("asset", category.identify_by.hector))
     return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Hashable
 from enum import StrEnum
 from pathlib import Path
@@ -38,6 +39,7 @@ from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV
 
 CONFIG_ENV_VAR = "HECTOR_SYNC_CONFIG"
 DEFAULT_MAX_PLAN_AGE = timedelta(hours=6)
+DEFAULT_MAX_READ_TIME = timedelta(hours=2)
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -180,12 +182,24 @@ class Secret(_Strict):
         return value
 
     def reveal(self) -> str:
-        """Read the value now, at use time, so rotating a secret needs no change to the file."""
-        value = os.environ.get(self.env)
+        """Read the value now, at use time, so rotating a secret needs no change to the file.
+
+        Surrounding whitespace is dropped: `kubectl create secret --from-file` and most editors
+        end the value with a newline. A control character left inside (a line break, NUL, tab)
+        cannot travel in an HTTP header, and a line break there would even inject a header of
+        its own: refused, naming the variable and never the value.
+        """
+        value = (os.environ.get(self.env) or "").strip()
         if not value:
             raise ConfigError(
                 f"the environment variable {self.env} is not set or empty; "
                 f"the configuration reads a secret from it ({self})"
+            )
+        if any(unicodedata.category(char) == "Cc" for char in value):
+            raise ConfigError(
+                f"the environment variable {self.env} holds a line break or another control character "
+                f"inside its value, which cannot be sent in an HTTP header; set it to the secret alone, "
+                f"on one line ({self})"
             )
         return value
 
@@ -359,39 +373,84 @@ class C2Settings(_Strict):
 
     `rate_limit_per_s` keeps the client's calls (all threads together) under the server's limit
     rather than finding it by 429s; None sends as fast as the writers go.
+
+    Over a plain http:// url the password and the tokens cross the network readable by anyone
+    on the path, so it takes `allow_insecure_http: true` (a test server, such as the bundled
+    simulators); the client then logs a warning (see `JsonApi`).
     """
 
     url: Url
     username: Text
     password: Secret
     verify_tls: bool = True
+    allow_insecure_http: bool = False
     rate_limit_per_s: CallsPerSecond | None = None
+
+    @model_validator(mode="after")
+    def _tls_unless_allowed(self) -> C2Settings:
+        if urlsplit(self.url).scheme.lower() == "http" and not self.allow_insecure_http:
+            raise self._plain_http_refused("c2")
+        return self
+
+    @staticmethod
+    def _plain_http_refused(section: str) -> PydanticCustomError:
+        return _problem(
+            "is a plain http:// address, which sends the credentials unencrypted: use https://, "
+            f"or set allow_insecure_http: true in section '{section}' (a test server only)",
+            "url",
+        )
 
 
 class HectorSettings(_Strict):
-    """The Hector instance and its API key; `rate_limit_per_s` as for C2."""
+    """The Hector instance and its API key; `rate_limit_per_s` and `allow_insecure_http` as for C2."""
 
     url: Url
     api_key: Secret
     verify_tls: bool = True
+    allow_insecure_http: bool = False
     rate_limit_per_s: CallsPerSecond | None = None
+
+    @model_validator(mode="after")
+    def _tls_unless_allowed(self) -> HectorSettings:
+        if urlsplit(self.url).scheme.lower() == "http" and not self.allow_insecure_http:
+            raise C2Settings._plain_http_refused("hector")
+        return self
 
 
 class SmtpSettings(_Strict):
-    """How the e-mail about a failed sync reaches `notify_on_error`."""
+    """How the e-mail about a failed sync reaches `notify_on_error`.
+
+    `starttls: true` upgrades a plain connection, `tls: implicit` speaks TLS from the first byte
+    (SMTPS, port 465 unless `port` says otherwise); either way the server's certificate and name
+    are verified against the system's CAs (or $SSL_CERT_FILE). A login is never sent in clear.
+    """
 
     host: Text
     port: int = Field(default=25, ge=1, le=65535)
     sender: Email
     starttls: bool = False
+    tls: Literal["implicit"] | None = None
     username: Text | None = None
     password: Secret | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _smtps_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("tls") == "implicit" and "port" not in data:
+            data = data | {"port": 465}
+        return data
+
     @model_validator(mode="after")
     def _login_pair(self) -> SmtpSettings:
+        if self.starttls and self.tls == "implicit":
+            raise _problem("starttls: true and tls: implicit exclude each other: keep one "
+                           "(tls: implicit for port 465, starttls: true for 587 or 25)", "tls")
         if (self.username is None) != (self.password is None):
             missing = "password" if self.password is None else "username"
             raise _problem("username and password go together: give both or neither", missing)
+        if self.username is not None and not self.starttls and self.tls is None:
+            raise _problem("a login is never sent over plain text: add starttls: true, or tls: implicit "
+                           "(port 465), or remove username and password", "username")
         return self
 
 
@@ -458,11 +517,17 @@ class SyncConfig(BaseModel):
     # A plan printed at the start of a shift can be reviewed and applied in that shift; one from
     # yesterday's scheduled run never is. Older plans are refused at writeback.
     max_plan_age: timedelta = DEFAULT_MAX_PLAN_AGE
+    # A read of one side of a category (its listing, page by page) that takes longer is abandoned
+    # and the snapshot refused: a server that never ends a listing cannot hold the category's
+    # lock for good. Two hours read a million CIs many times over.
+    max_read_time: timedelta = DEFAULT_MAX_READ_TIME
+    # The Dagster UI that failure e-mails link to (`<dagster_url>/runs/<run_id>`); None: they say how to open it.
+    dagster_url: Url | None = None
     cmdbs: list[Text] = Field(min_length=1)
     categories: list[CategoryConfig] = Field(min_length=1)
     source: Path
 
-    @field_validator("max_plan_age", mode="before")
+    @field_validator("max_plan_age", "max_read_time", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         """`6h`, `90m`, `45s`, `2d`: how the file writes a duration."""
@@ -494,6 +559,7 @@ class SyncConfig(BaseModel):
                     "cmdb",
                     category.key,
                 )
+        _refuse_shared_targets(self.categories)
         return self
 
     def category(self, key: str) -> CategoryConfig:
@@ -503,6 +569,33 @@ class SyncConfig(BaseModel):
                 return category
         keys = ", ".join(c.key for c in self.categories)
         raise ConfigError(f"is not configured; the keys are: {keys}", file=self.source, category=key)
+
+
+def _refuse_shared_targets(categories: list[CategoryConfig]) -> None:
+    """Two syncing categories on one Hector category, or on one C2 category (CMDB and name),
+    would each take the other's items for "no longer listed" and retire them: refused, naming
+    both keys. Names compare trimmed and in any case; parked categories (direction: none) sync
+    nothing, so they may name anything (the starter file of `discover` parks them all)."""
+    first: dict[tuple[str, ...], CategoryConfig] = {}
+    for category in categories:
+        if category.direction is Direction.NONE:
+            continue
+        sides = (
+            (("hector", category.hector_category.strip().casefold()), "hector_category",
+             lambda c: f"Hector category '{c.hector_category.strip()}'"),
+            (("c2", category.cmdb.strip().casefold(), category.c2_category.strip().casefold()), "c2_category",
+             lambda c: f"C2 category '{c.c2_category.strip()}' of CMDB '{c.cmdb.strip()}'"),
+        )
+        for identity, field, named in sides:
+            other = first.setdefault(identity, category)
+            if other is not category:
+                raise _problem(
+                    f"categories '{other.key}' and '{category.key}' both sync {named(other)}; two categories "
+                    "would retire each other's items: map each Hector category (and each C2 category) from one "
+                    "category only, or park one (direction: none)",
+                    field,
+                    category.key,
+                )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -287,15 +287,25 @@ def _category_entry(
     return _comment("\n".join(notes), "  ") + _yaml([entry], "  ")
 
 
+def _defaults(settings: Any, defaults: dict[str, Any]) -> set[str]:
+    """The keys of `defaults` that `settings` leaves at that value: not worth writing out."""
+    return {key for key, value in defaults.items() if getattr(settings, key) == value}
+
+
 def starter_config(config: SyncConfig, inventory: Inventory, target: Path) -> str:
     """The text of a starter configuration: the current connection settings, every C2 category.
 
     Secrets stay the `{env: VAR}` references of the current configuration (a Secret holds no
     value). duckdb_path is written absolute, so it names the same database wherever the file goes.
+    `allow_insecure_http: true` is carried over (an http:// url is refused without it), `false`,
+    the default, left out.
     """
+    plain_http_off = {"allow_insecure_http": False}
     connection = {
-        "c2": config.c2.model_dump(mode="json", exclude_none=True),
-        "hector": config.hector.model_dump(mode="json", exclude_none=True),
+        "c2": config.c2.model_dump(mode="json", exclude_none=True, exclude=_defaults(config.c2, plain_http_off)),
+        "hector": config.hector.model_dump(
+            mode="json", exclude_none=True, exclude=_defaults(config.hector, plain_http_off)
+        ),
         "notify_on_error": config.notify_on_error,
         "smtp": config.smtp.model_dump(mode="json", exclude_none=True),
     }

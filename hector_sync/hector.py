@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from hector_sync.http import JsonApi, ModelT, OnTotal, RetryPolicy, call_name, pages_of, path_of, utc_z
+from hector_sync.http import (
+    Deadline, JsonApi, Listing, ModelT, OnTotal, RetryPolicy, call_name, header_safe, path_of, utc_z,
+)
 
 if TYPE_CHECKING:
     from hector_sync.config import HectorSettings
@@ -53,6 +55,7 @@ class HectorClient(JsonApi):
     """Hector over HTTP: reference lists, paged subcategory and asset reads, guarded writes."""
 
     system = "Hector"
+    section = "hector"
 
     def __init__(
         self,
@@ -66,6 +69,12 @@ class HectorClient(JsonApi):
     ) -> None:
         """`api_key_env` names the variable holding the key, for the 401 message;
         `rate_limit_per_s` caps the calls per second of all threads together (see `JsonApi`)."""
+        if not header_safe(api_key):  # requests would refuse it later, quoting "Bearer <key>"
+            where = f"the environment variable {api_key_env}" if api_key_env else "the Hector API key"
+            raise ValueError(
+                f"{where} is not a valid HTTP header value (surrounding spaces, a control character, "
+                "or a character outside Latin-1): set it to the key alone"
+            )
         super().__init__(
             url, verify_tls=verify_tls, retry=retry, account=None, rate_limit_per_s=rate_limit_per_s
         )
@@ -96,24 +105,32 @@ class HectorClient(JsonApi):
         return "check the API key in the configuration"
 
     def _iter_pages(
-        self, path: str, params: Mapping[str, str | int], page_size: int, on_total: OnTotal | None = None
+        self, path: str, params: Mapping[str, str | int], page_size: int, on_total: OnTotal | None = None,
+        deadline: Deadline | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
-        """Yield the rows of a list page by page until `total` is reached or a page is empty;
-        `on_total(items, pages)` hears Hector's `total` of each answer before its page."""
+        """Yield the rows of a list page by page until `total` is reached or a page is empty.
+
+        The rows must account for every one of Hector's `total`, else `ListingIncomplete` (see
+        `Listing`), raised before the bad page is yielded or once the last one was; `deadline`
+        abandons the read between two pages. `on_total(items, pages)` hears the `total` of each
+        answer before its page."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size}")
+        listing = Listing(self.system, call_name("GET", path), path.rsplit("/", 1)[-1], page_size,
+                          total_name="total", deadline=deadline, on_total=on_total)
         offset = 0
         while True:
+            listing.before_page()
             window = {**params, "limit": page_size, "offset": offset}
             page = self._fetch(_Rows, "GET", path, params=window)
-            if on_total is not None:
-                on_total(page.total, pages_of(page.total, page_size))
+            rows = listing.page(offset, page.rows, page.total)
             if not page.rows:
-                return
-            yield page.rows
+                break
+            yield rows
             offset += len(page.rows)
             if offset >= page.total:
-                return
+                break
+        listing.end()
 
     def _list(self, model: type[ModelT], path: str) -> list[ModelT]:
         """A whole reference list (a few rows), each row checked against `model`."""
@@ -132,12 +149,12 @@ class HectorClient(JsonApi):
 
     def iter_subcategory_pages(
         self, category_id: int, *, updated_since: datetime | None = None, page_size: int = MAX_PAGE_SIZE,
-        on_total: OnTotal | None = None,
+        on_total: OnTotal | None = None, deadline: Deadline | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         params: dict[str, str | int] = {"category_id": category_id}
         if updated_since is not None:
             params["updated_since"] = utc_z(updated_since)
-        return self._iter_pages("/subcategories", params, page_size, on_total)
+        return self._iter_pages("/subcategories", params, page_size, on_total, deadline)
 
     def iter_asset_pages(
         self,
@@ -148,6 +165,7 @@ class HectorClient(JsonApi):
         updated_since: datetime | None = None,
         page_size: int = MAX_PAGE_SIZE,
         on_total: OnTotal | None = None,
+        deadline: Deadline | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Assets page by page; `external_ref` is "source:id" (see find_assets_by_external_ref)."""
         filters = {
@@ -157,7 +175,7 @@ class HectorClient(JsonApi):
             "updated_since": None if updated_since is None else utc_z(updated_since),
         }
         params = {key: value for key, value in filters.items() if value is not None}
-        return self._iter_pages("/assets", params, page_size, on_total)
+        return self._iter_pages("/assets", params, page_size, on_total, deadline)
 
     def find_assets_by_external_ref(self, source: str, ref_id: str) -> list[dict[str, Any]]:
         """The assets carrying the external ref (normally none or one; more is a data problem)."""

@@ -5,7 +5,9 @@ call transient, a `Throttle` that paces all of a client's threads (its own rate 
 Retry-After a server asks for), and a small JSON API base (`JsonApi`) that turns every answer
 that is not a success into a typed error from `hector_sync.errors`. Secrets (passwords, tokens, API keys)
 travel only in request bodies and headers, which neither we nor urllib3/requests ever log, and
-are scrubbed from any text a server sends back before it reaches an exception.
+are scrubbed from any text a server sends back before it reaches an exception. They stay with
+their host: a redirect is never followed (every call carries a password, a token or a key), and
+no exception of requests/urllib3 is chained to ours, since its text can quote a header.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -57,6 +60,23 @@ from hector_sync.errors import (
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(eq=False)
+class Redirected(UnexpectedAnswer):
+    """A 3xx answer, not followed: every call carries a credential (the C2 login its password,
+    the others a token or the API key), and a followed 307/308 would resend it, body and all, to
+    whatever address the Location names. `target` is that address's host[:port]; `setting` the
+    configuration key that holds the url ("c2.url")."""
+
+    target: str = ""
+    setting: str = ""
+
+    def __str__(self) -> str:
+        return (
+            f"{self.system} answered {self.call} with a redirect to {self.target}; "
+            f"credentials are not sent to another address: fix {self.setting}"
+        )
+
 API_PREFIX = "/api/v1"
 POOL_SIZE = 16
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
@@ -80,6 +100,196 @@ OnTotal = Callable[[int, int], None]  # (items, pages) of a whole paged list, as
 def pages_of(total: int, page_size: int) -> int:
     """How many pages a list of `total` items makes."""
     return -(-total // page_size)
+
+
+@dataclass(eq=False)
+class ListingIncomplete(UnexpectedAnswer):
+    """A paged list that did not account for what it announced (see `Listing`): it ended
+    early, skipped or repeated a page, would not end, or outlasted `max_read_time`.
+
+    `problem` and `detail` say what, in words; `category` is named by the snapshot reader that
+    refused its read on this account (None for the clients' other lists).
+    """
+
+    problem: str = ""
+    detail: str = ""
+    category: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.call}: {self.detail}" if self.detail else self.call
+        if self.category is None:
+            return f"{self.system} {self.problem} ({where})"
+        return (f"{self.system} {self.problem} for category {self.category} ({where}); "
+                "the snapshot is refused and the last good one kept")
+
+
+def _span(seconds: float) -> str:
+    """A duration as the configuration writes it: 2h, 90m, 2s."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a read must be over: `seconds` (its `max_read_time`) after it began. One deadline
+    may span several lists (Hector's subcategories, then its assets)."""
+
+    seconds: float
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def after(cls, limit: timedelta) -> Deadline:
+        return cls(limit.total_seconds())
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def passed(self) -> bool:
+        return self.elapsed() > self.seconds
+
+    def __str__(self) -> str:
+        return f"max_read_time ({_span(self.seconds)})"
+
+
+class Listing:
+    """The tally of one paged list, which must account for every item it announced and for its
+    pages, or its read is refused: the one check behind C2 ITSM's and Hector's paginators.
+
+    A paginator calls `before_page()` before each call, `page()` on each answer (it returns the
+    items to hand on) and `end()` once the server says the list is over; each raises
+    `ListingIncomplete` naming what went wrong:
+    - ended early: fewer distinct items than the last announced total (`total_count`, `total`);
+    - endless: a page with items at or past the announced total, or more than one (empty) page
+      there: the one empty page a server may answer after the last full one is the only margin;
+    - skipped or repeated a page: ids received before come again (a skipped page shows the
+      same way, as the server's next page then repeats what it sent in its place), or more items
+      than the announced total;
+    - slow: `deadline` passed before the list was over (checked between pages, so the bound is
+      `max_read_time` plus the call in flight, itself bounded by the retry policy's timeouts).
+
+    How strict, when a list changes while it is paged (both APIs order by id and page by
+    position): items created meanwhile come last, are received, and raise the total, so they
+    balance out. An item that joins a filtered list behind the cursor (a CI modified during an
+    incremental read, an asset moved into the category) is not received, and shifts every later
+    item one place: the next page begins with the item that ended the page before. That, and
+    only that, is forgiven, and only as often as the announced total has grown since the first
+    page: each forgiven repeat stands for one joined item, which is then counted as accounted
+    for. The joined item changed after the read began, so the next read lists it; nothing is
+    missed. Any other repeated id is a fault, as is any shortfall the growth does not explain.
+    The count cannot see an item that leaves the list behind the cursor (an asset moved out of
+    the category): the next one is then skipped while the total drops by one. The APIs give no
+    way to tell; the retire guard (max_change_fraction) is the safety net for that race.
+
+    The ids received are kept (tens of MB for a million) to recognise a repeat anywhere.
+    """
+
+    def __init__(
+        self,
+        system: System,
+        call: str,
+        noun: str,
+        page_size: int,
+        *,
+        total_name: str,
+        account: str | None = None,
+        deadline: Deadline | None = None,
+        on_total: OnTotal | None = None,
+    ) -> None:
+        self.system, self.call, self.noun, self.page_size = system, call, noun, page_size
+        self.total_name, self.account, self.deadline, self.on_total = total_name, account, deadline, on_total
+        self.first_total: int | None = None
+        self.total: int | None = None
+        self.pages = 0
+        self.past_end = 0  # pages answered at or past the announced total
+        self.joined = 0  # repeats forgiven as the mark of an item that joined behind the cursor
+        self._seen: set[object] = set()
+        self._previous: list[object] = []  # the ids of the page before, in order
+
+    @property
+    def received(self) -> int:
+        """Distinct items received so far."""
+        return len(self._seen)
+
+    def fault(self, problem: str, detail: str = "") -> ListingIncomplete:
+        return ListingIncomplete(system=self.system, call=self.call, account=self.account,
+                                 problem=problem, detail=detail)
+
+    def before_page(self) -> None:
+        """Abandon the read if its deadline has passed (before each call of a page)."""
+        if self.deadline is None or not self.deadline.passed():
+            return
+        got = f"{self.received:,} of the {self.total:,}" if self.total is not None else "none of the"
+        raise self.fault(
+            f"did not finish listing its {self.noun} within {self.deadline}",
+            f"the read was abandoned after {self.deadline.elapsed():.0f} s, before page {self.pages + 1}, "
+            f"with {got} announced received",
+        )
+
+    def page(self, start: int, items: list[dict[str, Any]], total: int | None) -> list[dict[str, Any]]:
+        """Account for one answer, whose first item is at position `start` of the list; return
+        its items that were not received before."""
+        number = self.pages + 1
+        if total is None:
+            raise self.fault(f"listed {self.noun} without announcing how many",
+                             f"page {number} has no {self.total_name}")
+        if self.on_total is not None:
+            self.on_total(total, pages_of(total, self.page_size))
+        if self.first_total is None:
+            self.first_total = total
+        self.total, self.pages = total, number
+        if len(items) > self.page_size:
+            raise self.fault(f"listed {len(items):,} {self.noun} on one page",
+                             f"page {number} asked for {self.page_size:,}")
+        if start >= total:  # past the announced end: one empty page is the margin, nothing more
+            self.past_end += 1
+            if items or self.past_end > 1:
+                what = f"still held {len(items):,} {self.noun}" if items else "came after an empty one"
+                raise self.fault(
+                    f"kept listing {self.noun} past the {total:,} it announced",
+                    f"page {number} {what}, beyond the {pages_of(total, self.page_size):,} pages its "
+                    f"{self.total_name} makes: the listing does not end",
+                )
+        ids = [item.get("id") if isinstance(item, dict) else None for item in items]
+        on_page: set[object] = set()
+        repeats = 0
+        for item_id in ids:
+            if item_id in self._seen or item_id in on_page:
+                repeats += 1
+            else:
+                on_page.add(item_id)
+        fresh = items
+        if repeats:
+            # forgiven only as the mark of items that joined behind the cursor (class docstring)
+            shifted = ids[:repeats] == self._previous[-repeats:]
+            if not shifted or self.joined + repeats > total - self.first_total:
+                raise self.fault(
+                    f"listed {repeats:,} {self.noun} twice",
+                    f"page {number} answered {self.noun} of an earlier page: the listing skips or repeats pages",
+                )
+            self.joined += repeats
+            fresh = items[repeats:]
+        self._seen.update(on_page)
+        self._previous = ids
+        return fresh
+
+    def end(self) -> None:
+        """The server says the list is over: every item it announced must have come."""
+        total = self.total or 0
+        accounted = self.received + self.joined
+        joined = f", {self.joined:,} of which joined it behind the cursor" if self.joined else ""
+        if accounted < total:
+            raise self.fault(
+                f"listed {self.received:,} of the {total:,} {self.noun} it announced{joined}",
+                f"the listing ended after {self.pages:,} page{'s' * (self.pages != 1)}, where its "
+                f"{self.total_name} makes {pages_of(total, self.page_size):,}",
+            )
+        if accounted > total:
+            raise self.fault(
+                f"listed {self.received:,} {self.noun}, more than the {total:,} it announced",
+                "the listing repeats or invents items",
+            )
 
 
 class Throttle:
@@ -302,6 +512,17 @@ def build_session(retry: RetryPolicy, verify_tls: bool, throttle: Throttle) -> r
     return session
 
 
+def header_safe(value: str) -> bool:
+    """Whether `value` can travel in an HTTP header as it is: not empty, no surrounding space, no
+    control character (a line break would end the header and start another), Latin-1 only (how
+    http.client encodes headers). requests refuses such a value with an error quoting it."""
+    return (
+        bool(value)
+        and value == value.strip()
+        and all(" " <= char <= "~" or "\xa0" <= char <= "\xff" for char in value)
+    )
+
+
 def call_name(method: str, path: str) -> str:
     """How errors and logs name a call: "GET /api/v1/cmdbs", never with the query string."""
     return f"{method} {API_PREFIX}{path}"
@@ -329,6 +550,7 @@ class JsonApi(ABC):
     """
 
     system: ClassVar[System]
+    section: ClassVar[str]  # the configuration section of its settings ("c2"), for messages
 
     def __init__(
         self,
@@ -353,11 +575,21 @@ class JsonApi(ABC):
         self.stats = CallStats()
         self.throttle = Throttle(rate_limit_per_s)
         self._replayable = retry.build(self.throttle).new(allowed_methods=REPLAYABLE_METHODS | {"POST"})
+        # for a call whose every outcome must be known (a C2 ITSM create): only a 429, which says
+        # "not processed", is retried; a 5xx may come after the server acted on the call
+        self._once = retry.build(self.throttle).new(status_forcelist=frozenset({429}))
         self._session = build_session(retry, verify_tls, self.throttle)
         if not verify_tls:
             log.warning(
                 "TLS certificate verification is OFF for %s at %s: anyone on the network path can "
                 "impersonate the server and read the credentials. Use this only with a test server.",
+                self.system,
+                self.url,
+            )
+        if parts.scheme.lower() == "http":  # the configuration only allows it with allow_insecure_http
+            log.warning(
+                "Plain HTTP (no TLS) for %s at %s: the credentials cross the network unencrypted, "
+                "readable by anyone on the path (allow_insecure_http: true). Use this only with a test server.",
                 self.system,
                 self.url,
             )
@@ -394,11 +626,16 @@ class JsonApi(ABC):
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         replay: bool = False,
+        once: bool = False,
     ) -> Any:
         """Send one call and return its decoded JSON, or raise the typed error of its answer.
 
         `replay`: the contract makes this POST safe to send again (a second one is answered 409
         duplicate), so a lost answer is retried like a GET's.
+        `once`: this call must not be sent twice unless its answer says it was not processed: a
+        429 is retried, a 5xx is raised at once (Unavailable with its status), and a lost answer
+        or a timeout is never replayed (Unavailable without a status). A connection that could
+        not be made is still retried: nothing was sent.
         """
         call = call_name(method, path)
         started = time.monotonic()
@@ -406,17 +643,23 @@ class JsonApi(ABC):
         if down is not None:
             raise self._error(Unavailable, call, reason=f"it stayed unavailable {down[0]:.0f} s ago ({down[1]}), "
                               f"so it is not called again for {self.retry.breaker_s:g} s")
+        failed: tuple[int, str] | None = None
         try:
             response = self._send(
-                method, self.url + API_PREFIX + path, replay=replay, params=params, json=body, headers=headers
+                method, self.url + API_PREFIX + path, replay=replay, once=once, params=params, json=body,
+                headers=headers,
             )
         except (requests.RequestException, Urllib3Error) as exc:
-            retries, reason = self._failure(method, exc)
+            failed = self._failure(method, exc)
+        if failed is not None:
+            # Raised here, outside the handler, so that nothing chains the library's exception:
+            # its text can quote a request header (requests' InvalidHeader holds "Bearer <key>").
+            retries, reason = failed
             self.stats.record(method, retries)
             log.debug("%s %s failed after %d retries: %s", self.system, call, retries, reason)
             if retries >= self.retry.total:
                 BREAKER.trip(self.host, f"{call}: {reason}")
-            raise self._error(Unavailable, call, retries=retries, reason=reason) from exc
+            raise self._error(Unavailable, call, retries=retries, reason=reason)
         retries = len(getattr(response.raw.retries, "history", ()))
         self.stats.record(method, retries)
         if response.status_code in TRANSIENT_STATUSES and retries >= self.retry.total:
@@ -427,6 +670,8 @@ class JsonApi(ABC):
             "%s %s -> %d in %.3f s, %d retries",
             self.system, call, response.status_code, time.monotonic() - started, retries,
         )
+        if 300 <= response.status_code < 400:
+            raise self._redirect_error(response, call)
         if response.status_code >= 400:
             raise self._answer_error(response, call, retries)
         try:
@@ -436,7 +681,7 @@ class JsonApi(ABC):
                 UnexpectedAnswer, call, status=response.status_code, message="the body is not JSON"
             ) from None
 
-    def _send(self, method: str, url: str, *, replay: bool, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, url: str, *, replay: bool, once: bool = False, **kwargs: Any) -> requests.Response:
         """Send a call and read its whole body.
 
         requests reads the body after urllib3's retry loop, so a connection cut in the middle of
@@ -446,14 +691,16 @@ class JsonApi(ABC):
         The throttle is passed here before the first attempt only: every later one, urllib3's
         retries and these replays alike, passes it in `TransientRetry.sleep`.
         """
-        spent: Retry | None = self._replayable if replay else None
+        spent: Retry | None = self._once if once else self._replayable if replay else None
         self.throttle.wait()
         while True:
             carried = _SPENT.set(spent)
             try:
-                # verify per request: a session's verify=False loses to REQUESTS_CA_BUNDLE (requests#3829)
+                # verify per request: a session's verify=False loses to REQUESTS_CA_BUNDLE (requests#3829);
+                # no redirect is followed: it would carry the call's credentials elsewhere (`_redirect_error`)
                 response = self._session.request(
-                    method, url, stream=True, timeout=self.retry.timeout, verify=self.verify_tls, **kwargs
+                    method, url, stream=True, timeout=self.retry.timeout, verify=self.verify_tls,
+                    allow_redirects=False, **kwargs
                 )
             finally:
                 _SPENT.reset(carried)
@@ -524,6 +771,26 @@ class JsonApi(ABC):
             return self._error(Unavailable, call, **facts, retries=retries)
         return self._error(BadRequest, call, **facts)
 
+    def _redirect_error(self, response: requests.Response, call: str) -> Redirected:
+        """A redirect answer as an error naming where it pointed (host[:port] only: a Location
+        may carry user:password@ or a query); the address to fix is our own url."""
+        location = response.headers.get("Location")
+        target = "an address it did not give (no Location)"
+        if location:
+            moved = urlsplit(urljoin(response.url or self.url, location))
+            host = moved.hostname or "?"
+            target = f"[{host}]" if ":" in host else host
+            try:
+                port = moved.port
+            except ValueError:
+                port = None
+            if port is not None:
+                target += f":{port}"
+            if moved.scheme and moved.scheme.lower() != urlsplit(self.url).scheme.lower():
+                target = f"{moved.scheme.lower()}://{target}"
+        return Redirected(system=self.system, call=call, status=response.status_code, account=self.account,
+                          target=target, setting=f"{self.section}.url")
+
     @abstractmethod
     def _credentials_hint(self) -> str:
         """Where the operator fixes rejected credentials, for the 401 message."""
@@ -549,6 +816,8 @@ class JsonApi(ABC):
         maybe_done = "" if method in REPLAYABLE_METHODS else "; the request may have been processed"
         if isinstance(cause, ReadTimeoutError) or isinstance(exc, requests.exceptions.ReadTimeout):
             return retries, f"{host} gave no answer within {self.retry.read_timeout:g} s{maybe_done}"
+        if isinstance(exc, requests.exceptions.InvalidHeader):  # nothing was sent; its text quotes the header
+            return 0, "a request header holds a character HTTP does not allow (a secret with a line break?)"
         if isinstance(cause, ProtocolError):  # before the answer, or in the middle of its body
             return retries, f"{host} dropped the connection{maybe_done}"
         return retries, f"the call to {host} failed: {type(cause).__name__}"

@@ -3,11 +3,17 @@
 Built from the run's own event log, so the run-failure sensor (with a daemon) and
 `hector-sync sync` (without one) send the same words. Every known secret value is masked
 before anything leaves, as a last line of defence behind errors that never hold one.
+
+TLS (STARTTLS or implicit) verifies the server's certificate and host name with
+`ssl.create_default_context()`: the system's CAs, or the bundle $SSL_CERT_FILE names. An e-mail
+that cannot be sent raises `EmailNotSent`, one sentence naming the server and the reason.
 """
 
 from __future__ import annotations
 
 import smtplib
+import socket
+import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 
@@ -16,6 +22,14 @@ import dagster as dg
 from hector_sync.config import ConfigError, SmtpSettings, SyncConfig
 
 PARTITION_TAG = "dagster/partition"
+# Without dagster_url the e-mail cannot know where the UI is served: it says how to open it.
+UI_HINT = ("served by `dagster dev` or `hector-sync demo --ui` on the sync's machine; "
+           "dagster_url in the configuration links it here")
+
+
+class EmailNotSent(OSError):
+    """The failure e-mail did not leave: the SMTP server is unreachable, its certificate or name
+    does not verify, it refused the login or the message. One sentence, no secret."""
 
 
 @dataclass(frozen=True)
@@ -30,11 +44,15 @@ class FailureReport:
     def subject(self) -> str:
         return f"hector-sync: sync of category '{self.category or 'all'}' failed"
 
-    def body(self, ui_url: str = "http://127.0.0.1:3000") -> str:
+    def body(self, dagster_url: str | None = None) -> str:
+        """`dagster_url` (the configuration's, without a trailing slash) links the run itself."""
         rerun = f"hector-sync sync --category {self.category}" if self.category else "hector-sync sync"
+        ui = dagster_url or UI_HINT
+        run_link = [f"The run in the Dagster UI: {dagster_url}/runs/{self.run_id}", ""] if dagster_url else []
         lines = [
             f"The hector-sync run {self.run_id} ({self.job}) failed.",
             "",
+            *run_link,
             f"Category: {self.category or '(none)'}",
             f"Step:     {', '.join(self.steps) or '(before any step)'}",
             "",
@@ -44,8 +62,8 @@ class FailureReport:
             "Nothing of this category was written past the failed step; a rerun resumes safely.",
             "To rerun it once the cause is fixed:",
             f"  {rerun}",
-            f"or in the Dagster UI ({ui_url}): Runs > {self.run_id} > Re-execute, or materialize",
-            f"partition '{self.category}' of the writeback asset.",
+            f"or in the Dagster UI ({ui}):",
+            f"  Runs > {self.run_id} > Re-execute, or materialize partition '{self.category}' of the writeback asset.",
         ]
         return "\n".join(lines)
 
@@ -100,25 +118,54 @@ def mask_secrets(text: str, config: SyncConfig) -> str:
 
 
 def send_email(smtp: SmtpSettings, to: str, subject: str, body: str) -> None:
+    """Send one message through `smtp`; EmailNotSent says why it did not leave."""
     message = EmailMessage()
     message["From"] = smtp.sender
     message["To"] = to
     message["Subject"] = subject
     message.set_content(body)
-    with smtplib.SMTP(smtp.host, smtp.port, timeout=30) as server:
-        if smtp.starttls:
-            server.starttls()
-        if smtp.username and smtp.password:
-            server.login(smtp.username, smtp.password.reveal())
-        server.send_message(message)
+    security = " (implicit TLS)" if smtp.tls == "implicit" else " (STARTTLS)" if smtp.starttls else ""
+    server_name = f"the SMTP server {smtp.host}:{smtp.port}{security}"
+    try:
+        if smtp.tls == "implicit":
+            server = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=30, context=ssl.create_default_context())
+        else:
+            server = smtplib.SMTP(smtp.host, smtp.port, timeout=30)
+        with server:
+            if smtp.starttls:
+                # create_default_context: CERT_REQUIRED and check_hostname, against smtp.host
+                server.starttls(context=ssl.create_default_context())
+            if smtp.username and smtp.password:
+                server.login(smtp.username, smtp.password.reveal())
+            server.send_message(message)
+    except ssl.SSLCertVerificationError as exc:
+        reason = exc.verify_message or exc.reason or str(exc)
+        raise EmailNotSent(f"{server_name} presented a certificate that does not verify: {reason}") from None
+    except smtplib.SMTPNotSupportedError as exc:  # e.g. no STARTTLS, or no AUTH, offered
+        raise EmailNotSent(f"{server_name} refused: {exc}") from None
+    except smtplib.SMTPResponseException as exc:
+        said = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+        raise EmailNotSent(f"{server_name} answered {exc.smtp_code} {' '.join(str(said).split())}") from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise EmailNotSent(f"{server_name} refused the recipient {', '.join(exc.recipients)}") from None
+    except ConfigError as exc:  # the password's environment variable is not set
+        raise EmailNotSent(f"{server_name} needs a login: {exc.message}") from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        unreachable = isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror))
+        raise EmailNotSent(f"{server_name} {'cannot be reached' if unreachable else 'failed'}: {reason}") from None
 
 
 def send_report(report: FailureReport, config: SyncConfig) -> None:
-    body = mask_secrets(report.body(), config)
-    send_email(config.smtp, config.notify_on_error, mask_secrets(report.subject, config), body)
+    body = mask_secrets(report.body(config.dagster_url), config)
+    try:
+        send_email(config.smtp, config.notify_on_error, mask_secrets(report.subject, config), body)
+    except EmailNotSent as unsent:  # a server's reply might quote what it was sent
+        raise EmailNotSent(mask_secrets(str(unsent), config)) from None
 
 
 def notify_failure(instance: dg.DagsterInstance, run_id: str, config: SyncConfig) -> FailureReport:
+    """Build and send the failure e-mail of `run_id`; EmailNotSent if it did not leave."""
     report = failure_report(instance, run_id)
     send_report(report, config)
     return report

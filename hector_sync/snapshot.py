@@ -4,6 +4,12 @@ Each page becomes a typed polars frame written as a Parquet file in a staging fo
 read is complete the category's rows are swapped in one short transaction. A read that fails
 halfway leaves the previous snapshot untouched, and the DuckDB lock is never held while
 waiting on an API.
+
+A read is complete, or it is refused: the paginators account for every item and page a listing
+announced (`hector_sync.http.Listing`), and a listing that ends early, skips or repeats a page,
+never ends, or outlasts `max_read_time` fails the read with `ListingIncomplete`, naming the
+category, before anything is swapped in. So the last good snapshot stays, and nothing is
+retired or moved on the account of a partial read.
 """
 
 from __future__ import annotations
@@ -12,15 +18,19 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 import polars as pl
 
 from hector_sync.c2 import C2Client
 from hector_sync.catalog import ResolvedCategory
+from hector_sync.config import DEFAULT_MAX_READ_TIME
 from hector_sync.hector import HectorClient
+from hector_sync.http import Deadline, ListingIncomplete
 from hector_sync.progress import Progress
+from hector_sync.reconcile.mapping import Scope
 from hector_sync.store import (
     C2_CI_COLUMNS,
     HECTOR_ASSET_COLUMNS,
@@ -110,13 +120,26 @@ def _ingest(
     return Snapshot("full" if full else "incremental", rows, n_pages, count, time.monotonic() - started)
 
 
+@contextmanager
+def _refused(category: str) -> Iterator[None]:
+    """A listing that did not account for what it announced fails the read, naming `category`.
+    It is raised from the pages, so before `Store.replace_rows`: the last good snapshot stays."""
+    try:
+        yield
+    except ListingIncomplete as incomplete:
+        raise replace(incomplete, category=category) from None
+
+
 def read_c2(
     client: C2Client, store: Store, resolved: ResolvedCategory, *, since: datetime | None,
-    progress: Reporters,
+    progress: Reporters, max_read_time: timedelta = DEFAULT_MAX_READ_TIME,
 ) -> Snapshot:
-    """The category's CIs, with fields keyed by name rather than id (`since` None: full read).
+    """The category's CIs, with fields keyed by trimmed name rather than id (`since` None: full
+    read).
 
-    `progress("C2 CIs read")` counts the CIs and pages against C2's total of the answer."""
+    `progress("C2 CIs read")` counts the CIs and pages against C2's total of the answer. A
+    listing that does not account for that total, or a read longer than `max_read_time`, raises
+    `ListingIncomplete` and keeps the last good snapshot."""
     names = resolved.field_names_by_id
     schema = {
         "id": pl.Utf8, "name": pl.Utf8, "status": pl.Utf8, "modified_at": pl.Utf8,
@@ -132,43 +155,52 @@ def read_c2(
 
     reporter = progress("C2 CIs read")
     pages = client.iter_ci_pages(
-        resolved.cmdb_id, resolved.c2_category_id, modified_since=since, on_total=reporter.expect
+        resolved.cmdb_id, resolved.c2_category_id, modified_since=since, on_total=reporter.expect,
+        deadline=Deadline.after(max_read_time),
     )
-    return _ingest(
-        store, "c2_ci", "ci_id", C2_CI_COLUMNS, pages, to_frame, category_key=resolved.category.key,
-        full=since is None, select={"fields": AS_MAP, "modified_at": AS_TIMESTAMP}, progress=reporter,
-    )
+    with _refused(resolved.category.c2_category.strip()):
+        return _ingest(
+            store, "c2_ci", "ci_id", C2_CI_COLUMNS, pages, to_frame, category_key=resolved.category.key,
+            full=since is None, select={"fields": AS_MAP, "modified_at": AS_TIMESTAMP}, progress=reporter,
+        )
 
 
-def _attribute_names(resolved: ResolvedCategory, scope: str) -> list[str]:
-    return sorted(name for (s, name) in resolved.attribute_kinds if s == scope)
+def _attribute_names(resolved: ResolvedCategory, scope: Scope) -> dict[str, str]:
+    """Hector's own name of each attribute of `scope` → its trimmed name, which the snapshot
+    keys the `attributes` map by (as `read_c2` keys `fields` by the trimmed field name)."""
+    return {resolved.hector_name(scope, name): name for (s, name) in sorted(resolved.attribute_kinds) if s == scope}
 
 
 def read_hector(
     client: HectorClient, store: Store, resolved: ResolvedCategory, *, since: datetime | None,
-    progress: Reporters,
+    progress: Reporters, max_read_time: timedelta = DEFAULT_MAX_READ_TIME,
 ) -> tuple[Snapshot, Snapshot]:
     """The mapped Hector category: its subcategories, then its assets, each counted by its own
-    `progress("Hector subcategories read")`, `progress("Hector assets read")`."""
+    `progress("Hector subcategories read")`, `progress("Hector assets read")`. Both lists
+    together must be read within `max_read_time`, each accounting for its `total`, else
+    `ListingIncomplete` (the subcategories may already be swapped in when the assets fail: they
+    are complete, and the change set does not run without the assets)."""
     key = resolved.category.key
     category_id = resolved.hector_category_id
+    model_attributes, asset_attributes = _attribute_names(resolved, "model"), _attribute_names(resolved, "asset")
     model_schema = {
         "id": pl.Int64, "category_id": pl.Int64, "maker": pl.Utf8, "model": pl.Utf8,
         "description": pl.Utf8, "note": pl.Utf8, "price": pl.Float64, "weight": pl.Float64,
-        "vendor_sku": pl.Utf8, "attributes": _text_struct(_attribute_names(resolved, "model")),
+        "vendor_sku": pl.Utf8, "attributes": _text_struct(model_attributes),
         "updated_at": pl.Utf8, "version": pl.Int64,
     }
     ref = pl.Struct({"source": pl.Utf8, "id": pl.Utf8})
     asset_schema = {
         "id": pl.Int64, "category_id": pl.Int64, "subcategory_id": pl.Int64, "stockroom_id": pl.Int64,
         **{c: pl.Utf8 for c in HECTOR_ASSET_COLUMNS[4:13]},
-        "attributes": _text_struct(_attribute_names(resolved, "asset")),
+        "attributes": _text_struct(asset_attributes),
         "external_refs": pl.List(ref), "updated_at": pl.Utf8, "version": pl.Int64,
     }
 
     def models(page: list[dict]) -> pl.DataFrame:
         frame = pl.DataFrame(page, schema=model_schema, strict=False)
-        return frame.with_columns(pl.col("attributes").struct.json_encode())
+        return frame.with_columns(
+            pl.col("attributes").struct.rename_fields(list(model_attributes.values())).struct.json_encode())
 
     def assets(page: list[dict]) -> pl.DataFrame:
         frame = pl.DataFrame(page, schema=asset_schema, strict=False)
@@ -176,22 +208,26 @@ def read_hector(
             pl.element().filter(pl.element().struct.field("source") == "c2").struct.field("id")
         ).list.first()
         return frame.with_columns(
-            pl.col("attributes").struct.json_encode(),
+            pl.col("attributes").struct.rename_fields(list(asset_attributes.values())).struct.json_encode(),
             c2_ref.alias("c2_ref"),
         )
 
     common = {"category_key": key, "full": since is None}
-    reporter = progress("Hector subcategories read")
-    sub = _ingest(
-        store, "hector_subcategory", "id", HECTOR_SUBCATEGORY_COLUMNS,
-        client.iter_subcategory_pages(category_id, updated_since=since, on_total=reporter.expect),
-        models, select={"attributes": AS_MAP, "updated_at": AS_TIMESTAMP}, progress=reporter, **common,
-    )
-    reporter = progress("Hector assets read")
-    ast = _ingest(
-        store, "hector_asset", "id", HECTOR_ASSET_COLUMNS,
-        client.iter_asset_pages(category_id=category_id, updated_since=since, on_total=reporter.expect),
-        assets, select={"attributes": AS_MAP, "updated_at": AS_TIMESTAMP, "external_refs": AS_JSON_TEXT},
-        progress=reporter, **common,
-    )
+    deadline = Deadline.after(max_read_time)
+    with _refused(resolved.category.hector_category.strip()):
+        reporter = progress("Hector subcategories read")
+        sub = _ingest(
+            store, "hector_subcategory", "id", HECTOR_SUBCATEGORY_COLUMNS,
+            client.iter_subcategory_pages(category_id, updated_since=since, on_total=reporter.expect,
+                                          deadline=deadline),
+            models, select={"attributes": AS_MAP, "updated_at": AS_TIMESTAMP}, progress=reporter, **common,
+        )
+        reporter = progress("Hector assets read")
+        ast = _ingest(
+            store, "hector_asset", "id", HECTOR_ASSET_COLUMNS,
+            client.iter_asset_pages(category_id=category_id, updated_since=since, on_total=reporter.expect,
+                                    deadline=deadline),
+            assets, select={"attributes": AS_MAP, "updated_at": AS_TIMESTAMP, "external_refs": AS_JSON_TEXT},
+            progress=reporter, **common,
+        )
     return sub, ast

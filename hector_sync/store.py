@@ -341,6 +341,28 @@ class Store:
         frame = self.query("SELECT asset_id, recorded_at FROM pending_create WHERE category_key = ?", [category_key])
         return dict(frame.iter_rows())
 
+    def journalled_creates(self, category_key: str) -> dict[int, tuple[datetime, datetime | None]]:
+        """Every journalled CI create of the category: asset id → (when it was journalled, when
+        a writeback first held it after that, or None).
+
+        A hold is a `held` create_ci row in change_history at or after the journal entry: C2
+        ITSM gave that create no certain answer (a 5xx, a lost answer, a timeout), or another
+        writeback had sent it; either way it may have landed, and it waits for a later read
+        (see `hector_sync.writeback.c2`). An entry never held is from a run killed before it
+        heard back. Sending the create again journals it anew, so older holds no longer count.
+        """
+        frame = self.query(
+            """
+            SELECT p.asset_id, any_value(p.recorded_at), min(h.recorded_at)
+            FROM pending_create p LEFT JOIN change_history h
+                ON h.category_key = p.category_key AND h.action = 'create_ci' AND h.outcome = 'held'
+                AND h.item = CAST(p.asset_id AS VARCHAR) AND h.recorded_at >= p.recorded_at
+            WHERE p.category_key = ? GROUP BY p.asset_id
+            """,
+            [category_key],
+        )
+        return {asset: (at, held) for asset, at, held in frame.iter_rows()}
+
     def settle_intents(self, category_key: str) -> None:
         """Journalled creates whose asset now carries the external ref are settled."""
         with self.connect() as con:

@@ -132,7 +132,8 @@ class CategorySync:
 
     def snapshot_c2(self, mode: ReadMode) -> tuple[Snapshot, dict[str, int]]:
         with C2Client.from_settings(self.config.c2) as client:
-            snap = read_c2(client, self.store, self.resolved, since=self.since("c2", mode), progress=self._progress)
+            snap = read_c2(client, self.store, self.resolved, since=self.since("c2", mode), progress=self._progress,
+                           max_read_time=self.config.max_read_time)
             calls = client.stats.as_metadata()
         self.store.record_snapshot(self.key, "c2", snap.read_kind, self.run_id, snap.table_rows)
         return snap, calls
@@ -140,7 +141,8 @@ class CategorySync:
     def snapshot_hector(self, mode: ReadMode) -> tuple[Snapshot, Snapshot, dict[str, int]]:
         with HectorClient.from_settings(self.config.hector) as client:
             models, assets = read_hector(
-                client, self.store, self.resolved, since=self.since("hector", mode), progress=self._progress
+                client, self.store, self.resolved, since=self.since("hector", mode), progress=self._progress,
+                max_read_time=self.config.max_read_time,
             )
             calls = client.stats.as_metadata()
         self.store.record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows)
@@ -202,10 +204,28 @@ class CategorySync:
         return plan
 
     def summary(self, direction: Direction, changes: pl.DataFrame) -> Summary:
-        linked = self.store.query(
-            "SELECT count(*) FROM hector_asset WHERE category_key = ? AND c2_ref IS NOT NULL", [self.key]
-        ).item()
-        return summarize(changes, linked=int(linked), direction=direction)
+        """The change set per item, weighed by the guard against the category's ACTIVE linked
+        targets (max_change_fraction is a share of those, not of items already retired):
+        toward Hector the assets holding a c2 ref and not retired; toward C2 ITSM the CIs, as
+        last listed, paired to an asset (its c2 ref or our link) and not retired."""
+        if direction is TO_HECTOR:
+            sql = ("SELECT count(*) FROM hector_asset WHERE category_key = ? AND c2_ref IS NOT NULL "
+                   "AND status IS DISTINCT FROM 'retired'")
+            params = [self.key]
+        else:
+            sql = """
+                WITH ci AS (
+                    SELECT ci_id, status FROM c2_ci WHERE category_key = ?
+                    QUALIFY row_number() OVER (PARTITION BY ci_id ORDER BY modified_at DESC NULLS LAST, version DESC) = 1
+                )
+                SELECT count(*) FROM ci
+                WHERE status IS DISTINCT FROM 'retired'
+                  AND (ci_id IN (SELECT c2_ref FROM hector_asset WHERE category_key = ? AND c2_ref IS NOT NULL)
+                       OR ci_id IN (SELECT ci_id FROM link WHERE category_key = ?))
+            """
+            params = [self.key] * 3
+        linked = self.store.query(sql, params).item()
+        return summarize(changes, linked=int(linked or 0), direction=direction)
 
     def guard_refusal(self, direction: Direction, summary: Summary) -> str | None:
         state = self.store.snapshot_state(self.key, SOURCE[direction]) or {}

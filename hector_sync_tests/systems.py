@@ -47,6 +47,14 @@ def kill_when(proc: subprocess.Popen, reached: Callable[[], bool], timeout: floa
         proc.wait()
 
 
+def ten_minutes_pass(config: SyncConfig) -> None:
+    """Age the create journal and the history by 11 minutes in DuckDB: what a held C2 create
+    needs before a read that still lists no such CI may settle it as never landed."""
+    with Store(config.storage.duckdb_path).connect() as con:
+        for table in ("pending_create", "change_history"):
+            con.execute(f"UPDATE {table} SET recorded_at = recorded_at - INTERVAL 11 MINUTE")
+
+
 def sync(config: SyncConfig, *keys: str, full: bool = True) -> None:
     """Sync the categories and insist every one succeeded (a per_field one reports two rows)."""
     results = run_sync(config, str(config.source), list(keys), full=full)

@@ -343,18 +343,23 @@ def test_from_settings_names_the_variable_of_the_secret(
     monkeypatch.setenv("HECTOR_API_KEY", WRONG_KEY)
     monkeypatch.setenv("C2_PASSWORD", DEMO_C2_PASSWORD)
     hector = HectorClient.from_settings(
-        HectorSettings(url=simulators.hector_url, api_key={"env": "HECTOR_API_KEY"}), retry=FAST
+        HectorSettings(url=simulators.hector_url, api_key={"env": "HECTOR_API_KEY"}, allow_insecure_http=True),
+        retry=FAST,
     )
     with pytest.raises(CredentialsRejected, match=r"^Hector rejected the API key \(GET /api/v1/categories, 401\): "
                                                   r"check the key in HECTOR_API_KEY$"):
         hector.list_categories()
     c2 = C2Client.from_settings(
-        C2Settings(url=simulators.c2_url, username=DEMO_C2_USERNAME, password={"env": "C2_PASSWORD"}), retry=FAST
+        C2Settings(url=simulators.c2_url, username=DEMO_C2_USERNAME, password={"env": "C2_PASSWORD"},
+                   allow_insecure_http=True),
+        retry=FAST,
     )
     assert len(c2.list_cmdbs()) == 2
     monkeypatch.setenv("C2_PASSWORD", WRONG_PASSWORD)
     c2 = C2Client.from_settings(
-        C2Settings(url=simulators.c2_url, username=DEMO_C2_USERNAME, password={"env": "C2_PASSWORD"}), retry=FAST
+        C2Settings(url=simulators.c2_url, username=DEMO_C2_USERNAME, password={"env": "C2_PASSWORD"},
+                   allow_insecure_http=True),
+        retry=FAST,
     )
     with pytest.raises(CredentialsRejected, match="check the password in C2_PASSWORD$"):
         c2.list_cmdbs()
@@ -406,7 +411,8 @@ def test_rate_limit_paces_eight_threads_to_the_server_s_limit(
     limit, calls = 40, 120
     set_faults(simulators.hector_url, rate_limit_per_s=limit, latency_s=0.05)
     monkeypatch.setenv("HECTOR_API_KEY", DEMO_HECTOR_API_KEY)
-    settings = HectorSettings(url=simulators.hector_url, api_key={"env": "HECTOR_API_KEY"}, rate_limit_per_s=limit)
+    settings = HectorSettings(url=simulators.hector_url, api_key={"env": "HECTOR_API_KEY"}, allow_insecure_http=True,
+                              rate_limit_per_s=limit)
     with HectorClient.from_settings(settings, retry=FAST) as client:
         elapsed = hammer(client.list_stockrooms, calls)
     statuses = sim_stats(simulators.hector_url)["by_status"]
@@ -446,7 +452,8 @@ def test_retry_after_pauses_every_thread_of_the_client(hector: HectorClient, sim
 
 def test_from_settings_passes_the_rate_limit(simulators: RunningSimulators, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("C2_PASSWORD", DEMO_C2_PASSWORD)
-    settings = C2Settings(url=simulators.c2_url, username=DEMO_C2_USERNAME, password={"env": "C2_PASSWORD"})
+    settings = C2Settings(url=simulators.c2_url, username=DEMO_C2_USERNAME, password={"env": "C2_PASSWORD"},
+                          allow_insecure_http=True)
     assert C2Client.from_settings(settings).throttle.rate_per_s is None
     limited = settings.model_copy(update={"rate_limit_per_s": 12.5})
     assert C2Client.from_settings(limited).throttle.rate_per_s == 12.5
@@ -715,6 +722,47 @@ def test_tls_verification_off_is_logged_loudly(simulators: RunningSimulators, ca
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "TLS certificate verification is OFF" in r.message]
     assert len(warnings) == 2
     assert f"Hector at {simulators.hector_url}" in warnings[0].message
+
+
+def test_an_api_key_that_cannot_be_a_header_names_its_variable_only(
+    simulators: RunningSimulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """http.client sends headers as Latin-1: a key outside it would fail deep in the send."""
+    key = "hector-key-\u20ac-\u043a\u043b\u044e\u0447-4410"
+    monkeypatch.setenv("HECTOR_API_KEY", key)
+    settings = HectorSettings(url=simulators.hector_url, api_key={"env": "HECTOR_API_KEY"}, allow_insecure_http=True)
+    with pytest.raises(ValueError) as refused:
+        HectorClient.from_settings(settings, retry=FAST)
+    assert str(refused.value).startswith(
+        "the environment variable HECTOR_API_KEY is not a valid HTTP header value"), refused.value
+    assert "hector-key" not in str(refused.value) and sim_stats(simulators.hector_url)["by_method"] == {}
+
+
+def test_plain_http_is_allowed_only_explicitly_and_logged_loudly_once_per_client(
+    simulators: RunningSimulators, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An http:// url takes allow_insecure_http: true (refused without, see test_config.py); each
+    client built on one then says so once, at warning level, however many calls it makes."""
+    monkeypatch.setenv("HECTOR_API_KEY", DEMO_HECTOR_API_KEY)
+    monkeypatch.setenv("C2_PASSWORD", DEMO_C2_PASSWORD)
+    with pytest.raises(ValueError, match="plain http:// address.*allow_insecure_http: true in section 'hector'"):
+        HectorSettings(url=simulators.hector_url, api_key={"env": "HECTOR_API_KEY"})
+    c2_settings = C2Settings(url=simulators.c2_url, username=DEMO_C2_USERNAME, password={"env": "C2_PASSWORD"},
+                             allow_insecure_http=True)
+    hector_settings = HectorSettings(url=simulators.hector_url, api_key={"env": "HECTOR_API_KEY"},
+                                     allow_insecure_http=True)
+    with caplog.at_level(logging.WARNING, logger="hector_sync.http"):
+        with C2Client.from_settings(c2_settings, retry=FAST) as c2, \
+                HectorClient.from_settings(hector_settings, retry=FAST) as hector:
+            for _ in range(3):
+                assert len(c2.list_cmdbs()) == 2 and len(hector.list_stockrooms()) == 3
+    plain = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "Plain HTTP" in r.getMessage()]
+    assert plain == [
+        f"Plain HTTP (no TLS) for C2 ITSM at {simulators.c2_url}: the credentials cross the network unencrypted, "
+        "readable by anyone on the path (allow_insecure_http: true). Use this only with a test server.",
+        f"Plain HTTP (no TLS) for Hector at {simulators.hector_url}: the credentials cross the network unencrypted, "
+        "readable by anyone on the path (allow_insecure_http: true). Use this only with a test server.",
+    ]
 
 
 def test_no_secret_in_errors_reprs_or_debug_logs(

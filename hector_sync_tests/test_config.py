@@ -424,10 +424,12 @@ def test_a_rate_limit_must_be_above_zero(tmp_path: Path, section: str, value: An
     assert_refused(path, f"section '{section}'", "rate_limit_per_s", fragment)
 
 
-def test_max_plan_age_is_a_duration_with_a_unit_and_six_hours_by_default(tmp_path: Path) -> None:
-    assert load_config(write(tmp_path, SPEC_EXAMPLE)).max_plan_age == timedelta(hours=6)
+def test_max_plan_age_and_max_read_time_are_durations_with_a_unit(tmp_path: Path) -> None:
+    defaults = load_config(write(tmp_path, SPEC_EXAMPLE))
+    assert (defaults.max_plan_age, defaults.max_read_time) == (timedelta(hours=6), timedelta(hours=2))
     for text, expected in (("90m", timedelta(minutes=90)), ("1d", timedelta(days=1)), ("45s", timedelta(seconds=45))):
-        assert load_config(write(tmp_path, changed({"max_plan_age": text}))).max_plan_age == expected
+        config = load_config(write(tmp_path, changed({"max_plan_age": text, "max_read_time": text})))
+        assert (config.max_plan_age, config.max_read_time) == (expected, expected)
 
 
 @pytest.mark.parametrize(
@@ -437,8 +439,9 @@ def test_max_plan_age_is_a_duration_with_a_unit_and_six_hours_by_default(tmp_pat
         pytest.param("0h", "must be longer than zero", id="zero"),
     ],
 )
-def test_a_wrong_max_plan_age_is_one_line(tmp_path: Path, value: str, fragment: str) -> None:
-    assert_refused(write(tmp_path, changed({"max_plan_age": value})), "section 'max_plan_age'", None, fragment)
+@pytest.mark.parametrize("setting", ["max_plan_age", "max_read_time"])
+def test_a_wrong_duration_is_one_line(tmp_path: Path, value: str, fragment: str, setting: str) -> None:
+    assert_refused(write(tmp_path, changed({setting: value})), f"section '{setting}'", None, fragment)
 
 
 @pytest.mark.parametrize(("changes", "where", "field", "fragment"), REFUSALS)
@@ -474,7 +477,7 @@ def test_an_unknown_category_key_lists_the_valid_ones(tmp_path: Path) -> None:
 
 
 def test_no_secret_value_is_ever_printed(tmp_path: Path) -> None:
-    doc = changed({"smtp.username": "mailer", "smtp.password": {"env": "SMTP_PASSWORD"}})
+    doc = changed({"smtp.starttls": True, "smtp.username": "mailer", "smtp.password": {"env": "SMTP_PASSWORD"}})
     config = load_config(write(tmp_path, doc))
     shown = [repr(config), str(config), repr(config.c2), str(config.hector), repr(config.smtp)]
     shown += [repr(config.c2.password), str(config.smtp.password), config.model_dump_json()]
@@ -497,3 +500,61 @@ def test_the_loaded_configuration_is_immutable(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="frozen"):
         config.category("printers").direction = Direction.NONE  # type: ignore[misc]
     assert copy.deepcopy(config) == config
+
+
+@pytest.mark.parametrize(
+    ("section", "url"),
+    [
+        pytest.param("c2", "http://acme.c2atom.example", id="c2"),
+        pytest.param("hector", "http://acme.hector.example:8080/", id="hector"),
+        pytest.param("c2", "HTTP://acme.c2atom.example", id="upper-case-scheme"),
+    ],
+)
+def test_a_plain_http_url_needs_allow_insecure_http(tmp_path: Path, section: str, url: str) -> None:
+    """Plain HTTP sends the password, the tokens and the API key readable by anyone on the path:
+    refused at load unless the section says allow_insecure_http: true (off by default)."""
+    refused = write(tmp_path, changed({f"{section}.url": url}))
+    assert_refused(refused, f"section '{section}'", "url",
+                   f"is a plain http:// address, which sends the credentials unencrypted: use https://, "
+                   f"or set allow_insecure_http: true in section '{section}' (a test server only)")
+
+    allowed = load_config(write(tmp_path, changed({f"{section}.url": url, f"{section}.allow_insecure_http": True}),
+                                name="allowed.yaml"))
+    settings = getattr(allowed, section)
+    assert settings.url.lower() == url.lower().rstrip("/") and settings.allow_insecure_http is True
+    other = "hector" if section == "c2" else "c2"
+    assert getattr(allowed, other).allow_insecure_http is False  # the default, and https needs nothing
+
+    assert_refused(write(tmp_path, changed({f"{section}.url": url, f"{section}.allow_insecure_http": False}),
+                         name="explicitly-off.yaml"), f"section '{section}'", "url", "allow_insecure_http: true")
+
+
+def test_a_secret_is_read_without_surrounding_whitespace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kubectl create secret --from-file` and `echo >` leave a newline at the end of the value."""
+    config = load_config(write(tmp_path, SPEC_EXAMPLE))
+    monkeypatch.setenv("HECTOR_API_KEY", f"{HECTOR_SECRET}\n")
+    monkeypatch.setenv("C2_PASSWORD", f"  {C2_SECRET}\r\n")
+    assert config.hector.api_key.reveal() == HECTOR_SECRET
+    assert config.c2.password.reveal() == C2_SECRET
+    monkeypatch.setenv("HECTOR_API_KEY", " \n")
+    with pytest.raises(ConfigError, match="environment variable HECTOR_API_KEY is not set or empty"):
+        config.hector.api_key.reveal()
+
+
+@pytest.mark.parametrize("inside", ["\r\nX-Evil: 1", "\n", "\x1b", "\t", "\x7f", "\x85"],
+                         ids=["header-injection", "newline", "escape", "tab", "del", "c1-control"])
+def test_a_secret_with_a_control_character_inside_names_the_variable_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inside: str
+) -> None:
+    config = load_config(write(tmp_path, SPEC_EXAMPLE))
+    monkeypatch.setenv("HECTOR_API_KEY", f"{HECTOR_SECRET}{inside}{HECTOR_SECRET[::-1]}\n")
+    with pytest.raises(ConfigError) as caught:
+        config.hector.api_key.reveal()
+    text = str(caught.value)
+    assert text == (
+        "the environment variable HECTOR_API_KEY holds a line break or another control character inside "
+        "its value, which cannot be sent in an HTTP header; set it to the secret alone, on one line "
+        "({env: HECTOR_API_KEY})"
+    )
+    assert HECTOR_SECRET not in text and HECTOR_SECRET[::-1] not in text and "Evil" not in text
+    assert caught.value.__cause__ is None and caught.value.__context__ is None

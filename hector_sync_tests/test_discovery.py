@@ -76,7 +76,9 @@ def test_discover_writes_a_starter_config_that_loads(write_config: ConfigWriter,
     text = starter.read_text(encoding="utf-8")
     assert DEMO_C2_PASSWORD not in text and DEMO_HECTOR_API_KEY not in text
     assert "password: {env: HECTOR_SYNC_DEMO_C2_PASSWORD}" in text
+    assert text.count("allow_insecure_http: true") == 2  # the simulators' http:// urls load only with it
     config = load_config(starter)
+    assert config.c2.allow_insecure_http and config.hector.allow_insecure_http
     assert config.cmdbs == ["Production", "Lab"]
     keys = [c.key for c in config.categories]
     assert keys == ["printers", "laptops", "monitors", "phones", "servers", "test_devices"]

@@ -22,6 +22,11 @@ and base64 (a Bearer or Basic header), case-insensitively, in:
 
 Each place is also checked to hold what it should, so that an empty scan cannot pass.
 
+A secret read from the environment is checked (section 3): a value with a newline at its end, as
+`kubectl create secret --from-file` leaves it, works; one with a line break inside (a header
+injection) is refused naming its variable, and the refused value shows nowhere: not in the output
+of `hector-sync sync`, the Dagster event log, or the failure e-mail.
+
 Already covered elsewhere and not repeated here: the loader's default `verify_tls: true`
 (test_config.py::test_spec_example_loads_as_written) and the client constructor's warning with
 `verify_tls=False` (test_clients.py::test_tls_verification_off_is_logged_loudly). Added here: a
@@ -53,6 +58,7 @@ from urllib.parse import quote
 import dagster as dg
 import duckdb
 import pytest
+import requests
 import uvicorn
 from fastapi import FastAPI
 
@@ -520,3 +526,55 @@ def test_verify_tls_false_is_honoured_when_the_environment_names_a_ca_bundle(
                 pytest.fail(f"verify_tls: false was logged as OFF but the client still verified against "
                             f"REQUESTS_CA_BUNDLE: {refused}")
             assert cmdbs and len(stockrooms) == 3
+
+
+# --- 3. A secret from the environment is checked, and never echoed ----------------------------
+
+EVIL_KEY_HEAD = "Evil-Hector-Key-3e7d1"
+EVIL_KEY = f"{EVIL_KEY_HEAD}\r\nX-Evil: 1"  # a second header smuggled into Authorization
+REFUSED_KEY = (f"the environment variable {HECTOR_KEY_VAR} holds a line break or another control character "
+               "inside its value")
+
+
+def test_a_secret_with_a_newline_at_its_end_works(
+    sims: RunningSimulators, write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both secrets as `kubectl create secret --from-file` (or an editor) leaves them in a file."""
+    config = load_config(write_config(sims.c2_url, sims.hector_url))
+    monkeypatch.setenv(HECTOR_KEY_VAR, f"{DEMO_HECTOR_API_KEY}\n")
+    monkeypatch.setenv(C2_PASSWORD_VAR, f"{DEMO_C2_PASSWORD}\r\n")
+    c2, hector = C2Client.from_settings(config.c2), HectorClient.from_settings(config.hector)
+    with c2, hector:
+        assert [cmdb.name for cmdb in c2.list_cmdbs()] == ["Production", "Lab"]
+        assert len(hector.list_stockrooms()) == 3
+
+
+def test_a_secret_with_a_line_break_inside_is_refused_by_name_and_shown_nowhere(
+    sims: RunningSimulators, write_config: WriteConfig, mailbox: Mailbox, sync_env: Path,
+) -> None:
+    (sync_env / "dagster.yaml").write_text(VERBOSE_DAGSTER_YAML)
+    path = write_config(sims.c2_url, sims.hector_url)
+
+    done = run_cli("--config", str(path), "sync", "--category", "printers", env={HECTOR_KEY_VAR: EVIL_KEY})
+
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    assert summary_status(done.stdout)["printers"] == "FAILED", done.stdout
+    assert REFUSED_KEY in done.stdout, done.stdout
+    (mail,) = mailbox.wait_for(1)
+    mail_says(mail, "printers", REFUSED_KEY)
+    hector_calls = requests.get(f"{sims.hector_url}/_sim/stats", timeout=5).json()["by_method"]
+    assert hector_calls == {}, f"Hector was called with the refused key: {hector_calls}"
+
+    scan = SecretScan({"the refused key's first line": EVIL_KEY_HEAD, "the injected header": "X-Evil: 1",
+                       "the refused key": EVIL_KEY})
+    scan.check("stdout of the sync", done.stdout)
+    scan.check("stderr of the sync", done.stderr)
+    with dg.DagsterInstance.from_config(str(sync_env)) as instance:
+        (run,) = instance.get_runs()
+        assert run.status.value == "FAILURE"
+        events = "\n".join(dg.serialize_value(record) for record in instance.all_logs(run.run_id))
+    assert "STEP_FAILURE" in events and HECTOR_KEY_VAR in events, "the event log holds no refusal to scan"
+    scan.check(f"event log of Dagster run {run.run_id}", events)
+    scan.check("raw failure e-mail", mail.raw)
+    scan.check("failure e-mail", mail.message["Subject"] + "\n" + mail.body)
+    scan.assert_clean()

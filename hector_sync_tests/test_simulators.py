@@ -519,6 +519,57 @@ def test_stats_count_calls_per_method_route_and_status(sims: RunningSimulators) 
     assert stats["by_status"] == {"200": 3, "428": 1}
 
 
+# page → (first, last + 1) of the items it answers, as positions in the whole list, and next_page
+NORMAL = {1: (0, 100, 2), 2: (100, 200, 3), 3: (200, 300, None), 4: (0, 0, None)}
+
+
+@pytest.mark.parametrize(("switches", "pages"), [
+    pytest.param({"listing_short": 150}, {1: (0, 100, 2), 2: (100, 150, None), 3: (0, 0, None)}, id="short"),
+    pytest.param({"listing_skip_page": 1}, {**NORMAL, 1: (100, 200, 2)}, id="skip"),
+    pytest.param({"listing_repeat_page": 2}, {**NORMAL, 2: (0, 100, 3)}, id="repeat"),
+    pytest.param({"listing_endless": True}, {**NORMAL, 3: (200, 300, 4), 4: (200, 300, 5), 9: (200, 300, 10)},
+                 id="endless"),
+])
+def test_c2_listing_switches_break_the_pages_not_the_total(
+    sims: RunningSimulators, switches: dict[str, Any], pages: dict[int, tuple[int, int, int | None]]
+) -> None:
+    session = c2_session(sims)
+    ids = list(sims.c2.data.ci_ids("Printers"))
+    assert len(ids) == DEMO_SIZE == 300
+    requests.put(f"{sims.c2_url}/_sim/faults", json=switches).raise_for_status()
+    for page, (first, stop, next_page) in pages.items():
+        answer = ci_page(session, sims.c2_url, category_id=PRINTERS.id, page=page, page_size=100)
+        assert answer["total_count"] == 300, page
+        assert ([ci["id"] for ci in answer["items"]], answer["next_page"]) == (ids[first:stop], next_page), page
+
+
+def test_hector_listing_switches_break_the_windows_of_the_lists_they_name(sims: RunningSimulators) -> None:
+    session = hector_session()
+
+    def window(path: str, offset: int, limit: int = 1) -> tuple[int, list[int]]:
+        answer = session.get(f"{sims.hector_url}{API}/{path}", params={"limit": limit, "offset": offset}).json()
+        return answer["total"], [row["id"] for row in answer["rows"]]
+
+    def faults(**switches: Any) -> None:
+        requests.put(f"{sims.hector_url}/_sim/faults", json=switches).raise_for_status()
+
+    n, ids = window("assets", 0, 1000)
+    models = window("subcategories", 0, 1000)
+    assert n == len(ids) >= 4 and models[0] >= 3
+    # windows of one row: page k is the window at offset k - 1
+    faults(listing_short=2, listing_lists=["assets"])
+    assert [window("assets", offset) for offset in (0, n - 3, n - 2)] == [(n, ids[:1]), (n, ids[n - 3:n - 2]), (n, [])]
+    assert window("subcategories", 0, 1000) == models  # not named: untouched
+    faults(listing_skip_page=2)
+    assert [window("assets", offset) for offset in (0, 1, 2)] == [(n, ids[0:1]), (n, ids[2:3]), (n, ids[2:3])]
+    assert window("subcategories", 1) == (models[0], models[1][2:3])  # both lists by default
+    faults(listing_repeat_page=2)
+    assert [window("assets", offset) for offset in (0, 1, 2)] == [(n, ids[0:1]), (n, ids[0:1]), (n, ids[2:3])]
+    faults(listing_endless=True)
+    assert window("assets", n) == window("assets", n + 10) == (n, ids[-1:])
+    assert requests.put(f"{sims.hector_url}/_sim/faults", json={"listing_repeat_page": 1}).status_code == 422
+
+
 # --- a million CIs, in a process of their own -------------------------------------------
 
 

@@ -112,8 +112,8 @@ def build_plan(
     ):
         targets += [target(n, scope, m.c2, kinds[n], m.direction) for n, m in fields.items()]
     for scope, attrs in (("model", category.model_attributes), ("asset", category.asset_attributes)):
-        targets += [
-            target(ATTRIBUTE_PREFIX + n, scope, m.c2, attribute_kinds[(scope, n)], m.direction)
+        targets += [  # an attribute is known by its trimmed name, as the catalog matched it
+            target(ATTRIBUTE_PREFIX + n.strip(), scope, m.c2, attribute_kinds[(scope, n.strip())], m.direction)
             for n, m in attrs.items()
         ]
     if "title" not in category.asset:

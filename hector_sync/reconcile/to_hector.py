@@ -3,7 +3,8 @@ snapshot, over the pairs of `match.pairs`.
 
 Under `c2_to_hector` every mapped field flows this way and CIs without an asset get one. Under
 `per_field` only the fields flowing c2_to_hector are written here, with the drift rule; CIs
-without an asset get one only when C2 ITSM owns maker, model and description.
+without an asset get one only when C2 ITSM owns maker, model and description; there too, an
+asset the sync retired comes back (`reactivate_asset`) once its CI is listed active again.
 """
 
 from __future__ import annotations
@@ -48,6 +49,30 @@ def _tag_clashes(plan: CategoryPlan) -> str:
             LEFT JOIN h ON h.h{i} = t.tag AND h.id IS DISTINCT FROM p.asset_id
             WHERE t.claims > 1 OR h.id IS NOT NULL
             GROUP BY t.ci_id, t.tag, t.claims, t.cis
+        )"""
+
+
+def _retired_by_sync(plan: CategoryPlan) -> str:
+    """CTE `retired_by_sync` (asset_id as text, status_before): the assets of the category whose
+    last status change by this tool was a sync retiring them, with the status each had before.
+
+    Only these come back when their CI is active again: an asset a person retired in Hector is
+    theirs, and so is one an operator's undo retired, or one the sync already brought back.
+    """
+    return f"""
+        status_history AS (
+            SELECT ch.target_id AS asset_id, ch.action, ch.old, pl.kind
+            FROM change_history ch LEFT JOIN plan pl ON pl.plan_id = ch.plan_id
+            WHERE ch.category_key = {lit(plan.key)} AND ch.direction = {lit(TO_HECTOR.value)}
+              AND ch.target_id IS NOT NULL
+              AND ((ch.action = 'retire_asset' AND ch.outcome = 'retired')
+                   OR (ch.action = 'reactivate_asset' AND ch.outcome = 'reactivated'))
+            QUALIFY row_number() OVER (PARTITION BY ch.target_id ORDER BY ch.recorded_at DESC,
+                                       ch.action = 'retire_asset') = 1
+        ),
+        retired_by_sync AS (
+            SELECT asset_id, coalesce(nullif(nullif(trim(old), ''), 'retired'), 'in_stock') AS status_before
+            FROM status_history WHERE action = 'retire_asset' AND kind IS DISTINCT FROM 'undo'
         )"""
 
 
@@ -132,7 +157,17 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
                    'external_ref' AS field, NULL AS old, 'c2:' || ci_id AS new
             FROM pairs WHERE match IN ('identified', 'local', 'recovered')
         ),
-        changed AS (SELECT item FROM update_rows UNION SELECT item FROM move_rows UNION SELECT item FROM link_rows),
+        {_retired_by_sync(plan)},
+        reactivate_rows AS (
+            SELECT 'reactivate_asset' AS action, p.ci_id AS item, CAST(p.id AS VARCHAR) AS target_id,
+                   p.version AS target_version, p.desired_key AS model_key,
+                   'the CI is active in C2 ITSM again, and this asset was retired by the sync' AS reason,
+                   'status' AS field, 'retired' AS old, s.status_before AS new
+            FROM pairs p JOIN retired_by_sync s ON s.asset_id = CAST(p.id AS VARCHAR)
+            WHERE p.id IS NOT NULL AND p.retired AND {str(creates).lower()}
+        ),
+        changed AS (SELECT item FROM update_rows UNION SELECT item FROM move_rows UNION SELECT item FROM link_rows
+                    UNION SELECT item FROM reactivate_rows),
         unchanged_rows AS (
             SELECT 'unchanged' AS action, ci_id AS item, CAST(id AS VARCHAR) AS target_id,
                    version AS target_version, desired_key AS model_key, NULL AS reason,
@@ -168,5 +203,5 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
               AND (c.retired OR (c.ci_id IS NULL AND {str(full_read).lower()}))
         ),
         {assemble(plan, TO_HECTOR, ["sub_rows", "create_rows", "link_rows", "update_rows", "move_rows",
-                                    "gone_rows", "unchanged_rows", "skip_rows"])}
+                                    "gone_rows", "reactivate_rows", "unchanged_rows", "skip_rows"])}
     """

@@ -226,8 +226,10 @@ class C2State:
         self.cis = CiStore(data)
         self.tokens = Tokens()
         self.control: SimControl[C2Faults] = SimControl(C2Faults(), data.seed)
-        # What an administrator changed in C2 since: category id → name, field id → type.
+        # What an administrator changed in C2 since: CMDB or category id → name, field id → name
+        # or type.
         self.renamed: dict[str, str] = {}
+        self.renamed_fields: dict[str, str] = {}
         self.retyped: dict[str, str] = {}
 
 
@@ -274,7 +276,7 @@ def create_c2_app(state: C2State) -> FastAPI:
 
     @app.get(API + "/cmdbs", dependencies=reader)
     async def cmdbs() -> Response:
-        return json_response({"items": [{"id": i, "name": n} for i, n in CMDBS]})
+        return json_response({"items": [{"id": i, "name": state.renamed.get(i, n)} for i, n in CMDBS]})
 
     @app.get(API + "/cmdbs/{cmdb_id}/categories", dependencies=reader)
     async def categories(cmdb_id: str) -> Response:
@@ -284,8 +286,9 @@ def create_c2_app(state: C2State) -> FastAPI:
     @app.get(API + "/cmdbs/{cmdb_id}/categories/{category_id}/fields", dependencies=reader)
     async def fields(cmdb_id: str, category_id: str) -> Response:
         spec = _category(cmdb_id, category_id)
-        return json_response({"items": [{"id": f.id, "name": f.name, "type": state.retyped.get(f.id, f.type),
-                                         "required": f.required} for f in spec.fields]})
+        return json_response({"items": [{"id": f.id, "name": state.renamed_fields.get(f.id, f.name),
+                                         "type": state.retyped.get(f.id, f.type), "required": f.required}
+                                        for f in spec.fields]})
 
     @app.get(API + "/cmdbs/{cmdb_id}/cis", dependencies=reader)
     async def list_cis(cmdb_id: str, category_id: str | None = None,
@@ -298,11 +301,12 @@ def create_c2_app(state: C2State) -> FastAPI:
         hidden = state.control.faults.empty_categories
         parts = [(spec, state.cis.indexes(spec, since)) for spec in specs if spec.id not in hidden]
         total = sum(len(indexes) for _, indexes in parts)
-        start = (page - 1) * page_size
-        items = state.cis.page(parts, start, start + page_size)
+        # the listing_* fault switches pick the window; without them it is this page's
+        start, stop, more = state.control.faults.listing_window(total, (page - 1) * page_size,
+                                                                page_size)
+        items = state.cis.page(parts, start, stop)
         return json_response({"items": items, "page": page, "page_size": page_size,
-                              "total_count": total,
-                              "next_page": page + 1 if start + page_size < total else None})
+                              "total_count": total, "next_page": page + 1 if more else None})
 
     @app.post(API + "/cmdbs/{cmdb_id}/cis", dependencies=write)
     async def create_ci(cmdb_id: str, request: Request) -> Response:
@@ -343,6 +347,14 @@ def create_c2_app(state: C2State) -> FastAPI:
     async def expire_tokens() -> Response:
         return json_response({"expired": state.tokens.expire_all()})
 
+    @app.patch(ADMIN_PREFIX + "/cmdbs/{cmdb_id}")
+    async def rename_cmdb(cmdb_id: str, request: Request) -> Response:
+        """An administrator renames a CMDB in C2 (its id stays)."""
+        if cmdb_id not in dict(CMDBS):
+            raise SimError(404, "not_found", f"no CMDB {cmdb_id}")
+        state.renamed[cmdb_id] = str((await read_object(request))["name"])
+        return json_response({"id": cmdb_id, "name": state.renamed[cmdb_id]})
+
     @app.patch(ADMIN_PREFIX + "/categories/{category_id}")
     async def rename_category(category_id: str, request: Request) -> Response:
         """An administrator renames a category in C2 (its id stays)."""
@@ -352,13 +364,25 @@ def create_c2_app(state: C2State) -> FastAPI:
         return json_response({"id": category_id, "name": state.renamed[category_id]})
 
     @app.patch(ADMIN_PREFIX + "/fields/{field_id}")
-    async def retype_field(field_id: str, request: Request) -> Response:
-        """An administrator changes a field's type: values already stored stay as they were."""
-        kind = (await read_object(request)).get("type")
-        if kind not in ("text", "number", "date", "choice", "user"):
-            raise invalid([{"field": "type", "reason": "text, number, date, choice or user"}])
-        state.retyped[field_id] = kind
-        return json_response({"id": field_id, "type": kind})
+    async def change_field(field_id: str, request: Request) -> Response:
+        """An administrator renames a field (`name`; its id stays, and so do the values, which
+        CIs key by id) or changes its type (`type`; values already stored stay as they were)."""
+        body = await read_object(request)
+        name, kind = body.get("name"), body.get("type")
+        problems = []
+        if "name" in body and not (isinstance(name, str) and name.strip()):
+            problems.append({"field": "name", "reason": "must be a non-empty string"})
+        if "type" in body and kind not in ("text", "number", "date", "choice", "user"):
+            problems.append({"field": "type", "reason": "text, number, date, choice or user"})
+        if not {"name", "type"} & set(body):
+            problems.append({"field": "type", "reason": "send a name, a type or both"})
+        if problems:
+            raise invalid(problems)
+        if isinstance(name, str):
+            state.renamed_fields[field_id] = name
+        if isinstance(kind, str):
+            state.retyped[field_id] = kind
+        return json_response({"id": field_id, **{k: body[k] for k in ("name", "type") if k in body}})
 
     install_sim(app, state.control)
     return app

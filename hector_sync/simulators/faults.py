@@ -4,6 +4,39 @@ Faults are set at runtime with `PUT /_sim/faults` (the body replaces every switc
 object switches everything off) and read with `GET /_sim/faults`. They apply to API calls
 only: never to `/_sim/*`, which is not counted in the statistics either. All randomness comes
 from one `random.Random`, re-seeded on every PUT, so a run is reproducible call for call.
+
+Listing faults break the paging of a list without touching its data or its announced total
+(`total_count` in C2 ITSM, `total` in Hector): they apply to C2 ITSM's CI list and to Hector's
+subcategory and asset lists (`listing_lists` narrows Hector's to one). A page is the window of
+`page_size` (C2 ITSM) or `limit` items (Hector) at its position; Hector counts a window as page
+k when its `offset` is (k-1) * `limit`.
+- `listing_short: N`: the list ends N items early: the pages that would hold its last N items
+  are missing (C2 ITSM's `next_page` is null sooner, Hector's windows come back empty), while
+  the total still counts them.
+- `listing_skip_page: k`: page k answers the items of page k+1 (page k+1 still answers its own,
+  so a client sees page k's items never, and page k+1's twice).
+- `listing_repeat_page: k` (k >= 2): page k answers the items of page k-1 again.
+- `listing_endless: true`: past its last page the list never ends: C2 ITSM's last page names a
+  `next_page`, and so does every later one; any page past the end answers the last page's items
+  again (Hector too, for a client that asks past `total`).
+
+Gateway faults after the fact hit a create (a POST; C2 ITSM's login is spared) once the
+simulator has processed it, as a gateway timing out on a slow backend does: the item is stored,
+the client never learns it.
+- `store_then_fail_rate: r`: that share of creates is processed, and the answer of each that
+  succeeded (2xx) is thrown away and replaced by one of `store_then_fail_with`, drawn at random:
+  502 or 504 (an error body of code `bad_gateway` / `gateway_timeout`), or "drop" (the
+  connection closed without a byte of answer). A create the simulator refuses (4xx) keeps its
+  answer. Its status in the statistics is what the client got ("502", "504", "dropped"). The
+  other call faults (down, rate limit, 429, 503, drop, cut) come first: a call they fail is
+  never processed. Its own die is cast only while the rate is above 0, so it leaves the dice
+  of the other switches as they were.
+- `store_then_fail_late_s: s` (default 0): above 0, those creates are answered at once and
+  processed `s` seconds later, as by a backend still working when its gateway gave up: a client
+  that looks for the item right after the 502/504 finds nothing yet, a later read finds it.
+  Each is then processed whatever its outcome, which nobody sees.
+- `drop_connection_rate`, by contrast, closes the connection before the simulator processes the
+  call (nothing stored), and `cut_body_rate` after it, in the middle of the answer's body.
 """
 
 import asyncio
@@ -11,7 +44,7 @@ import math
 import random
 import time
 from collections import Counter
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -41,6 +74,41 @@ class Faults(BaseModel):
     retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After of random 429s")
     down: bool = Field(False, description="every call answers 503")
     seed: int | None = Field(None, description="seed of the fault dice; default: the data seed")
+    listing_short: int = Field(0, ge=0, description="a list ends this many items early; its total "
+                               "still counts them")
+    listing_skip_page: int | None = Field(None, ge=1, description="page k answers page k+1's items")
+    listing_repeat_page: int | None = Field(None, ge=2, description="page k answers page k-1's items")
+    listing_endless: bool = Field(False, description="past the last page, a list keeps answering "
+                                  "a non-empty page and a next one")
+    store_then_fail_rate: float = Field(0.0, ge=0, le=1, description="share of creates (POSTs but C2's "
+                                        "login) processed, then answered with a gateway error instead")
+    store_then_fail_with: list[Literal[502, 504, "drop"]] = Field(
+        default_factory=lambda: [502, 504], min_length=1,
+        description="what those POSTs get instead of their answer, drawn at random: 502, 504, or "
+        "drop (the connection closed without any answer)")
+    store_then_fail_late_s: float = Field(0.0, ge=0, le=60, description="above 0: those POSTs are "
+                                          "answered at once and processed this many seconds later")
+
+    @property
+    def listing_faulty(self) -> bool:
+        return bool(self.listing_short or self.listing_skip_page or self.listing_repeat_page
+                    or self.listing_endless)
+
+    def listing_window(self, total: int, offset: int, limit: int) -> tuple[int, int, bool]:
+        """The items [start, stop) of a list of `total` that the page at `offset` answers, and
+        whether another page follows (C2 ITSM's `next_page`), after the listing switches."""
+        served = max(0, total - self.listing_short)
+        start = offset
+        if offset % limit == 0:
+            page = offset // limit + 1
+            if page == self.listing_skip_page:
+                start += limit
+            elif page == self.listing_repeat_page:
+                start -= limit
+        if self.listing_endless and start >= served > 0:
+            start = (served - 1) // limit * limit  # the last page, again
+        more = self.listing_endless or offset + limit < served
+        return start, max(start, min(start + limit, served)), more
 
 
 class C2Faults(Faults):
@@ -54,6 +122,9 @@ class C2Faults(Faults):
 
 class HectorFaults(Faults):
     revoked: bool = Field(False, description="every API key is answered 401")
+    listing_lists: list[Literal["subcategories", "assets"]] = Field(
+        default_factory=lambda: ["subcategories", "assets"],
+        description="the lists the listing_* switches apply to")
 
 
 F = TypeVar("F", bound=Faults)
@@ -144,6 +215,16 @@ class SimControl(Generic[F]):
             return CUT
         return None
 
+    def fails_after_store(self, method: str, path: str) -> int | str | None:
+        """For a call let through: what replaces its answer once processed (`store_then_fail`:
+        502, 504 or "drop"), or None to answer it normally."""
+        f = self.faults
+        if not f.store_then_fail_rate or method != "POST" or path.endswith("/auth/login"):
+            return None
+        if self.rng.random() >= f.store_then_fail_rate:
+            return None
+        return self.rng.choice(f.store_then_fail_with)
+
 
 def route_template(routes: list[BaseRoute], scope: Scope) -> str:
     """The route a request addresses ("/api/v1/cis/{ci}"), for statistics per endpoint."""
@@ -188,6 +269,69 @@ async def _cut_body(app: ASGIApp, scope: Scope, receive: Receive, send: Send) ->
     await _drop(receive)
 
 
+_GATEWAY_CODES = {502: "bad_gateway", 504: "gateway_timeout"}
+_LATE: set["asyncio.Task[None]"] = set()  # calls still to be processed after their answer
+
+
+async def _process_later(app: ASGIApp, scope: Scope, receive: Receive, late_s: float) -> None:
+    """Read the call's body now, and have the app process it `late_s` seconds from now, its
+    answer going nowhere."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if message["type"] != "http.request" or not message.get("more_body"):
+            break
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def nowhere(_: Message) -> None:
+        pass
+
+    async def later() -> None:
+        await asyncio.sleep(late_s)
+        await app(scope, replay, nowhere)
+
+    task = asyncio.create_task(later())
+    _LATE.add(task)
+    task.add_done_callback(_LATE.discard)
+
+
+async def _store_then_fail(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+                           instead: int | str, late_s: float) -> str:
+    """Let the app process the call (now, or `late_s` seconds after the answer), then, if it
+    succeeded, answer `instead` of its answer: a gateway's 502/504 or a dropped connection.
+    Returns the status the client got."""
+    if late_s:
+        await _process_later(app, scope, receive, late_s)
+    else:
+        messages: list[Message] = []
+
+        async def keep(message: Message) -> None:
+            messages.append(message)
+
+        await app(scope, receive, keep)
+        start = messages[0]
+        if not 200 <= start["status"] < 300:  # refused: nothing stored, its own answer goes out
+            for message in messages:
+                await send(message)
+            return str(start["status"])
+    if instead == "drop":
+        await _drop(receive)
+        return "dropped"
+    status = int(instead)
+    error = SimError(status, _GATEWAY_CODES.get(status, "gateway_error"),
+                     "injected: the gateway gave up after the backend had processed the call")
+    await error.response()(scope, receive, send)
+    return str(status)
+
+
 class SimMiddleware(Generic[F]):
     """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): faults in, statistics out."""
 
@@ -215,6 +359,9 @@ class SimMiddleware(Generic[F]):
                 await _cut_body(self.app, scope, receive, send)
             elif fault is not None:
                 await fault.response()(scope, receive, send_and_note)
+            elif (instead := self.control.fails_after_store(scope["method"], scope["path"])) is not None:
+                status = await _store_then_fail(self.app, scope, receive, send, instead,
+                                                self.control.faults.store_then_fail_late_s)
             else:
                 await self.app(scope, receive, send_and_note)
         finally:

@@ -14,6 +14,7 @@ Choices where the contract is silent:
 - `updated_at` is the current second rounded up (see wire.write_stamp).
 """
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -212,13 +213,22 @@ def create_hector_app(state: HectorState) -> FastAPI:
     def since(value: str | None) -> float | None:
         return None if value is None else parse_instant(value, "updated_since")
 
+    def listed(name: Literal["subcategories", "assets"], table: Table, ids: Sequence[int], offset: int,
+               limit: int) -> Response:
+        """The window of `ids` at `offset`, through the listing_* fault switches if they apply."""
+        faults = state.control.faults
+        if not (faults.listing_faulty and name in faults.listing_lists):
+            return _raw(table.page_bytes(ids, offset, limit))
+        start, stop, _ = faults.listing_window(len(ids), offset, limit)
+        return json_response({"total": len(ids), "rows": [table.get(i) for i in ids[start:stop]]})
+
     @app.get(API + "/subcategories", dependencies=auth)
     async def list_subcategories(category_id: int | None = None,
                                  updated_since: str | None = None,
                                  limit: Limit = 100, offset: Offset = 0) -> Response:
         eq: Filter = () if category_id is None else (("category_id", category_id),)
         ids = state.subcategories.select(eq, since=since(updated_since))
-        return _raw(state.subcategories.page_bytes(ids, offset, limit))
+        return listed("subcategories", state.subcategories, ids, offset, limit)
 
     @app.get(API + "/assets", dependencies=auth)
     async def list_assets(category_id: int | None = None, subcategory_id: int | None = None,
@@ -234,7 +244,7 @@ def create_hector_app(state: HectorState) -> FastAPI:
                 raise SimError(400, "bad_request", "external_ref is source:id, e.g. c2:ci-1")
             key = ref_key(source, ref_id)
         ids = state.assets.select(eq, key, since(updated_since))
-        return _raw(state.assets.page_bytes(ids, offset, limit))
+        return listed("assets", state.assets, ids, offset, limit)
 
     def save_subcategory(row_id: int, fields: dict[str, Any], version: int,
                          problems: list[dict[str, str]]) -> dict[str, Any]:
@@ -311,6 +321,41 @@ def create_hector_app(state: HectorState) -> FastAPI:
             raise SimError(404, "not_found", f"no attribute {attribute_id}")
         state.attributes = kept
         return json_response({"deleted": attribute_id})
+
+    def new_name(body: dict[str, Any]) -> str:
+        name = body.get("name")
+        if not (isinstance(name, str) and name.strip()):
+            raise invalid([{"field": "name", "reason": "must be a non-empty string"}])
+        return name
+
+    @app.patch(ADMIN_PREFIX + "/categories/{category_id}")
+    async def rename_category(category_id: int, request: Request) -> Response:
+        """An administrator renames a category (its id, subcategories and assets stay)."""
+        name = new_name(await read_object(request))
+        found = next((c for c in state.categories if c["id"] == category_id), None)
+        if found is None:
+            raise SimError(404, "not_found", f"no category {category_id}")
+        state.categories = [{**c, "name": name} if c is found else c for c in state.categories]
+        return json_response({**found, "name": name})
+
+    @app.patch(ADMIN_PREFIX + "/attributes/{attribute_id}")
+    async def rename_attribute(attribute_id: int, request: Request) -> Response:
+        """An administrator renames an attribute: the rows holding a value of it show that value
+        under the new name from then on (a new `updated_at`, the same `version`)."""
+        name = new_name(await read_object(request))
+        found = next((a for a in state.attributes if a["id"] == attribute_id), None)
+        if found is None:
+            raise SimError(404, "not_found", f"no attribute {attribute_id}")
+        if any(a["name"] == name and a is not found for a in state.attributes):
+            raise invalid([{"field": "name", "reason": f"another attribute is named {name!r}"}])
+        state.attributes = [{**a, "name": name} if a is found else a for a in state.attributes]
+        table = state.assets if found["scope"] == "asset" else state.subcategories
+        for row_id in list(table.select()):
+            row = table.get(row_id)
+            if row is not None and found["name"] in row["attributes"]:
+                attributes = {name if k == found["name"] else k: v for k, v in row["attributes"].items()}
+                table.put({**row, "attributes": attributes, "updated_at": iso_utc(table.next_stamp())})
+        return json_response({**found, "name": name})
 
     install_sim(app, state.control)
     return app

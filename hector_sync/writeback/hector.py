@@ -87,7 +87,7 @@ class HectorWriteback(Writeback):
                 else:
                     body[name] = value
         if attributes:
-            body["attributes"] = attributes
+            body["attributes"] = self.resolved.hector_attributes(scope, attributes)
         return body
 
     def _create_subcategory(self, item: str, rows: list[Row]) -> None:
@@ -148,8 +148,9 @@ class HectorWriteback(Writeback):
         ci_id, asset_id = rows[0]["item"], int(rows[0]["target_id"])
         attributes, refs, _ = current.get(asset_id, ({}, [], 0))
         body = self._body(rows, "asset")
-        if "attributes" in body:
-            body["attributes"] = {k: v for k, v in attributes.items() if v is not None} | body["attributes"]
+        if "attributes" in body:  # the snapshot's, by trimmed name, under Hector's own names too
+            kept = self.resolved.hector_attributes("asset", {k: v for k, v in attributes.items() if v is not None})
+            body["attributes"] = kept | body["attributes"]
         actions = {r["action"] for r in rows}
         if "link_asset" in actions:
             body["external_refs"] = [r for r in refs if r.get("source") != "c2"] + [{"source": "c2", "id": ci_id}]
