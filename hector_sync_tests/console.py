@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from hector_sync_tests.conftest import default_signals, free_port
+from hector_sync_tests.conftest import default_signals, demo_ports, free_port
 
 HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
 
@@ -63,25 +63,26 @@ def demo_ui(folder: Path, timeout: float = 120) -> Iterator[DemoUi]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("DAGSTER_HOME", "HECTOR_SYNC_CONFIG") and not k.startswith("HECTOR_SYNC_DEMO_")}
     log = folder / "demo.out"
-    with log.open("w") as out:
-        proc = subprocess.Popen([HECTOR_SYNC, "demo", "--ui", "--port", str(port)], cwd=folder,
-                                stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, preexec_fn=default_signals)
-    demo = DemoUi(f"http://127.0.0.1:{port}", folder, log)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{demo.printed()[-4000:]}"
-            assert time.monotonic() < deadline, f"no UI on {demo.url} after {timeout} s:\n{demo.printed()[-4000:]}"
-            try:
-                if requests.get(demo.url + "/", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        yield demo
-    finally:
-        stop_group(proc)
+    with demo_ports():  # held until the demo is gone: it listens on the fixed ports
+        with log.open("w") as out:
+            proc = subprocess.Popen([HECTOR_SYNC, "demo", "--ui", "--port", str(port)], cwd=folder,
+                                    stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True, preexec_fn=default_signals)
+        demo = DemoUi(f"http://127.0.0.1:{port}", folder, log)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{demo.printed()[-4000:]}"
+                assert time.monotonic() < deadline, f"no UI on {demo.url} after {timeout} s:\n{demo.printed()[-4000:]}"
+                try:
+                    if requests.get(demo.url + "/", timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                time.sleep(0.5)
+            yield demo
+        finally:
+            stop_group(proc)
 
 
 def stop_group(proc: subprocess.Popen) -> None:

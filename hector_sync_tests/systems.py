@@ -12,10 +12,12 @@ from datetime import date
 import requests
 
 from hector_sync.c2 import C2Client
-from hector_sync.config import SyncConfig
+from hector_sync.config import SyncConfig, load_config
 from hector_sync.hector import HectorClient
 from hector_sync.runner import run_sync
+from hector_sync.simulators.serve import RunningSimulators
 from hector_sync.store import Store
+from hector_sync_tests.conftest import WriteConfig
 
 PHONES = {  # assets of Hector become CIs of C2 ITSM
     "key": "phones", "cmdb": "Production", "c2_category": "Phones", "hector_category": "Phones",
@@ -27,6 +29,14 @@ PHONES = {  # assets of Hector become CIs of C2 ITSM
 }
 PHONE_MODELS = [("Apple", "iPhone 15", "Smartphone 6.1-inch"), ("Samsung", "Galaxy S24", "Smartphone 6.2-inch"),
                 ("Cisco", "CP-8845", "IP desk phone")]
+
+
+def configure(write_config: WriteConfig, sims: RunningSimulators, *categories: dict) -> SyncConfig:
+    """The demo configuration pointed at `sims`, with exactly these categories."""
+    def edit(data: dict) -> None:
+        data["categories"] = list(categories)
+
+    return load_config(write_config(sims.c2_url, sims.hector_url, edit=edit))
 
 
 def printers_retiring(data: dict) -> None:

@@ -28,6 +28,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 # refused many at a time and slow every page).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
 # The UI renders a page in a few seconds on 2 busy cores; a missing element still fails in 20 s.
 expect.set_options(timeout=20_000)
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"

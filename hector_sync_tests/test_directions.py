@@ -23,7 +23,8 @@ from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync.store import Store
 from hector_sync_tests.conftest import WriteConfig
 from hector_sync_tests.systems import (
-    PHONES, c2_cis, hector_state, history, kill_when, patch_asset, patch_ci, refs, reset, seed_phones, sync, writes,
+    PHONES, c2_cis, configure, hector_state, history, kill_when, patch_asset, patch_ci, refs, reset, seed_phones, sync,
+    writes,
 )
 
 HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
@@ -48,12 +49,6 @@ def sims() -> Iterator[RunningSimulators]:
     with start_simulators(size=40, sizes={"Phones": 0}) as running:
         yield running
 
-
-def configure(write_config: WriteConfig, sims: RunningSimulators, *categories: dict) -> SyncConfig:
-    def edit(data: dict) -> None:
-        data["categories"] = list(categories)
-
-    return load_config(write_config(sims.c2_url, sims.hector_url, edit=edit))
 
 
 def no_writes(sims: RunningSimulators) -> dict[str, dict[str, int]]:

@@ -20,7 +20,7 @@ from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_CONFIG_PATH, DEMO_ENV, DEMO_
 from hector_sync.discovery import category_key, guess_mappings
 from hector_sync.hector import HectorAttribute
 from hector_sync.simulators.serve import RunningSimulators
-from hector_sync_tests.conftest import default_signals
+from hector_sync_tests.conftest import default_signals, demo_ports
 
 HECTOR_SYNC = Path(sys.executable).with_name("hector-sync")
 
@@ -207,6 +207,11 @@ def test_discover_lists_what_hector_sync_simulate_serves(tmp_path: Path) -> None
     """The two commands as an operator runs them by hand: `simulate` in one shell, `discover`."""
     script = Path(sys.executable).with_name("hector-sync")
     env = {k: v for k, v in os.environ.items() if k != "HECTOR_SYNC_CONFIG"} | {"PYTHONUNBUFFERED": "1"}
+    with demo_ports():  # `simulate` listens on the demo's fixed ports
+        discover_from_simulate(script, env, tmp_path)
+
+
+def discover_from_simulate(script: Path, env: dict[str, str], tmp_path: Path) -> None:
     sim = subprocess.Popen([str(script), "simulate"], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
                            env=env, start_new_session=True, preexec_fn=default_signals)
     try:

@@ -25,7 +25,7 @@ from hector_sync.store import create_schema
 from hector_sync_tests.conftest import WriteConfig
 from hector_sync_tests.console import hector_sync
 from hector_sync_tests.systems import (
-    PHONES, c2_cis, hector_state, history, patch_asset, refs, reset, seed_phones, sync, writes,
+    PHONES, c2_cis, configure, hector_state, history, patch_asset, refs, reset, seed_phones, sync, writes,
 )
 
 
@@ -53,12 +53,6 @@ def sims() -> Iterator[RunningSimulators]:
     with start_simulators(size=40, sizes={"Phones": 0}) as running:
         yield running
 
-
-def configure(write_config: WriteConfig, sims: RunningSimulators, *categories: dict) -> SyncConfig:
-    def edit(data: dict) -> None:
-        data["categories"] = list(categories)
-
-    return load_config(write_config(sims.c2_url, sims.hector_url, edit=edit))
 
 
 def set_ci_status(config: SyncConfig, ci_ids: list[str], status: str) -> None:
