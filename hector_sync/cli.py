@@ -336,15 +336,15 @@ def _apply(config: SyncConfig, path: str | None, plan_id: str, allow_stale: bool
     from hector_sync.runner import run_plan
     from hector_sync.store import Store
 
+    book = PlanBook(Store(config.storage.duckdb_path))
     try:
-        plan = PlanBook(Store(config.storage.duckdb_path)).get(plan_id)
+        plan = book.get(plan_id)
     except UnknownPlan as unknown:
         print(f"hector-sync: {unknown}", file=sys.stderr)
         return 1
     print(f"applying plan {plan.plan_id}: category {plan.category_key}, {plan.direction.value} (from {plan.describe_reads()})")
     status = _print_results([run_plan(config, path, plan, allow_stale_plan=allow_stale, allow_large_change=allow_large)])
-    book = PlanBook(Store(config.storage.duckdb_path))
-    plan = book.get(plan_id)
+    plan = book.get(plan_id)  # as the run left it
     states = ", ".join(f"{n} {state}" for state, n in sorted(book.state_counts(plan).items()))
     finished = f"; finished by run {plan.finished_by} at {plan.finished_at:%Y-%m-%d %H:%M:%S} UTC" if plan.finished_at else ""
     print(f"\nplan {plan.plan_id}: items {states}{finished}")

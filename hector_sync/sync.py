@@ -178,12 +178,12 @@ class CategorySync:
     def new_plan(self, direction: Direction, kind: PlanKind, undo_of: str | None = None) -> Plan:
         """A plan's identity: this run, now, and the reads of both sides it is computed from."""
         now = datetime.now(UTC)
-        reads = {s: self.store.snapshot_state(self.key, s) or {} for s in ("c2", "hector")}
+        reads = self.latest_reads()
+        (c2_run, c2_at), (hector_run, hector_at) = (reads.get(s, (None, None)) for s in ("c2", "hector"))
         return Plan(
             plan_id=Plan.new_id(self.key, direction, now), kind=kind, category_key=self.key, direction=direction,
-            run_id=self.run_id, planned_at=now, undo_of=undo_of,
-            c2_read_run_id=reads["c2"].get("run_id"), c2_read_at=reads["c2"].get("read_at"),  # type: ignore[arg-type]
-            hector_read_run_id=reads["hector"].get("run_id"), hector_read_at=reads["hector"].get("read_at"),  # type: ignore[arg-type]
+            run_id=self.run_id, planned_at=now, undo_of=undo_of, c2_read_run_id=c2_run, c2_read_at=c2_at,
+            hector_read_run_id=hector_run, hector_read_at=hector_at,
         )
 
     def latest_reads(self) -> dict[str, tuple[str | None, datetime]]:
