@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -124,11 +125,14 @@ class C2Client(JsonApi):
         retry: RetryPolicy = RetryPolicy(),
         password_env: str | None = None,
         rate_limit_per_s: float | None = None,
+        budget_beside: Path | None = None,
     ) -> None:
         """`password_env` names the variable holding the password, for the 401 message;
-        `rate_limit_per_s` caps the calls per second of all threads together (see `JsonApi`)."""
+        `rate_limit_per_s` caps the calls per second of all threads together, and of every
+        process sharing the DuckDB file `budget_beside` (see `JsonApi`)."""
         super().__init__(
-            url, verify_tls=verify_tls, retry=retry, account=username, rate_limit_per_s=rate_limit_per_s
+            url, verify_tls=verify_tls, retry=retry, account=username, rate_limit_per_s=rate_limit_per_s,
+            budget_beside=budget_beside,
         )
         self._password = password
         self._password_env = password_env
@@ -136,8 +140,11 @@ class C2Client(JsonApi):
         self._login_lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: C2Settings, *, retry: RetryPolicy = RetryPolicy()) -> C2Client:
-        """Build from the `c2` section of the configuration (`password` is a Secret)."""
+    def from_settings(
+        cls, settings: C2Settings, *, retry: RetryPolicy = RetryPolicy(), budget_beside: Path | None = None
+    ) -> C2Client:
+        """Build from the `c2` section of the configuration (`password` is a Secret);
+        `budget_beside`: the DuckDB file, to share the rate limit with every other run."""
         return cls(
             settings.url,
             settings.username,
@@ -146,6 +153,7 @@ class C2Client(JsonApi):
             retry=retry,
             password_env=getattr(settings.password, "env", None),
             rate_limit_per_s=settings.rate_limit_per_s,
+            budget_beside=budget_beside,
         )
 
     def _secrets(self) -> Iterable[str]:

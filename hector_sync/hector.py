@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -66,9 +67,11 @@ class HectorClient(JsonApi):
         retry: RetryPolicy = RetryPolicy(),
         api_key_env: str | None = None,
         rate_limit_per_s: float | None = None,
+        budget_beside: Path | None = None,
     ) -> None:
         """`api_key_env` names the variable holding the key, for the 401 message;
-        `rate_limit_per_s` caps the calls per second of all threads together (see `JsonApi`)."""
+        `rate_limit_per_s` caps the calls per second of all threads together, and of every
+        process sharing the DuckDB file `budget_beside` (see `JsonApi`)."""
         if not header_safe(api_key):  # requests would refuse it later, quoting "Bearer <key>"
             where = f"the environment variable {api_key_env}" if api_key_env else "the Hector API key"
             raise ValueError(
@@ -76,7 +79,8 @@ class HectorClient(JsonApi):
                 "or a character outside Latin-1): set it to the key alone"
             )
         super().__init__(
-            url, verify_tls=verify_tls, retry=retry, account=None, rate_limit_per_s=rate_limit_per_s
+            url, verify_tls=verify_tls, retry=retry, account=None, rate_limit_per_s=rate_limit_per_s,
+            budget_beside=budget_beside,
         )
         self._api_key = api_key
         self._api_key_env = api_key_env
@@ -84,9 +88,10 @@ class HectorClient(JsonApi):
 
     @classmethod
     def from_settings(
-        cls, settings: HectorSettings, *, retry: RetryPolicy = RetryPolicy()
+        cls, settings: HectorSettings, *, retry: RetryPolicy = RetryPolicy(), budget_beside: Path | None = None
     ) -> HectorClient:
-        """Build from the `hector` section of the configuration (`api_key` is a Secret)."""
+        """Build from the `hector` section of the configuration (`api_key` is a Secret);
+        `budget_beside` as for C2 ITSM."""
         return cls(
             settings.url,
             settings.api_key.reveal(),
@@ -94,6 +99,7 @@ class HectorClient(JsonApi):
             retry=retry,
             api_key_env=getattr(settings.api_key, "env", None),
             rate_limit_per_s=settings.rate_limit_per_s,
+            budget_beside=budget_beside,
         )
 
     def _secrets(self) -> Iterable[str]:

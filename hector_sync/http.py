@@ -13,19 +13,24 @@ no exception of requests/urllib3 is chained to ours, since its text can quote a 
 from __future__ import annotations
 
 import logging
+import re
+import struct
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import ConnectionPool
@@ -302,38 +307,83 @@ class Throttle:
     - nothing before the end of a `hold`: a server answering 429 with Retry-After means "this
       client, not just this call", so every thread waits it out instead of hammering on.
 
+    A server's limit also counts the calls of every other run: the schedule's runs of other
+    categories, an operator's rematerialization, `hector-sync sync` from cron. With a `ledger`
+    (a file; see `budget_file`) the schedule lives there, under a file lock, in wall-clock time,
+    so every process that names the same file draws on one budget and sees every hold.
+
     Every attempt passes here exactly once: the first in `JsonApi._send`, each retry (urllib3's
     and a replay after a cut body) in `TransientRetry.sleep`, which runs between two attempts.
     """
 
-    def __init__(self, rate_per_s: float | None = None) -> None:
+    def __init__(self, rate_per_s: float | None = None, ledger: Path | None = None) -> None:
         if rate_per_s is not None and not rate_per_s > 0:
             raise ValueError(f"a rate limit must be above 0 calls per second, not {rate_per_s}")
         self.rate_per_s = rate_per_s
         self._interval = 1 / rate_per_s if rate_per_s else 0.0
         self._burst_s = max(0.0, BURST_S - self._interval)  # how far ahead of schedule a call may go
-        self._due = 0.0  # when the next call is due on the even schedule (the bucket is full below it)
-        self._not_before = 0.0  # the end of the latest Retry-After
-        self._changed = threading.Condition()
+        self._ledger = ledger
+        self._ledger_lock = FileLock(f"{ledger}.lock") if ledger else None
+        self._clock = time.time if ledger else time.monotonic  # processes share no monotonic clock
+        self._local = _Schedule()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _schedule(self) -> Iterator[_Schedule]:
+        """The schedule to read and change, this process's alone or the ledger's, held exclusively."""
+        with self._lock:
+            if self._ledger is None or self._ledger_lock is None:
+                yield self._local
+                return
+            with self._ledger_lock:
+                schedule = _Schedule.load(self._ledger)
+                yield schedule
+                schedule.save(self._ledger)
 
     def wait(self) -> None:
         """Block until this thread may send, and count its call."""
-        with self._changed:
-            while True:
-                now = time.monotonic()
-                go = max(self._not_before, self._due - self._burst_s)
+        while True:
+            with self._schedule() as schedule:
+                now = self._clock()
+                go = max(schedule.not_before, schedule.due - self._burst_s)
                 if now >= go:
-                    self._due = max(self._due, now) + self._interval
+                    schedule.due = max(schedule.due, now) + self._interval
                     return
-                self._changed.wait(go - now)  # re-checked: a hold may have come meanwhile
+            time.sleep(go - now)  # then re-checked: a hold may have come meanwhile
 
     def hold(self, seconds: float) -> None:
         """No thread sends for `seconds` from now (a later hold already set stays)."""
-        with self._changed:
-            self._not_before = max(self._not_before, time.monotonic() + seconds)
+        with self._schedule() as schedule:
+            schedule.not_before = max(schedule.not_before, self._clock() + seconds)
 
     def __repr__(self) -> str:
-        return f"Throttle(rate_per_s={self.rate_per_s})"
+        shared = f", ledger={str(self._ledger)!r}" if self._ledger else ""
+        return f"Throttle(rate_per_s={self.rate_per_s}{shared})"
+
+
+@dataclass
+class _Schedule:
+    """When the next call is due on the even schedule (the bucket is full below it), and the end
+    of the latest Retry-After; stored as two doubles in a ledger file."""
+
+    due: float = 0.0
+    not_before: float = 0.0
+
+    @classmethod
+    def load(cls, path: Path) -> _Schedule:
+        try:
+            return cls(*struct.unpack("<dd", path.read_bytes()))
+        except (FileNotFoundError, struct.error):  # a first call, or a ledger cut by a crash: start afresh
+            return cls()
+
+    def save(self, path: Path) -> None:
+        path.write_bytes(struct.pack("<dd", self.due, self.not_before))
+
+
+def budget_file(beside: Path, section: str, host: str) -> Path:
+    """The ledger of one server's call budget, beside the DuckDB file every run of the deployment
+    already shares: `state.duckdb.c2-api.example.com-443.budget`."""
+    return beside.with_name(f"{beside.name}.{section}-{re.sub(r'[^A-Za-z0-9.-]', '-', host)}.budget")
 
 
 class RetryPolicy(BaseModel):
@@ -547,6 +597,8 @@ class JsonApi(ABC):
     secrets so that server text quoting one is scrubbed before it reaches an exception, and say
     where a rejected credential is configured. `rate_limit_per_s` caps the calls per second of
     all threads together (None: no cap); a Retry-After is honoured either way (`Throttle`).
+    With a rate limit, `budget_beside` (the DuckDB file) makes the cap, and every Retry-After,
+    hold for all the processes of the deployment together (`Throttle`, `budget_file`).
     """
 
     system: ClassVar[System]
@@ -560,6 +612,7 @@ class JsonApi(ABC):
         retry: RetryPolicy,
         account: str | None,
         rate_limit_per_s: float | None = None,
+        budget_beside: Path | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -573,7 +626,8 @@ class JsonApi(ABC):
         self.retry = retry
         self.verify_tls = verify_tls
         self.stats = CallStats()
-        self.throttle = Throttle(rate_limit_per_s)
+        budget = budget_file(budget_beside, self.section, self.host) if budget_beside and rate_limit_per_s else None
+        self.throttle = Throttle(rate_limit_per_s, budget)
         self._replayable = retry.build(self.throttle).new(allowed_methods=REPLAYABLE_METHODS | {"POST"})
         # for a call whose every outcome must be known (a C2 ITSM create): only a 429, which says
         # "not processed", is retried; a 5xx may come after the server acted on the call

@@ -82,8 +82,15 @@ class CategorySync:
 
     @contextmanager
     def clients(self) -> Iterator[tuple[C2Client, HectorClient]]:
-        with C2Client.from_settings(self.config.c2) as c2, HectorClient.from_settings(self.config.hector) as hector:
+        with self.c2_client() as c2, self.hector_client() as hector:
             yield c2, hector
+
+    def c2_client(self) -> C2Client:
+        """A client whose rate limit every run of the deployment shares (beside the DuckDB file)."""
+        return C2Client.from_settings(self.config.c2, budget_beside=self.store.path)
+
+    def hector_client(self) -> HectorClient:
+        return HectorClient.from_settings(self.config.hector, budget_beside=self.store.path)
 
     def problems(self) -> list[str]:
         """What the mapping names that the live systems lack; resolving once serves both uses."""
@@ -131,7 +138,7 @@ class CategorySync:
         return Progress(f"{self.key}: {what}", self.log, pages=True)
 
     def snapshot_c2(self, mode: ReadMode) -> tuple[Snapshot, dict[str, int]]:
-        with C2Client.from_settings(self.config.c2) as client:
+        with self.c2_client() as client:
             snap = read_c2(client, self.store, self.resolved, since=self.since("c2", mode), progress=self._progress,
                            max_read_time=self.config.max_read_time)
             calls = client.stats.as_metadata()
@@ -139,7 +146,7 @@ class CategorySync:
         return snap, calls
 
     def snapshot_hector(self, mode: ReadMode) -> tuple[Snapshot, Snapshot, dict[str, int]]:
-        with HectorClient.from_settings(self.config.hector) as client:
+        with self.hector_client() as client:
             models, assets = read_hector(
                 client, self.store, self.resolved, since=self.since("hector", mode), progress=self._progress,
                 max_read_time=self.config.max_read_time,

@@ -132,21 +132,25 @@ F = TypeVar("F", bound=Faults)
 
 class Stats:
     """Calls per method, per "METHOD /route/{template}" and per status ("dropped" when the
-    connection was closed without an answer, "cut" when it was closed in the middle of one)."""
+    connection was closed without an answer, "cut" when it was closed in the middle of one), and
+    the busiest second: what a server's rate limit sees of every client together."""
 
     def __init__(self) -> None:
         self.by_method: Counter[str] = Counter()
         self.by_route: Counter[str] = Counter()
         self.by_status: Counter[str] = Counter()
+        self.by_second: Counter[int] = Counter()  # calls arrived in each whole second of the clock
 
-    def record(self, method: str, template: str, status: str) -> None:
+    def record(self, method: str, template: str, status: str, arrived: float) -> None:
         self.by_method[method] += 1
         self.by_route[f"{method} {template}"] += 1
         self.by_status[status] += 1
+        self.by_second[int(arrived)] += 1
 
     def as_json(self) -> dict[str, Any]:
         return {"calls": sum(self.by_method.values()), "by_method": dict(self.by_method),
-                "by_route": dict(self.by_route), "by_status": dict(self.by_status)}
+                "by_route": dict(self.by_route), "by_status": dict(self.by_status),
+                "peak_calls_per_s": max(self.by_second.values(), default=0)}
 
 
 class Dropped:
@@ -343,6 +347,7 @@ class SimMiddleware(Generic[F]):
             await self.app(scope, receive, send)
             return
         status = "dropped"
+        arrived = time.time()
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
@@ -365,7 +370,7 @@ class SimMiddleware(Generic[F]):
             else:
                 await self.app(scope, receive, send_and_note)
         finally:
-            self.control.stats.record(scope["method"], route_template(self.routes, scope), status)
+            self.control.stats.record(scope["method"], route_template(self.routes, scope), status, arrived)
 
 
 def install_sim(app: FastAPI, control: SimControl[F]) -> None:
