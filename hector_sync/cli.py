@@ -18,6 +18,7 @@ import polars as pl
 from hector_sync.config import ConfigError, Direction, SyncConfig, load_config
 from hector_sync.errors import ApiError
 from hector_sync.progress import INTERVAL_ENV, INTERVAL_S
+from hector_sync.textsafe import UNPRINTABLE, text
 
 if TYPE_CHECKING:
     from hector_sync.plans import Plan
@@ -237,7 +238,7 @@ def _plan_categories(
                         _print_plan(sync, direction, plan, changes)
                         plans.append(plan)
             except (ApiError, MappingInvalid, CategoryBusy) as failed:
-                print(f"{key}: FAILED: {failed}\n")
+                print(f"{key}: FAILED: {text(failed)}\n")
                 status = 1
     return status, plans
 
@@ -301,14 +302,22 @@ def _print_plan(sync: CategorySync, direction: Direction, plan: Plan, changes: p
           + f" (from {plan.describe_reads()})")
     drift = changes.filter(pl.col("action") == "revert_drift")
     for item, reason in drift.select("item", "reason").iter_rows():
-        print(f"  drift on {item}: {reason}")
+        print(f"  drift on {text(item)}: {text(reason)}")
     refusal = sync.guard_refusal(direction, summary)
     if refusal:
         print(f"  the guard would hold this back: {refusal} (--allow-large-change lets it through)")
     shown = changes.filter(pl.col("action") != "unchanged")
     if shown.height:
-        print(shown.select("action", "item", "target_id", "field", "old", "new", "reason"))
+        print(_escaped(shown.select("action", "item", "target_id", "field", "old", "new", "reason")))
     print()
+
+
+def _escaped(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with its text through `textsafe.text`: a value cannot clear the operator's screen
+    or forge a line of the plan. Only a column holding such a character makes the Python round trip."""
+    risky = [name for name, kind in frame.schema.items()
+             if kind == pl.Utf8 and frame[name].str.contains(UNPRINTABLE).any()]
+    return frame.with_columns(pl.col(name).map_elements(text, return_dtype=pl.Utf8) for name in risky)
 
 
 def _sync(config: SyncConfig, path: str | None, keys: list[str], full: bool, allow: bool) -> int:

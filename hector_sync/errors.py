@@ -73,6 +73,19 @@ class UnexpectedAnswer(ApiError):
 
 
 @dataclass(eq=False)
+class NotUtf8(UnexpectedAnswer):
+    """An answer holding bytes that are not UTF-8, which JSON on the wire must be (RFC 8259,
+    and both contracts): guessed or replaced, they would reach the other system as mojibake or
+    U+FFFD. `items` names where, one entry per item: its id, name or asset tag, and the fields."""
+
+    items: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"{self.system} answered {self.call} with bytes that are not UTF-8 in {'; '.join(self.items)}: "
+                f"fix that text in {self.system}, or the encoding of whatever serves its API, then rerun")
+
+
+@dataclass(eq=False)
 class CredentialsRejected(ApiError):
     """401: the password or API key is wrong, expired or revoked; `hint` says where it is set."""
 

@@ -17,6 +17,7 @@ import duckdb
 
 from hector_sync.config import SyncConfig
 from hector_sync.store import Store
+from hector_sync.textsafe import text, value
 
 # Rows of one instant in the order the writeback applies them; unlisted actions sort last.
 ACTION_ORDER = [
@@ -34,18 +35,6 @@ MATCHES = """((direction = 'c2_to_hector' AND (list_contains($cis, item) OR list
 COLUMNS = ("when (UTC)", "run", "plan", "category", "action", "outcome", "field: old → new — reason")
 
 Row = dict[str, Any]
-
-
-def text(value: object) -> str:
-    """Text from either system, with anything that could move the cursor, clear the screen or
-    flip the writing direction shown as its escape, so a value cannot forge or hide a line."""
-    s = "" if value is None else str(value)
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
-
-
-def value(v: str | None) -> str:
-    """A field value quoted, so stray spaces and '' show (∅: none); repr escapes the rest."""
-    return "∅" if v is None else repr(v)
 
 
 def _resolve(con: duckdb.DuckDBPyConnection, item: str) -> tuple[list[str], list[str]]:

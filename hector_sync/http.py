@@ -12,6 +12,7 @@ no exception of requests/urllib3 is chained to ours, since its text can quote a 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import struct
@@ -56,12 +57,14 @@ from hector_sync.errors import (
     FieldProblem,
     InvalidData,
     NotFound,
+    NotUtf8,
     PermissionMissing,
     System,
     Unavailable,
     UnexpectedAnswer,
     VersionConflict,
 )
+from hector_sync import textsafe
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,12 @@ _SPENT: ContextVar[Retry | None] = ContextVar("hector_sync_spent_retry", default
 # a tenth of a second makes up for threads waking late, yet stays far below the one second's
 # worth a server's token bucket commonly holds.
 BURST_S = 0.1
+# The largest answer read: the contracts' largest page (500 CIs, or 1,000 Hector rows) is a few
+# hundred kB, and 64 kB a row stays below it, while a proxy's or a broken server's endless body
+# cannot eat the run's memory. Over it, an answer is refused, by its Content-Length unread.
+MAX_ANSWER_BYTES = 64 * 2**20
+# How much of a body is read at a time, and so how far past the cap a read may go.
+READ_CHUNK_BYTES = 2**18
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 OnTotal = Callable[[int, int], None]  # (items, pages) of a whole paged list, as its answer counts it
@@ -705,6 +714,9 @@ class JsonApi(ABC):
             )
         except (requests.RequestException, Urllib3Error) as exc:
             failed = self._failure(method, exc)
+        except _TooLarge as big:  # an answer, but none to read: never asked for again
+            self.stats.record(method, big.retries)
+            raise self._error(UnexpectedAnswer, call, status=big.status, message=big.reason) from None
         if failed is not None:
             # Raised here, outside the handler, so that nothing chains the library's exception:
             # its text can quote a request header (requests' InvalidHeader holds "Bearer <key>").
@@ -728,15 +740,10 @@ class JsonApi(ABC):
             raise self._redirect_error(response, call)
         if response.status_code >= 400:
             raise self._answer_error(response, call, retries)
-        try:
-            return response.json()
-        except ValueError:
-            raise self._error(
-                UnexpectedAnswer, call, status=response.status_code, message="the body is not JSON"
-            ) from None
+        return self._decoded(response, call)
 
     def _send(self, method: str, url: str, *, replay: bool, once: bool = False, **kwargs: Any) -> requests.Response:
-        """Send a call and read its whole body.
+        """Send a call and read its whole body, unless it is over MAX_ANSWER_BYTES (`_TooLarge`).
 
         requests reads the body after urllib3's retry loop, so a connection cut in the middle of
         it is retried here, by urllib3's own Retry: REPLAYABLE_METHODS only, the same backoff,
@@ -759,13 +766,34 @@ class JsonApi(ABC):
             finally:
                 _SPENT.reset(carried)
             try:
-                response.content  # noqa: B018 (reads the body)
+                _read_capped(response, MAX_ANSWER_BYTES)
                 return response
             except (requests.exceptions.ChunkedEncodingError, requests.ConnectionError) as exc:
                 response.close()
                 # re-raises the cut for a POST, MaxRetryError once the budget is spent
                 spent = response.raw.retries.increment(method, url, error=exc.args[0])
                 spent.sleep()  # the backoff, then the throttle
+
+    def _decoded(self, response: requests.Response, call: str) -> Any:
+        """The answer's JSON, read as UTF-8, as JSON on the wire is (RFC 8259, and both contracts):
+        never guessed nor patched with U+FFFD, which would reach the other system as data. Bytes
+        that are not UTF-8, or a lone surrogate escaped as \\udcxx, raise `NotUtf8` naming the items."""
+        body = response.content
+        try:
+            decoded, strict = body.decode("utf-8"), True
+        except UnicodeDecodeError:
+            decoded, strict = body.decode("utf-8", "surrogateescape"), False  # bad bytes → U+DC80–U+DCFF
+        try:
+            data = json.loads(decoded)
+        except ValueError:
+            raise self._error(
+                UnexpectedAnswer, call, status=response.status_code, message="the body is not JSON"
+            ) from None
+        if not strict or _ESCAPED_SURROGATE.search(decoded):
+            places = _not_utf8_places(data)
+            if places:
+                raise self._error(NotUtf8, call, status=response.status_code, items=places)
+        return data
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         """An authenticated `_request` (overridden where authentication needs more than a header)."""
@@ -900,3 +928,85 @@ def _error_envelope(response: requests.Response) -> _ErrorBody:
         return _ErrorBody.model_validate(response.json()["error"])
     except (ValueError, KeyError, TypeError, ValidationError):
         return _ErrorBody(message=response.reason or None)
+
+
+class _TooLarge(Exception):
+    """An answer over the size cap (`_read_capped`): `reason` says how it showed."""
+
+    def __init__(self, response: requests.Response, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = response.status_code, reason
+        self.retries = len(getattr(response.raw.retries, "history", ()))
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n:,} bytes"
+
+
+def _read_capped(response: requests.Response, cap: int) -> None:
+    """Read the answer's body into `response.content`, unless it is over `cap` bytes: then
+    `_TooLarge`, by its Content-Length before a byte is read, else as soon as what came passes
+    the cap (a chunked body announces no length). A body cut short raises as requests' own read."""
+    declared = response.headers.get("Content-Length", "")
+    beyond = f"the {_size(cap)} an answer may hold, far above the contract's largest page"
+    if declared.isdigit() and int(declared) > cap and response.request.method != "HEAD":
+        response.close()
+        raise _TooLarge(response, f"its Content-Length of {int(declared):,} bytes is over {beyond}; refused unread")
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(READ_CHUNK_BYTES):
+        size += len(chunk)
+        if size > cap:
+            response.close()
+            raise _TooLarge(response, f"its body ran past {beyond}; reading stopped there")
+        chunks.append(chunk)
+    response._content = b"".join(chunks)  # what `.content` and `.json()` give, as after requests' own read
+
+
+# Text that was not UTF-8 on the wire: undecodable bytes as surrogateescape makes them
+# (U+DC80–U+DCFF), or a surrogate a \uXXXX escape left alone (a valid pair decodes as one character).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+MOST_PLACES = 5  # items named in a NotUtf8 error; the rest are counted
+
+
+def _undecodable(node: Any, owner: dict[str, Any] | None = None, path: tuple[str, ...] = ()
+                 ) -> Iterator[tuple[dict[str, Any] | None, str, str]]:
+    """(nearest object with an `id`, path from it, the text) of each key or string in `node`
+    holding text that was not UTF-8."""
+    if isinstance(node, dict):
+        if "id" in node:
+            owner, path = node, ()
+        for key, item in node.items():
+            if _SURROGATE.search(key):
+                yield owner, ".".join((*path, key)), key
+            yield from _undecodable(item, owner, (*path, key))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _undecodable(item, owner, (*path, str(index)))
+    elif isinstance(node, str) and _SURROGATE.search(node):
+        yield owner, ".".join(path), node
+
+
+def _shown(value: object) -> str:
+    """A value for a message, quoted: bytes that were not UTF-8 as \\xNN, the rest escaped, cut short."""
+    raw = "".join(f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c for c in str(value))
+    return f'"{textsafe.text(textsafe.shortened(raw, 80))}"'
+
+
+def _not_utf8_places(data: Any) -> list[str]:
+    """Each item holding text that was not UTF-8, by id (and name, title, asset tag), with the
+    fields and their text: what `NotUtf8` says."""
+    fields_of: dict[int, tuple[dict[str, Any] | None, list[str]]] = {}
+    for owner, where, found in _undecodable(data):
+        fields_of.setdefault(id(owner), (owner, []))[1].append(f"{where or 'the answer itself'} = {_shown(found)}")
+    places = []
+    for owner, fields in fields_of.values():
+        who = "the answer"
+        if owner is not None:
+            names = [f'{key.replace("_", " ")} {_shown(owner[key])}' for key in ("name", "title", "asset_tag")
+                     if isinstance(owner.get(key), str)]
+            who = f"item {textsafe.text(owner['id'])}" + (f" ({', '.join(names)})" if names else "")
+        places.append(f"{who} at {', '.join(fields)}")
+    more = len(places) - MOST_PLACES
+    return places[:MOST_PLACES] + ([f"{more} more item{'s' * (more != 1)}"] if more > 0 else [])

@@ -59,3 +59,18 @@ def test_skipped_items_show_the_value_that_stopped_them_and_why() -> None:
     assert table.splitlines()[0] == "| item | field | value | reason |"
     assert table.splitlines()[2:] == ["| ci-5 | Cost | 1 234,50 $ | Cost '1 234,50 $' is not a number |"]
     assert skipped_table(pl.DataFrame(schema=CHANGE_SCHEMA)) == "_nothing_"
+
+
+def test_a_huge_value_is_cut_in_its_cell_saying_how_long_it_was() -> None:
+    """A 100 kB field would otherwise go whole into the event log and the UI, run after run."""
+    huge = "HP LaserJet " + "x" * 100_000
+    updates = change_table(changes(("update_asset", "ci-2", "note", huge, "short note", None)))
+    skips = skipped_table(changes(("skip", "ci-5", "Cost", None, huge, f"Cost '{huge}' is not a number")))
+    rejected = markdown_table(pl.DataFrame({"ci": ["ci-6"], "value": [huge]}))
+
+    for table in (updates, skips, rejected):
+        assert len(table) < 1_000, table[:2_000]
+        assert "HP LaserJet xxx" in table and "… (100,012 characters)" in table, table
+    # the old value is cut on its own: the new one still shows beside it
+    assert "… (100,012 characters) → short note" in updates
+    assert skips.count("… (100,012 characters)") == 1 and "… (100,035 characters)" in skips

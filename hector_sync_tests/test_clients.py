@@ -27,7 +27,7 @@ from hector_sync.demo import (
     DEMO_HECTOR_API_KEY,
 )
 from hector_sync.errors import (
-    ApiError, BadRequest, CredentialsRejected, Duplicate, FieldProblem, InvalidData, NotFound,
+    ApiError, BadRequest, CredentialsRejected, Duplicate, FieldProblem, InvalidData, NotFound, NotUtf8,
     PermissionMissing, Unavailable, UnexpectedAnswer, VersionConflict,
 )
 from hector_sync.hector import HectorAttribute, HectorCategory, HectorClient, HectorStockroom
@@ -617,6 +617,9 @@ class ContractBreaker(BaseHTTPRequestHandler):
         "GET /api/v1/attributes?limit=1000&offset=0": (502, "<html>Bad gateway</html>", "text/html"),
         "GET /api/v1/cmdbs/cmdb-1/cis?category_id=cat-7&page_size=500&page=1":
             (200, '{"items": [], "next_page": 1}', "application/json"),
+        # a lone surrogate, escaped: valid UTF-8 on the wire, yet no text (a valid pair is one emoji)
+        "GET /api/v1/cmdbs/cmdb-2/categories":
+            (200, '{"items": [{"id": "cat-12", "name": "Lab \\ud83d\\udda8 M\\udcfcller"}]}', "application/json"),
     }
 
     def answer(self) -> None:
@@ -665,6 +668,16 @@ def test_what_we_need_is_checked(contract_breaker: str) -> None:
     c2 = C2Client(contract_breaker, DEMO_C2_USERNAME, DEMO_C2_PASSWORD, retry=FAST)
     with pytest.raises(UnexpectedAnswer, match="page 1 names page 1 as the next one"):
         list(c2.iter_ci_pages("cmdb-1", PRINTERS))
+
+
+def test_a_lone_surrogate_escaped_in_json_is_refused_like_bytes_that_are_not_utf8(contract_breaker: str) -> None:
+    c2 = C2Client(contract_breaker, DEMO_C2_USERNAME, DEMO_C2_PASSWORD, retry=FAST)
+    with pytest.raises(NotUtf8) as refused:
+        c2.list_categories("cmdb-2")
+    assert str(refused.value) == (
+        'C2 ITSM answered GET /api/v1/cmdbs/cmdb-2/categories with bytes that are not UTF-8 in item cat-12 '
+        '(name "Lab 🖨 M\\xfcller") at name = "Lab 🖨 M\\xfcller": fix that text in C2 ITSM, or the encoding of '
+        'whatever serves its API, then rerun')
 
 
 # --- Errors, construction, secrets ----------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A listing that ends early, skips or repeats a page, never ends, or outlasts `max_read_time`
 fails that side's snapshot with an error naming the system, the category and what was wrong;
-the last good snapshot stays, and nothing is retired or moved on its account.
+the last good snapshot stays, and nothing is retired or moved on its account. So does an answer
+that no page can be: larger than the cap, or holding text that is not UTF-8.
 
 One pair of simulators and one DuckDB file serve the fault tests: two good syncs of 600 printers
 (two C2 ITSM pages of 500, one Hector page) that retire assets whose CI is gone, then one fault
@@ -27,7 +28,8 @@ from aiosmtpd.controller import Controller
 from hector_sync.c2 import C2Client
 from hector_sync.config import SyncConfig, load_config
 from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_C2_USERNAME, DEMO_CONFIG_PATH
-from hector_sync.simulators.sample_data import category
+from hector_sync.http import MAX_ANSWER_BYTES
+from hector_sync.simulators.sample_data import category, ci_id
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync.store import Store
 from hector_sync_tests.conftest import Mailbox, demo_credentials, free_port
@@ -159,6 +161,39 @@ def test_a_short_hector_listing_is_refused(world: World) -> None:
     words = (f"Hector listed {total - 30} of the {total} assets it announced for category Printers "
              f"(GET /api/v1/assets: the listing ended after 2 pages, where its total makes 1); {REFUSED}")
     assert words in printed, printed
+
+
+def test_an_answer_bigger_than_any_page_is_refused(world: World) -> None:
+    """A proxy streaming an endless body: the read stops at the cap instead of eating memory."""
+    fault(world.sims.hector_url, pad_answer_bytes=MAX_ANSWER_BYTES + 1, chunked_answers=True)
+    printed = refused_and_nothing_moved(world, "hector")
+    assert ("Hector gave an answer hector_sync did not expect (GET /api/v1/categories, 200): its body ran past "
+            "the 64 MiB an answer may hold, far above the contract's largest page; reading stopped there") in printed, printed
+
+
+def rename_ci(config: SyncConfig, ci: str, name: str) -> str:
+    """As a person would in C2 ITSM; returns the name it had."""
+    with C2Client.from_settings(config.c2) as c2:
+        current = c2.get_ci(ci)
+        assert current is not None
+        c2.update_ci(ci, current["version"], name=name)
+    return current["name"]
+
+
+def test_a_ci_whose_text_is_not_utf8_is_refused_naming_it(world: World) -> None:
+    """Read as requests reads it, the Latin-1 "ü" of "Drucker Müller" became U+FFFD, and that
+    title went to Hector."""
+    printer = ci_id("Printers", 550)  # on the second page: the first is already staged when the read fails
+    original = rename_ci(world.config, printer, "Drucker Müller")
+    try:
+        reset(world.sims.c2_url)  # that edit was a person's, not the sync's
+        fault(world.sims.c2_url, latin1_items=[printer])
+        printed = refused_and_nothing_moved(world, "c2")
+    finally:
+        rename_ci(world.config, printer, original)
+    assert (f'C2 ITSM answered {CIS} with bytes that are not UTF-8 in item {printer} (name "Drucker M\\xfcller") '
+            'at name = "Drucker M\\xfcller"') in printed, printed
+    assert "\ufffd" not in printed
 
 
 def test_a_read_slower_than_max_read_time_is_abandoned(world: World) -> None:

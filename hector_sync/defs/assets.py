@@ -29,6 +29,7 @@ from hector_sync.snapshot import Snapshot
 from hector_sync.sync import (
     TO_C2, TO_HECTOR, CategorySync, GuardRefused, MappingInvalid, ReadMode, StalePlan, UnknownPlan,
 )
+from hector_sync.textsafe import shortened
 
 OWNERS = ["team:it-ops"]
 READ_TAG = "hector_sync/read"  # full | incremental; absent: full on full_sync_weekday only
@@ -36,11 +37,15 @@ ALLOW_LARGE_CHANGE_TAG = "hector_sync/allow_large_change"
 PREVIEW_ROWS = 20
 ARROW = {TO_HECTOR: "C2 ITSM → Hector", TO_C2: "Hector → C2 ITSM"}
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")  # each escaped with a backslash
+# A value's first characters in a preview cell: enough to recognise it, while a 100 kB field
+# cannot swell the event log (which keeps every materialization's metadata) or the UI's page.
+PREVIEW_CHARS = 80
 
 
 def cell(value: object) -> str:
-    """A value as one table cell that reads as typed: inventory text is full of |, *, _ and []."""
-    text = " ".join(("" if value is None else str(value)).splitlines())
+    """A value as one table cell that reads as typed (inventory text is full of |, *, _ and []),
+    cut to PREVIEW_CHARS."""
+    text = shortened(" ".join(("" if value is None else str(value)).splitlines()), PREVIEW_CHARS)
     return MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
@@ -48,11 +53,14 @@ def markdown_table(frame: pl.DataFrame, limit: int = PREVIEW_ROWS) -> str:
     if frame.is_empty():
         return "_nothing_"
     head = frame.head(limit)
-    cells = [[cell(v) for v in row] for row in head.rows()]
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
+    return _table(head.columns, [[cell(v) for v in row] for row in head.rows()], frame.height - head.height)
+
+
+def _table(columns: list[str], cells: list[list[str]], more: int) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
-    if frame.height > limit:
-        lines.append(f"\n… and {frame.height - limit} more rows")
+    if more > 0:
+        lines.append(f"\n… and {more} more rows")
     return "\n".join(lines)
 
 
@@ -66,11 +74,19 @@ def change_table(rows: pl.DataFrame) -> str:
     if rows.is_empty():
         return markdown_table(rows)
     rank = pl.col("action").replace_strict(PREVIEW_ORDER, list(range(len(PREVIEW_ORDER))), default=len(PREVIEW_ORDER))
-    rows = rows.sort(rank, maintain_order=True)
-    old, new = pl.col("old").fill_null("∅"), pl.col("new").fill_null("∅")
-    change = pl.when(pl.col("field").is_null()).then(pl.lit("")).otherwise(
-        pl.concat_str(pl.col("field"), pl.lit(": "), old, pl.lit(" → "), new))
-    return markdown_table(rows.select("action", "item", pl.col("target_id").alias("target"), change.alias("change"), "reason"))
+    head = rows.sort(rank, maintain_order=True).head(PREVIEW_ROWS)
+    cells = [[cell(action), cell(item), cell(target), _change(field, old, new), cell(reason)]
+             for action, item, target, field, old, new, reason
+             in head.select("action", "item", "target_id", "field", "old", "new", "reason").rows()]
+    return _table(["action", "item", "target", "change", "reason"], cells, rows.height - head.height)
+
+
+def _change(field: str | None, old: str | None, new: str | None) -> str:
+    """The change cell, field: old → new (∅: none), each value cut on its own so that a long old
+    value cannot hide the new one."""
+    if field is None:
+        return ""
+    return f"{cell(field)}: {cell('∅' if old is None else old)} → {cell('∅' if new is None else new)}"
 
 
 def skipped_table(rows: pl.DataFrame) -> str:

@@ -37,6 +37,14 @@ the client never learns it.
   Each is then processed whatever its outcome, which nobody sees.
 - `drop_connection_rate`, by contrast, closes the connection before the simulator processes the
   call (nothing stored), and `cut_body_rate` after it, in the middle of the answer's body.
+
+Answer faults rewrite what a call let through answers, as a broken server or proxy would:
+- `pad_answer_bytes: n`: a successful GET answer is padded with trailing spaces (the same JSON)
+  to at least n bytes: a huge answer, without building a huge page.
+- `chunked_answers: true`: answers go in chunks without a Content-Length, so a client learns
+  their size only by reading them.
+- `latin1_items: [id, ...]`: the strings of the items with these ids (as text: "ci-10000042",
+  "1234") are sent in Latin-1 instead of UTF-8, as a legacy backend does (`wire.with_latin1_items`).
 """
 
 import asyncio
@@ -52,9 +60,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .wire import SimError, invalid, json_response, read_object, validation_details
+from .wire import SimError, invalid, json_response, read_object, validation_details, with_latin1_items
 
 ADMIN_PREFIX = "/_sim"
+ANSWER_CHUNK_BYTES = 2**20  # the pieces of a chunked answer
 
 
 class Faults(BaseModel):
@@ -88,6 +97,15 @@ class Faults(BaseModel):
         "drop (the connection closed without any answer)")
     store_then_fail_late_s: float = Field(0.0, ge=0, le=60, description="above 0: those POSTs are "
                                           "answered at once and processed this many seconds later")
+    pad_answer_bytes: int = Field(0, ge=0, le=2**30, description="a successful GET answer is padded "
+                                  "with trailing spaces to at least this many bytes")
+    chunked_answers: bool = Field(False, description="answers are sent in chunks, without a Content-Length")
+    latin1_items: list[str] = Field(default_factory=list, description="ids of items whose strings are "
+                                    "sent in Latin-1 instead of UTF-8")
+
+    @property
+    def rewrites_answers(self) -> bool:
+        return bool(self.pad_answer_bytes or self.chunked_answers or self.latin1_items)
 
     @property
     def listing_faulty(self) -> bool:
@@ -255,18 +273,23 @@ async def _drop(receive: Receive) -> None:
         pass
 
 
-async def _cut_body(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-    """Let the app answer, send its status and headers (Content-Length of the whole body) and
-    the first half of the body, then close: the break a client only sees while reading the
-    body, after its HTTP library's retry loop. The app has processed the request by then.
-    """
+async def _answer(app: ASGIApp, scope: Scope, receive: Receive) -> list[Message]:
+    """The messages of the app's answer to the call, kept instead of sent."""
     messages: list[Message] = []
 
     async def keep(message: Message) -> None:
         messages.append(message)
 
     await app(scope, receive, keep)
-    start, *parts = messages
+    return messages
+
+
+async def _cut_body(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Let the app answer, send its status and headers (Content-Length of the whole body) and
+    the first half of the body, then close: the break a client only sees while reading the
+    body, after its HTTP library's retry loop. The app has processed the request by then.
+    """
+    start, *parts = await _answer(app, scope, receive)
     body = b"".join(part.get("body", b"") for part in parts)
     await send(start)
     await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
@@ -315,12 +338,7 @@ async def _store_then_fail(app: ASGIApp, scope: Scope, receive: Receive, send: S
     if late_s:
         await _process_later(app, scope, receive, late_s)
     else:
-        messages: list[Message] = []
-
-        async def keep(message: Message) -> None:
-            messages.append(message)
-
-        await app(scope, receive, keep)
+        messages = await _answer(app, scope, receive)
         start = messages[0]
         if not 200 <= start["status"] < 300:  # refused: nothing stored, its own answer goes out
             for message in messages:
@@ -334,6 +352,27 @@ async def _store_then_fail(app: ASGIApp, scope: Scope, receive: Receive, send: S
                      "injected: the gateway gave up after the backend had processed the call")
     await error.response()(scope, receive, send)
     return str(status)
+
+
+async def _rewritten(app: ASGIApp, scope: Scope, receive: Receive, send: Send, faults: Faults) -> str:
+    """Let the app answer, then send that answer as the answer faults make it (module docstring).
+    Returns its status."""
+    start, *parts = await _answer(app, scope, receive)
+    body = b"".join(part.get("body", b"") for part in parts)
+    if 200 <= start["status"] < 300:
+        if faults.latin1_items:
+            body = with_latin1_items(body, set(faults.latin1_items))
+        if scope["method"] == "GET" and len(body) < faults.pad_answer_bytes:
+            body += b" " * (faults.pad_answer_bytes - len(body))
+    headers = [(name, value) for name, value in start["headers"] if name.lower() != b"content-length"]
+    if not faults.chunked_answers:
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({**start, "headers": headers})
+    step = ANSWER_CHUNK_BYTES if faults.chunked_answers else max(1, len(body))
+    for at in range(0, len(body), step):
+        await send({"type": "http.response.body", "body": body[at:at + step], "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return str(start["status"])
 
 
 class SimMiddleware(Generic[F]):
@@ -367,6 +406,8 @@ class SimMiddleware(Generic[F]):
             elif (instead := self.control.fails_after_store(scope["method"], scope["path"])) is not None:
                 status = await _store_then_fail(self.app, scope, receive, send, instead,
                                                 self.control.faults.store_then_fail_late_s)
+            elif self.control.faults.rewrites_answers:
+                status = await _rewritten(self.app, scope, receive, send, self.control.faults)
             else:
                 await self.app(scope, receive, send_and_note)
         finally:

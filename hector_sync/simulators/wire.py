@@ -5,6 +5,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Collection
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -52,6 +53,25 @@ def json_bytes(data: Any) -> bytes:
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json_bytes(data), status, headers=headers, media_type="application/json")
+
+
+def with_latin1_items(body: bytes, ids: Collection[str]) -> bytes:
+    """JSON `body` with the strings of each object whose id (as text) is in `ids` sent in Latin-1
+    (a character beyond it as "?"), as a legacy backend does: "Müller" leaves as b"M\\xfcller".
+    The bytes ride through str as surrogateescape makes them, which json.dumps leaves alone."""
+
+    def latin1(node: Any, inside: bool) -> Any:
+        if isinstance(node, dict):
+            inside = inside or ("id" in node and str(node["id"]) in ids)
+            return {key: latin1(item, inside) for key, item in node.items()}
+        if isinstance(node, list):
+            return [latin1(item, inside) for item in node]
+        if isinstance(node, str) and inside:
+            return node.encode("latin-1", "replace").decode("utf-8", "surrogateescape")
+        return node
+
+    data = latin1(json.loads(body), False)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogateescape")
 
 
 def install_error_handlers(app: FastAPI) -> None:
