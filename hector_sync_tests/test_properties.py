@@ -707,6 +707,17 @@ def test_hector_would_accept_every_write(scenario: Scenario) -> None:
     check_hector_keys_unique(con)
 
 
+def waiting_for_a_freed_tag(changes: Sequence[Row]) -> set[str]:
+    """CIs skipped because an asset holds their asset tag, where the same plan gives that asset
+    another tag. Tags are checked against Hector as it is, and creates are sent before updates,
+    so such a CI is created by the next sync: the one two-step convergence the rules allow
+    (a release and a take of one tag in one plan would otherwise race in Hector)."""
+    retagged = {r["target_id"] for r in changes if r["action"] == "update_asset" and r["field"] == "asset_tag"}
+    skips = [(r["item"], re.search(r"already the asset tag of asset (\d+)", r["reason"] or ""))
+             for r in changes if r["action"] == "skip"]
+    return {item for item, holder in skips if holder and holder.group(1) in retagged}
+
+
 @settings(SETTINGS, max_examples=18)
 @given(scenario=scenarios())
 def test_a_sync_right_after_a_sync_changes_nothing(scenario: Scenario) -> None:
@@ -718,10 +729,13 @@ def test_a_sync_right_after_a_sync_changes_nothing(scenario: Scenario) -> None:
     check_assets_filed_under_their_ci(con, scenario.cis, {i for i, o in before.items() if o != ["skipped"]})
 
     second = reconcile(con)
-    writes = [short(r) for r in second if r["action"] not in ("unchanged", "skip", "missing")]
+    deferred = waiting_for_a_freed_tag(first)
+    writes = [short(r) for r in second if r["action"] not in ("unchanged", "skip", "missing") and r["item"] not in deferred]
     assert not writes, f"the sync after the sync would still write: {writes[:5]}"
     after = {i: outcome_of(a) for i, a in item_actions(second).items() if a & ITEM_ACTIONS}
-    expected = {i: ["skipped"] if o == ["skipped"] else ["unchanged"] for i, o in before.items()}
+    taken = {i: after.pop(i) for i in deferred}
+    assert all(o in (["created"], ["linked/changed"]) for o in taken.values()), f"a freed tag was not taken: {taken}"
+    expected = {i: ["skipped"] if o == ["skipped"] else ["unchanged"] for i, o in before.items() if i not in deferred}
     assert after == expected, f"outcomes moved between two syncs: first {before}, second {after}"
 
 
