@@ -37,7 +37,7 @@ from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV
 from hector_sync.reconcile import Reconciler
 from hector_sync.simulators.sample_data import CATEGORIES_BY_NAME
 from hector_sync.store import Store, create_schema, tune
-from hector_sync.sync import CategorySync
+from hector_sync.sync import CategorySync, open_clients
 from hector_sync.writeback.hector import HectorWriteback
 
 ATTRIBUTES = {("asset", "Serial number"): "text", ("asset", "Owner"): "text", ("asset", "Location"): "text"}
@@ -237,10 +237,17 @@ def download_floor(c2_url: str, category: str) -> int:
         return sum(len(page) for page in c2.iter_ci_pages("cmdb-1", category))
 
 
-def ingest(config_path: str, key: str) -> int:
+@contextmanager
+def category_steps(config_path: str, key: str) -> Iterator[CategorySync]:
+    """The category's sync steps, called directly, on one client per system as a run has."""
     config = load_config(config_path)
-    sync = CategorySync(config, config.category(key), Store(config.storage.duckdb_path), log=lambda _: None)
-    snap, _ = sync.snapshot_c2("full")
+    with open_clients(config) as (c2, hector):
+        yield CategorySync(config, config.category(key), Store(config.storage.duckdb_path), c2, hector, log=lambda _: None)
+
+
+def ingest(config_path: str, key: str) -> int:
+    with category_steps(config_path, key) as sync:
+        snap, _ = sync.snapshot_c2("full")
     return snap.table_rows
 
 
@@ -304,13 +311,12 @@ def touch_one_percent(config: SyncConfig, m: int) -> None:
 def direct_sync(config_path: str, key: str) -> float:
     """The same work as `hector-sync sync --category KEY`, by calling the steps directly."""
     started = time.perf_counter()
-    config = load_config(config_path)
-    sync = CategorySync(config, config.category(key), Store(config.storage.duckdb_path), log=lambda _: None)
-    sync.snapshot_c2("full")
-    sync.snapshot_hector("full")
-    sync.derive(Direction.C2_TO_HECTOR)
-    sync.plan(Direction.C2_TO_HECTOR)
-    sync.apply(Direction.C2_TO_HECTOR, allow_large_change=False)
+    with category_steps(config_path, key) as sync:
+        sync.snapshot_c2("full")
+        sync.snapshot_hector("full")
+        sync.derive(Direction.C2_TO_HECTOR)
+        sync.plan(Direction.C2_TO_HECTOR)
+        sync.apply(Direction.C2_TO_HECTOR, allow_large_change=False)
     return time.perf_counter() - started
 
 
@@ -332,17 +338,16 @@ def figure_dagster_overhead(n: int, work: Path) -> dict[str, float]:
 
 def writeback(config_path: str, key: str, workers: int) -> dict[str, float]:
     """Plan a first sync of the category, then time its writeback alone."""
-    config = load_config(config_path)
-    sync = CategorySync(config, config.category(key), Store(config.storage.duckdb_path), log=lambda _: None)
-    sync.snapshot_c2("full")
-    sync.snapshot_hector("full")
-    sync.derive(Direction.C2_TO_HECTOR)
-    plan, changes = sync.plan(Direction.C2_TO_HECTOR)
-    set_faults(config.hector.url, latency_s=WRITEBACK_LATENCY_S, rate_limit_per_s=WRITEBACK_LIMIT_PER_S, retry_after_s=1)
-    sim_stats(config.hector.url, reset=True)
-    with sync.clients() as (_, hector):
+    with category_steps(config_path, key) as sync:
+        config = sync.config
+        sync.snapshot_c2("full")
+        sync.snapshot_hector("full")
+        sync.derive(Direction.C2_TO_HECTOR)
+        plan, changes = sync.plan(Direction.C2_TO_HECTOR)
+        set_faults(config.hector.url, latency_s=WRITEBACK_LATENCY_S, rate_limit_per_s=WRITEBACK_LIMIT_PER_S, retry_after_s=1)
+        sim_stats(config.hector.url, reset=True)
         writer = HectorWriteback(store=sync.store, plan=sync.reconciler.plan, applying=plan, run_id=None, log=lambda _: None,
-                                 workers=workers, hector=hector, resolved=sync.resolved)
+                                 workers=workers, hector=sync.hector, resolved=sync.resolved)
         started = time.perf_counter()
         writer.run(changes)
         seconds = time.perf_counter() - started

@@ -222,13 +222,14 @@ def _plan_categories(
     """For each category: under its lock, read both systems, then plan and print each of
     `directions` with `step`. A failed category is printed and the others go on."""
     from hector_sync.store import CategoryBusy, Store
-    from hector_sync.sync import CategorySync, MappingInvalid
+    from hector_sync.sync import CategorySync, MappingInvalid, open_clients
 
     store = Store(config.storage.duckdb_path)
     status, plans = 0, []
-    with pl.Config(tbl_rows=40, tbl_width_chars=160, fmt_str_lengths=40, tbl_hide_dataframe_shape=True):
+    with (pl.Config(tbl_rows=40, tbl_width_chars=160, fmt_str_lengths=40, tbl_hide_dataframe_shape=True),
+          open_clients(config) as (c2, hector)):
         for key in keys:
-            sync = CategorySync(config, config.category(key), store, log=_to_stderr)
+            sync = CategorySync(config, config.category(key), store, c2, hector, log=_to_stderr)
             try:
                 with store.category_lock(key, holder):
                     sync.snapshot_c2(mode)  # type: ignore[arg-type]

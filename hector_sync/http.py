@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
@@ -65,6 +65,9 @@ from hector_sync.errors import (
     VersionConflict,
 )
 from hector_sync import textsafe
+
+if TYPE_CHECKING:
+    from hector_sync.config import SyncConfig
 
 log = logging.getLogger(__name__)
 
@@ -511,29 +514,33 @@ class BudgetAdapter(HTTPAdapter):
 
 
 class Breaker:
-    """Hosts that stayed unavailable through a whole retry budget, process-wide, and since when."""
+    """Whether the client's server stayed unavailable through a whole retry budget, and since when.
+
+    One per client, and a client serves a whole run (and every category of one `hector-sync
+    sync`): its other steps and categories then fail at once instead of retrying a dead server
+    again, while a new run tries afresh.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._open: dict[str, tuple[float, str]] = {}
+        self._open: tuple[float, str] | None = None
 
-    def trip(self, host: str, what: str) -> None:
+    def trip(self, what: str) -> None:
         with self._lock:
-            self._open[host] = (time.monotonic(), what)
+            self._open = (time.monotonic(), what)
 
-    def reset(self, host: str) -> None:
+    def reset(self) -> None:
         with self._lock:
-            self._open.pop(host, None)
+            self._open = None
 
-    def opened(self, host: str, within_s: float) -> tuple[float, str] | None:
-        """(seconds ago, what failed) while the host counts as down, else None."""
+    def opened(self, within_s: float) -> tuple[float, str] | None:
+        """(seconds ago, what failed) while the server counts as down, else None."""
         with self._lock:
-            since, what = self._open.get(host, (0.0, ""))
-        ago = time.monotonic() - since
-        return (ago, what) if what and ago < within_s else None
-
-
-BREAKER = Breaker()
+            tripped = self._open
+        if tripped is None:
+            return None
+        ago = time.monotonic() - tripped[0]
+        return (ago, tripped[1]) if ago < within_s else None
 
 
 class CallStats:
@@ -554,6 +561,18 @@ class CallStats:
         with self._lock:
             counts = {f"calls_{method}": n for method, n in sorted(self.calls.items())}
             return {"calls": sum(self.calls.values()), **counts, "retries": self.retries}
+
+    @contextmanager
+    def counting(self) -> Iterator[dict[str, int]]:
+        """The counts of the calls made inside the block, filled in when it ends: one client
+        serves every step of a run, and each step reports its own calls."""
+        before = self.as_metadata()
+        counts: dict[str, int] = {}
+        try:
+            yield counts
+        finally:
+            after = self.as_metadata()
+            counts.update({k: n - before.get(k, 0) for k, n in after.items() if n - before.get(k, 0) or k in ("calls", "retries")})
 
     def __repr__(self) -> str:
         return f"CallStats({self.as_metadata()})"
@@ -635,6 +654,7 @@ class JsonApi(ABC):
         self.retry = retry
         self.verify_tls = verify_tls
         self.stats = CallStats()
+        self.breaker = Breaker()
         budget = budget_file(budget_beside, self.section, self.host) if budget_beside and rate_limit_per_s else None
         self.throttle = Throttle(rate_limit_per_s, budget)
         self._replayable = retry.build(self.throttle).new(allowed_methods=REPLAYABLE_METHODS | {"POST"})
@@ -656,6 +676,17 @@ class JsonApi(ABC):
                 self.system,
                 self.url,
             )
+
+    @classmethod
+    def for_sync(cls, config: SyncConfig) -> Self:
+        """The client a sync runs on: its section of `config`, and its rate limit shared by every
+        run through a budget beside the DuckDB file."""
+        return cls.from_settings(getattr(config, cls.section), budget_beside=config.storage.duckdb_path)
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Any, *, budget_beside: Path | None = None) -> Self:
+        """Build from the system's section of the configuration."""
 
     def __repr__(self) -> str:
         user = f", user={self.account!r}" if self.account else ""
@@ -702,7 +733,7 @@ class JsonApi(ABC):
         """
         call = call_name(method, path)
         started = time.monotonic()
-        down = BREAKER.opened(self.host, self.retry.breaker_s)
+        down = self.breaker.opened(self.retry.breaker_s)
         if down is not None:
             raise self._error(Unavailable, call, reason=f"it stayed unavailable {down[0]:.0f} s ago ({down[1]}), "
                               f"so it is not called again for {self.retry.breaker_s:g} s")
@@ -724,14 +755,14 @@ class JsonApi(ABC):
             self.stats.record(method, retries)
             log.debug("%s %s failed after %d retries: %s", self.system, call, retries, reason)
             if retries >= self.retry.total:
-                BREAKER.trip(self.host, f"{call}: {reason}")
+                self.breaker.trip(f"{call}: {reason}")
             raise self._error(Unavailable, call, retries=retries, reason=reason)
         retries = len(getattr(response.raw.retries, "history", ()))
         self.stats.record(method, retries)
         if response.status_code in TRANSIENT_STATUSES and retries >= self.retry.total:
-            BREAKER.trip(self.host, f"{call}: {response.status_code}")
+            self.breaker.trip(f"{call}: {response.status_code}")
         elif response.status_code < 500:
-            BREAKER.reset(self.host)
+            self.breaker.reset()
         log.debug(
             "%s %s -> %d in %.3f s, %d retries",
             self.system, call, response.status_code, time.monotonic() - started, retries,

@@ -8,20 +8,21 @@ DuckDB file, so `hector-sync demo --ui` and `dagster dev` show them afterwards.
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 from filelock import FileLock
 
-from hector_sync.config import Direction, SyncConfig
+from hector_sync.config import ConfigError, Direction, SyncConfig
 from hector_sync.defs.assets import ALLOW_LARGE_CHANGE_TAG, READ_TAG, WRITEBACK_ASSET
 from hector_sync.defs.jobs import JOB_OF, SYSTEM_TAGS
 from hector_sync.definitions import build_definitions
 from hector_sync.notify import failure_report, send_report
 from hector_sync.plans import Plan, PlanBook
 from hector_sync.store import SUMMARY_COLUMNS, Store
-from hector_sync.sync import FLOWS
+from hector_sync.sync import FLOWS, open_clients
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -73,7 +74,8 @@ def run_sync(
         tags[ALLOW_LARGE_CHANGE_TAG] = "true"
     runs = Runs(config, config_path)
     results = []
-    with runs.instance() as instance:
+    with runs.instance() as instance, ExitStack() as clients:
+        shared = runs.shared_clients(clients)
         for key in keys:
             direction = config.category(key).direction
             if direction not in JOB_OF:
@@ -81,7 +83,8 @@ def run_sync(
                 continue
             job = runs.defs.resolve_job_def(JOB_OF[direction])
             outcome = job.execute_in_process(
-                partition_key=key, instance=instance, tags=tags, raise_on_error=False, run_config=QUIET
+                partition_key=key, instance=instance, tags=tags, raise_on_error=False, run_config=QUIET,
+                resources=shared,
             )
             results += runs.results(instance, outcome, key, FLOWS[direction])
     return results
@@ -123,6 +126,17 @@ class Runs:
 
     def instance(self) -> dg.DagsterInstance:
         return open_instance(self.home)
+
+    def shared_clients(self, stack: ExitStack) -> dict[str, object]:
+        """One client per system for every category of the command, closed with `stack`: one
+        login, one rate limiter, and a server that stayed down for one category fails the next
+        ones at once (the breaker). Empty when a secret or url is refused: each run then builds
+        its own, fails on it and says so, in its summary row and its e-mail, like any failure."""
+        try:
+            c2, hector = stack.enter_context(open_clients(self.config))
+        except (ConfigError, ValueError):
+            return {}
+        return {"c2": c2, "hector": hector}
 
     def results(
         self, instance: dg.DagsterInstance, outcome: dg.ExecuteInProcessResult, key: str,

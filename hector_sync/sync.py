@@ -40,7 +40,6 @@ FLOWS: dict[Direction, tuple[Direction, ...]] = {
 # The system each change set reads from: its snapshot decides full reads and the empty guard.
 SOURCE = {TO_HECTOR: "c2", TO_C2: "hector"}
 Log = Callable[[str], None]
-_RESOLVED: dict[tuple[str, str], ResolvedCategory] = {}  # (run id, category key), oldest first
 
 
 class GuardRefused(Exception):
@@ -63,11 +62,23 @@ def full_read_day(config: SyncConfig, instant: datetime) -> bool:
     return weekday == config.schedule.full_sync_weekday
 
 
+@contextmanager
+def open_clients(config: SyncConfig) -> Iterator[tuple[C2Client, HectorClient]]:
+    """Both systems' clients for a command outside Dagster (in Dagster, the run's resources)."""
+    with C2Client.for_sync(config) as c2, HectorClient.for_sync(config) as hector:
+        yield c2, hector
+
+
 @dataclass
 class CategorySync:
+    """One category's steps over the clients it is handed: one pair serves every step of a run,
+    so a run logs in once, paces all its calls on one limiter and trips one breaker."""
+
     config: SyncConfig
     category: CategoryConfig
     store: Store
+    c2: C2Client
+    hector: HectorClient
     log: Log = print
     run_id: str | None = None
 
@@ -80,18 +91,6 @@ class CategorySync:
         flows = FLOWS[self.category.direction]
         return bool(flows) if direction is None else direction in flows
 
-    @contextmanager
-    def clients(self) -> Iterator[tuple[C2Client, HectorClient]]:
-        with self.c2_client() as c2, self.hector_client() as hector:
-            yield c2, hector
-
-    def c2_client(self) -> C2Client:
-        """A client whose rate limit every run of the deployment shares (beside the DuckDB file)."""
-        return C2Client.from_settings(self.config.c2, budget_beside=self.store.path)
-
-    def hector_client(self) -> HectorClient:
-        return HectorClient.from_settings(self.config.hector, budget_beside=self.store.path)
-
     def problems(self) -> list[str]:
         """What the mapping names that the live systems lack; resolving once serves both uses."""
         try:
@@ -102,20 +101,8 @@ class CategorySync:
 
     @cached_property
     def resolved(self) -> ResolvedCategory:
-        """The category's ids in both systems; raises MappingInvalid naming what is missing.
-
-        Resolved once per run: every step of a run (one process) reuses the first answer.
-        """
-        cached = _RESOLVED.get((self.run_id, self.key)) if self.run_id else None
-        if cached is not None:
-            return cached
-        with self.clients() as (c2, hector):
-            resolved = Catalog(self.config, c2, hector).resolve(self.category)
-        if self.run_id:
-            _RESOLVED[(self.run_id, self.key)] = resolved
-            while len(_RESOLVED) > 64:
-                _RESOLVED.pop(next(iter(_RESOLVED)))
-        return resolved
+        """The category's ids in both systems; raises MappingInvalid naming what is missing."""
+        return Catalog(self.config, self.c2, self.hector).resolve(self.category)
 
     @cached_property
     def reconciler(self) -> Reconciler:
@@ -138,20 +125,18 @@ class CategorySync:
         return Progress(f"{self.key}: {what}", self.log, pages=True)
 
     def snapshot_c2(self, mode: ReadMode) -> tuple[Snapshot, dict[str, int]]:
-        with self.c2_client() as client:
-            snap = read_c2(client, self.store, self.resolved, since=self.since("c2", mode), progress=self._progress,
+        with self.c2.stats.counting() as calls:
+            snap = read_c2(self.c2, self.store, self.resolved, since=self.since("c2", mode), progress=self._progress,
                            max_read_time=self.config.max_read_time)
-            calls = client.stats.as_metadata()
         self.store.record_snapshot(self.key, "c2", snap.read_kind, self.run_id, snap.table_rows)
         return snap, calls
 
     def snapshot_hector(self, mode: ReadMode) -> tuple[Snapshot, Snapshot, dict[str, int]]:
-        with self.hector_client() as client:
+        with self.hector.stats.counting() as calls:
             models, assets = read_hector(
-                client, self.store, self.resolved, since=self.since("hector", mode), progress=self._progress,
+                self.hector, self.store, self.resolved, since=self.since("hector", mode), progress=self._progress,
                 max_read_time=self.config.max_read_time,
             )
-            calls = client.stats.as_metadata()
         self.store.record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows)
         return models, assets, calls
 
@@ -276,18 +261,17 @@ class CategorySync:
                 "Rerun with --allow-large-change to let it through."
             )
         common = {"store": self.store, "plan": self.reconciler.plan, "applying": plan, "run_id": self.run_id, "log": self.log}
-        with self.clients() as (c2, hector):
+        with self.c2.stats.counting() as c2_calls, self.hector.stats.counting() as hector_calls:
             if direction is TO_HECTOR:
-                writer: HectorWriteback | C2Writeback = HectorWriteback(hector=hector, resolved=self.resolved, **common)
+                writer: HectorWriteback | C2Writeback = HectorWriteback(hector=self.hector, resolved=self.resolved, **common)
             else:
-                writer = C2Writeback(c2=c2, hector=hector, resolved=self.resolved, **common)
+                writer = C2Writeback(c2=self.c2, hector=self.hector, resolved=self.resolved, **common)
             writer.run(todo)
-            calls = {f"c2_{k}": v for k, v in c2.stats.as_metadata().items()}
-            calls |= {f"hector_{k}": v for k, v in hector.stats.as_metadata().items()}
+        calls = {f"c2_{k}": v for k, v in c2_calls.items()} | {f"hector_{k}": v for k, v in hector_calls.items()}
         if book.open_rows(plan).is_empty():
             plan = book.finish(plan, self.run_id)
         return Applied(plan, writer.outcomes, calls)
 
 
 __all__ = ["FLOWS", "TO_C2", "TO_HECTOR", "Applied", "CategorySync", "GuardRefused", "MappingInvalid", "StalePlan",
-           "UnknownPlan", "full_read_day"]
+           "UnknownPlan", "full_read_day", "open_clients"]

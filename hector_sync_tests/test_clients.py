@@ -31,7 +31,7 @@ from hector_sync.errors import (
     PermissionMissing, Unavailable, UnexpectedAnswer, VersionConflict,
 )
 from hector_sync.hector import HectorAttribute, HectorCategory, HectorClient, HectorStockroom
-from hector_sync.http import BREAKER, RetryPolicy
+from hector_sync.http import RetryPolicy
 from hector_sync.simulators.serve import RunningSimulators
 from hector_sync_tests.conftest import SIMULATOR_SIZE
 
@@ -58,12 +58,11 @@ def sim_stats(url: str) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def calm(simulators: RunningSimulators) -> Iterator[None]:
-    """Each test starts with no faults, zeroed simulator statistics and closed breakers, and
-    leaves no faults."""
+    """Each test starts with no faults and zeroed simulator statistics (each client, its own
+    breaker), and leaves no faults."""
     for url in (simulators.c2_url, simulators.hector_url):
         set_faults(url)
         requests.post(f"{url}/_sim/stats/reset", timeout=5).raise_for_status()
-        BREAKER.reset(url.removeprefix("http://"))
     yield
     for url in (simulators.c2_url, simulators.hector_url):
         set_faults(url)
@@ -469,7 +468,7 @@ def test_a_host_that_stayed_down_is_not_called_again_for_a_while(simulators: Run
     assert "stayed unavailable 0 s ago (GET /api/v1/categories: 503), so it is not called again for 60 s" \
         in str(shortcut.value)
     assert sim_stats(simulators.hector_url)["by_status"] == {"503": FAST.total + 1}, "the down host was called again"
-    BREAKER.reset(client.host)
+    client.breaker.reset()
     set_faults(simulators.hector_url)
     assert client.list_stockrooms(), "the breaker outlived its reset"
 

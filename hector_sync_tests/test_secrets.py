@@ -573,7 +573,8 @@ def test_a_secret_with_a_line_break_inside_is_refused_by_name_and_shown_nowhere(
         (run,) = instance.get_runs()
         assert run.status.value == "FAILURE"
         events = "\n".join(dg.serialize_value(record) for record in instance.all_logs(run.run_id))
-    assert "STEP_FAILURE" in events and HECTOR_KEY_VAR in events, "the event log holds no refusal to scan"
+    # the run's clients are built when it starts: the refusal is its resources' failure
+    assert "RESOURCE_INIT_FAILURE" in events and HECTOR_KEY_VAR in events, "the event log holds no refusal to scan"
     scan.check(f"event log of Dagster run {run.run_id}", events)
     scan.check("raw failure e-mail", mail.raw)
     scan.check("failure e-mail", mail.message["Subject"] + "\n" + mail.body)

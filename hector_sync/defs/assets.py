@@ -20,10 +20,12 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from hector_sync.c2 import C2Client
 from hector_sync.config import Direction
 from hector_sync.defs.checks import change_set_checks, evaluate_change_set
 from hector_sync.defs.resources import StoreResource, SyncConfigResource
 from hector_sync.reconcile.changes import ACTIONS, CHANGE_SCHEMA
+from hector_sync.hector import HectorClient
 from hector_sync.plans import Plan, PlanBook
 from hector_sync.snapshot import Snapshot
 from hector_sync.sync import (
@@ -105,9 +107,12 @@ def partition_links(context: dg.AssetExecutionContext) -> dg.MetadataValue:
     return dg.MetadataValue.md(" · ".join(links))
 
 
-def category_sync(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> CategorySync:
+def category_sync(
+    context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource, c2: C2Client, hector: HectorClient,
+) -> CategorySync:
     config = settings.load()
-    return CategorySync(config, config.category(context.partition_key), store.store(), context.log.info, context.run.run_id)
+    return CategorySync(config, config.category(context.partition_key), store.store(), c2, hector, context.log.info,
+                        context.run.run_id)
 
 
 def read_mode(context: dg.AssetExecutionContext) -> ReadMode:
@@ -126,11 +131,11 @@ def skipped(sync: CategorySync, direction: Direction | None) -> dg.MaterializeRe
 
 
 def start(
-    context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource,
-    direction: Direction | None = None,
+    context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource, c2: C2Client,
+    hector: HectorClient, direction: Direction | None = None,
 ) -> CategorySync | dg.MaterializeResult:
     """The partition's sync with its names resolved, or the result saying it has nothing to do."""
-    sync = category_sync(context, settings, store)
+    sync = category_sync(context, settings, store, c2, hector)
     if not sync.flows(direction):
         return skipped(sync, direction)
     try:
@@ -152,8 +157,9 @@ def snapshot_metadata(snap: Snapshot, calls: dict[str, int]) -> dict[str, object
     description="The category's CIs as C2 ITSM lists them, fields resolved from ids to names "
     "(DuckDB table c2_ci). Full read on full_sync_weekday, else the CIs changed in the last 7 days.",
 )
-def c2_cmdb_snapshot(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
-    sync = start(context, settings, store)
+def c2_cmdb_snapshot(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource,
+                     c2: dg.ResourceParam[C2Client], hector: dg.ResourceParam[HectorClient]) -> dg.MaterializeResult:
+    sync = start(context, settings, store, c2, hector)
     if isinstance(sync, dg.MaterializeResult):
         return sync
     snap, calls = sync.snapshot_c2(read_mode(context))
@@ -165,8 +171,9 @@ def c2_cmdb_snapshot(context: dg.AssetExecutionContext, settings: SyncConfigReso
     description="The mapped Hector category's subcategories and assets (DuckDB tables "
     "hector_subcategory and hector_asset), read like the C2 snapshot.",
 )
-def hector_inventory_snapshot(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
-    sync = start(context, settings, store)
+def hector_inventory_snapshot(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource,
+                     c2: dg.ResourceParam[C2Client], hector: dg.ResourceParam[HectorClient]) -> dg.MaterializeResult:
+    sync = start(context, settings, store, c2, hector)
     if isinstance(sync, dg.MaterializeResult):
         return sync
     models, assets, calls = sync.snapshot_hector(read_mode(context))
@@ -191,8 +198,9 @@ def derived_metadata(sync: CategorySync, direction: Direction, started: float) -
     "one asset per valid active CI (tables desired_model, desired_asset), with the CIs left out "
     "and their reasons beside them (rejected_ci).",
 )
-def desired_hector_models(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
-    sync = start(context, settings, store, TO_HECTOR)
+def desired_hector_models(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource,
+                     c2: dg.ResourceParam[C2Client], hector: dg.ResourceParam[HectorClient]) -> dg.MaterializeResult:
+    sync = start(context, settings, store, c2, hector, TO_HECTOR)
     if isinstance(sync, dg.MaterializeResult):
         return sync
     metadata = derived_metadata(sync, TO_HECTOR, time.monotonic())
@@ -209,8 +217,9 @@ def desired_hector_models(context: dg.AssetExecutionContext, settings: SyncConfi
     "taken from the asset's subcategory (table desired_ci), with the assets left out and their "
     "reasons beside them (rejected_asset).",
 )
-def desired_c2_cis(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> dg.MaterializeResult:
-    sync = start(context, settings, store, TO_C2)
+def desired_c2_cis(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource,
+                     c2: dg.ResourceParam[C2Client], hector: dg.ResourceParam[HectorClient]) -> dg.MaterializeResult:
+    sync = start(context, settings, store, c2, hector, TO_C2)
     if isinstance(sync, dg.MaterializeResult):
         return sync
     return dg.MaterializeResult(metadata=derived_metadata(sync, TO_C2, time.monotonic()))
@@ -225,8 +234,9 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
         "written on the side that does not own it) shows as revert_drift. Its checks must pass "
         "before the writeback runs.",
     )
-    def _change_set(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource) -> Iterator:
-        sync = category_sync(context, settings, store)
+    def _change_set(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource,
+                    c2: dg.ResourceParam[C2Client], hector: dg.ResourceParam[HectorClient]) -> Iterator:
+        sync = category_sync(context, settings, store, c2, hector)
         if not sync.flows(direction):
             yield skipped(sync, direction)
             yield from evaluate_change_set(sync, direction, None, None, allowed=True)
@@ -288,8 +298,9 @@ def writeback_asset(name: str, direction: Direction, change_set: dg.AssetsDefini
     )
     def _writeback(
         context: dg.AssetExecutionContext, config: WritebackConfig, settings: SyncConfigResource, store: StoreResource,
+        c2: dg.ResourceParam[C2Client], hector: dg.ResourceParam[HectorClient],
     ) -> dg.MaterializeResult:
-        sync = start(context, settings, store, direction)
+        sync = start(context, settings, store, c2, hector, direction)
         if isinstance(sync, dg.MaterializeResult):
             return sync
         started = time.monotonic()

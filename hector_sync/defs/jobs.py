@@ -13,12 +13,14 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from hector_sync.c2 import C2Client
 from hector_sync.config import Direction
 from hector_sync.defs.assets import (
     ALL_ASSETS, TO_C2_ASSETS, TO_HECTOR_ASSETS, WRITEBACK_ASSET, category_sync, change_table, large_change_allowed,
     plan_metadata,
 )
 from hector_sync.defs.resources import StoreResource, SyncConfigResource
+from hector_sync.hector import HectorClient
 from hector_sync.plans import PlanBook
 from hector_sync.sync import GuardRefused, StalePlan
 
@@ -54,8 +56,8 @@ class UndoConfig(dg.Config):
        "old values back, moves back, retired items reactivated, created items retired (never deleted); items "
        "changed since are left alone as conflicts. With apply: true it is applied, under the guard and If-Match.")
 def undo_category(context: dg.OpExecutionContext, config: UndoConfig, settings: SyncConfigResource,
-                  store: StoreResource) -> None:
-    sync = category_sync(context, settings, store)  # type: ignore[arg-type]
+                  store: StoreResource, c2: dg.ResourceParam[C2Client], hector: dg.ResourceParam[HectorClient]) -> None:
+    sync = category_sync(context, settings, store, c2, hector)  # type: ignore[arg-type]
     directions = PlanBook(sync.store).applied_by(config.run_id).get(sync.key)
     if not directions:
         raise dg.Failure(description=f"run {config.run_id} applied nothing in category '{sync.key}'; nothing to undo")

@@ -1,38 +1,71 @@
-"""Dagster resources: the configuration file, the DuckDB store, the SMTP relay.
+"""Dagster resources: the configuration file, the DuckDB store, one client per system, the SMTP relay.
 
 Each resource holds only the path of the configuration file; URLs and secrets come from the
-file and its `{env: VAR}` entries when a client is built (by `CategorySync`), so no secret is ever part of the run
-configuration Dagster stores and shows.
+file and its `{env: VAR}` entries when a run sets its resources up, so no secret is ever part
+of the run configuration Dagster stores and shows.
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack
-from functools import lru_cache
 from pathlib import Path
+from typing import Any, ClassVar
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from hector_sync.c2 import C2Client
 from hector_sync.config import SyncConfig, load_config
+from hector_sync.hector import HectorClient
+from hector_sync.http import JsonApi
 from hector_sync.notify import FailureReport, notify_failure
 from hector_sync.store import CATEGORY_WAIT_S, Store
 
 PARTITION_TAG = "dagster/partition"
 
 
-@lru_cache(maxsize=8)
-def _load(path: str | None) -> SyncConfig:
-    return load_config(path)
-
-
 class SyncConfigResource(dg.ConfigurableResource):
-    """Which configuration file to use; None means $HECTOR_SYNC_CONFIG, else the demo."""
+    """Which configuration file to use; None means $HECTOR_SYNC_CONFIG, else the demo.
+
+    Read once per run (at set-up), so every step of a run works from the same file.
+    """
 
     config_path: str | None = None
+    _config: SyncConfig | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._config = load_config(self.config_path)
 
     def load(self) -> SyncConfig:
-        return _load(self.config_path)
+        return self._config or load_config(self.config_path)
+
+
+class _SystemClient(dg.ConfigurableResource):
+    """One system's client for a whole run, built at set-up: one session, one login and one
+    rate limiter shared by the run's steps. Hand in another client (a test's, or the one a
+    `hector-sync sync` shares between its categories) as this resource's value."""
+
+    settings: SyncConfigResource
+    client_class: ClassVar[type[JsonApi]]
+    _client: Any = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._client = self.client_class.for_sync(self.settings.load())
+
+    def create_resource(self, context: dg.InitResourceContext) -> Any:
+        """What the steps receive, as `ResourceParam[C2Client]` / `ResourceParam[HectorClient]`."""
+        return self._client
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._client.close()
+
+
+class C2ClientResource(_SystemClient):
+    client_class = C2Client
+
+
+class HectorClientResource(_SystemClient):
+    client_class = HectorClient
 
 
 class StoreResource(dg.ConfigurableResource):
@@ -77,5 +110,7 @@ def build_resources(config_path: str | None) -> dict[str, dg.ConfigurableResourc
     return {
         "settings": settings,
         "store": StoreResource(settings=settings),
+        "c2": C2ClientResource(settings=settings),
+        "hector": HectorClientResource(settings=settings),
         "smtp": SmtpResource(settings=settings),
     }
