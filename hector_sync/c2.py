@@ -1,4 +1,4 @@
-"""Client of the C2 ITSM REST API (docs: /work/shared/spec/c2-itsm-api.md).
+"""Client of the C2 ITSM REST API (docs: docs/c2-itsm-api.md).
 
 C2 authenticates a service account with a password for a bearer token that can expire at any
 moment, so every call logs in lazily and, on a 401, logs in once more and repeats the call.

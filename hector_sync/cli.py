@@ -1,4 +1,4 @@
-"""hector-sync: the operator's command line (spec: sync-config.md, "Command line").
+"""hector-sync: the operator's command line (docs/configuration.md, "Commands").
 
 Exit status: 0 all went well; 1 a category failed (the others still ran); 2 the configuration
 or the command line is wrong.

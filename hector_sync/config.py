@@ -1,4 +1,4 @@
-"""The operator's configuration file (spec: sync-config.md), read, checked and typed.
+"""The operator's configuration file (docs/configuration.md), read, checked and typed.
 
 An operator fixes a YAML file, not a traceback: every problem the loader finds becomes one
 `ConfigError` sentence naming the file, the category (or section) and the field. Secrets are only
@@ -503,7 +503,7 @@ class StorageSettings(_Strict):
 
 
 class SyncConfig(BaseModel):
-    """The whole file. Unknown top-level keys are ignored: the spec lets the format grow there."""
+    """The whole file. Unknown top-level keys are ignored: the format may grow there (docs/configuration.md)."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -1,4 +1,4 @@
-"""`hector-sync discover` and `hector-sync validate` (spec: sync-config.md, "Command line").
+"""`hector-sync discover` and `hector-sync validate` (docs/configuration.md, "Commands").
 
 The configuration speaks in names that only the live systems know. `discover` is the seed
 product's "Load CMDB" + "Load categories": it shows every name the file may use and can write a
@@ -232,7 +232,7 @@ def guess_mappings(fields: Sequence[C2Field], attributes: Sequence[HectorAttribu
 
 
 class _Dumper(yaml.SafeDumper):
-    """Block style, except that a secret stays on one line, `{env: VAR}`, as the spec writes it."""
+    """Block style, except that a secret stays on one line, `{env: VAR}`, as the configuration format writes it."""
 
 
 def _represent_dict(dumper: yaml.SafeDumper, data: dict[Any, Any]) -> yaml.MappingNode:
@@ -316,7 +316,7 @@ def starter_config(config: SyncConfig, inventory: Inventory, target: Path) -> st
         "cmdbs": [c.name for c in inventory.cmdbs],
     }
     header = f"""\
-Starter configuration of hector-sync (spec: sync-config.md), written by `hector-sync discover`
+Starter configuration of hector-sync (docs/configuration.md in the hector_sync repository), written by `hector-sync discover`
 on {date.today()} from C2 ITSM {config.c2.url} and Hector {config.hector.url}.
 The connection, e-mail, schedule and storage settings are those of {config.source}; secrets are
 read from the environment variables named by {{env: VAR}}. duckdb_path is that configuration's

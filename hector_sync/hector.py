@@ -1,4 +1,4 @@
-"""Client of the Hector REST API (docs: /work/shared/spec/hector-api.md).
+"""Client of the Hector REST API (docs: docs/hector-api.md).
 
 Hector authenticates with a bearer API key that has no refresh, so a 401 is final. Lists
 page with limit/offset; writes use optimistic locking with If-Match.

@@ -28,7 +28,8 @@ from hector_sync.demo import (
     DEMO_HECTOR_PORT,
 )
 
-# The example of spec/sync-config.md, verbatim.
+# The contract's example configuration file, verbatim (docs/configuration.md, "Example"): a file
+# written to the contract loads.
 SPEC_EXAMPLE = """\
 c2:
   url: https://acme.c2atom.example          # "the address of your environment"

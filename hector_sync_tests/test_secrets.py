@@ -1,5 +1,5 @@
 """No secret leaves the process: not in a log line, DuckDB, Dagster's storage, the run
-configuration Dagster shows, or the failure e-mail (spec: sync-rules.md, last section); and TLS
+configuration Dagster shows, or the failure e-mail (docs/sync-rules.md); and TLS
 verification is on unless the configuration turns it off explicitly, which is logged loudly.
 
 The leak test runs `hector-sync` for real, as a subprocess against the bundled simulators on

@@ -1,4 +1,4 @@
-"""The C2 ITSM simulator: /work/shared/spec/c2-itsm-api.md served over real HTTP.
+"""The C2 ITSM simulator: docs/c2-itsm-api.md served over real HTTP.
 
 Choices where the contract is silent:
 - PATCH without If-Match is 428 `precondition_required`; an If-Match that is not a number is 400.

@@ -1,4 +1,4 @@
-"""The Hector simulator: /work/shared/spec/hector-api.md served over real HTTP.
+"""The Hector simulator: docs/hector-api.md served over real HTTP.
 
 Choices where the contract is silent:
 - A body that is not a JSON object is 400. Unknown keys, wrong types, empty required strings
