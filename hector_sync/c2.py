@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from hector_sync.errors import CredentialsRejected, NotFound, UnexpectedAnswer
-from hector_sync.http import (
-    Deadline, JsonApi, Listing, OnTotal, RetryPolicy, call_name, header_safe, path_of, utc_z,
-)
+from hector_sync.http import JsonApi, call_name, header_safe, path_of, utc_z
+from hector_sync.paging import Deadline, Listing, OnTotal
+from hector_sync.transport import RetryPolicy
 
 if TYPE_CHECKING:
     from hector_sync.config import C2Settings

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from hector_sync.http import (
-    Deadline, JsonApi, Listing, ModelT, OnTotal, RetryPolicy, call_name, header_safe, path_of, utc_z,
-)
+from hector_sync.http import JsonApi, ModelT, call_name, header_safe, path_of, utc_z
+from hector_sync.paging import Deadline, Listing, OnTotal
+from hector_sync.transport import RetryPolicy
 
 if TYPE_CHECKING:
     from hector_sync.config import HectorSettings

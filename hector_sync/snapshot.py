@@ -6,7 +6,7 @@ halfway leaves the previous snapshot untouched, and the DuckDB lock is never hel
 waiting on an API.
 
 A read is complete, or it is refused: the paginators account for every item and page a listing
-announced (`hector_sync.http.Listing`), and a listing that ends early, skips or repeats a page,
+announced (`hector_sync.paging.Listing`), and a listing that ends early, skips or repeats a page,
 never ends, or outlasts `max_read_time` fails the read with `ListingIncomplete`, naming the
 category, before anything is swapped in. So the last good snapshot stays, and nothing is
 retired or moved on the account of a partial read.
@@ -28,7 +28,7 @@ from hector_sync.c2 import C2Client
 from hector_sync.catalog import ResolvedCategory
 from hector_sync.config import DEFAULT_MAX_READ_TIME
 from hector_sync.hector import HectorClient
-from hector_sync.http import Deadline, ListingIncomplete
+from hector_sync.paging import Deadline, ListingIncomplete
 from hector_sync.progress import Progress
 from hector_sync.reconcile.mapping import Scope
 from hector_sync.store import (

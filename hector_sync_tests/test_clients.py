@@ -31,8 +31,8 @@ from hector_sync.errors import (
     PermissionMissing, Unavailable, UnexpectedAnswer, VersionConflict,
 )
 from hector_sync.hector import HectorAttribute, HectorCategory, HectorClient, HectorStockroom
-from hector_sync.http import RetryPolicy
 from hector_sync.simulators.serve import RunningSimulators
+from hector_sync.transport import RetryPolicy
 from hector_sync_tests.conftest import SIMULATOR_SIZE
 
 # Small waits keep the file fast; Retry-After up to 5 s is still honoured in full.

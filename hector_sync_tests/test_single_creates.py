@@ -21,9 +21,9 @@ from hector_sync.c2 import C2Client
 from hector_sync.config import SyncConfig, load_config
 from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_C2_USERNAME
 from hector_sync.errors import Unavailable
-from hector_sync.http import RetryPolicy
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync.store import Store
+from hector_sync.transport import RetryPolicy
 from hector_sync_tests.conftest import WriteConfig
 from hector_sync_tests.systems import (
     PHONES, c2_cis, hector_state, naive_valid, refs, reset, seed_phones, sync, ten_minutes_pass, writes,

@@ -26,7 +26,7 @@ from hector_sync.c2 import C2Client
 from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_C2_USERNAME, DEMO_HECTOR_API_KEY
 from hector_sync.errors import ApiError, UnexpectedAnswer
 from hector_sync.hector import HectorClient
-from hector_sync.http import RetryPolicy
+from hector_sync.transport import RetryPolicy
 
 FAST = RetryPolicy(total=2, backoff_factor=0.01, backoff_max=0.05, connect_timeout=2, read_timeout=5, breaker_s=0)
 TOKEN = "c2-bearer-token-for-the-redirect-test-51f0"
