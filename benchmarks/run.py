@@ -242,7 +242,9 @@ def category_steps(config_path: str, key: str) -> Iterator[CategorySync]:
     """The category's sync steps, called directly, on one client per system as a run has."""
     config = load_config(config_path)
     with open_clients(config) as (c2, hector):
-        yield CategorySync(config, config.category(key), Store(config.storage.duckdb_path), c2, hector, log=lambda _: None)
+        sync = CategorySync(config, config.category(key), Store(config.storage.duckdb_path), c2, hector, log=lambda _: None)
+        sync.resolve_catalog()
+        yield sync
 
 
 def ingest(config_path: str, key: str) -> int:

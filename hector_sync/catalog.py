@@ -2,12 +2,14 @@
 
 Configuration speaks in names (CMDB "Production", field "SerialNumber", attribute "Serial
 number"); the APIs speak in ids. `Catalog` reads both systems' lists once and resolves each
-category, or says in words what does not exist: `hector-sync validate`, the mapping check that
-guards every writeback, and the snapshots all use it.
+category, or says in words what does not exist: `hector-sync validate` and the mapping check
+that guards every writeback use it live; a run resolves once (the `category_catalog` asset) and
+every later step reads that resolution back from DuckDB (`ResolvedCategory.from_json`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +56,35 @@ class ResolvedCategory:
     def hector_attributes(self, scope: Scope, values: dict[str, Any]) -> dict[str, Any]:
         """Attribute values keyed by trimmed name, keyed as Hector wants them written."""
         return {self.hector_name(scope, name): value for name, value in values.items()}
+
+    def to_json(self) -> str:
+        """What the `category_catalog` asset stores: the ids, types and spellings, not the
+        configuration (which `mapping_of` keeps beside it)."""
+        return json.dumps({
+            "cmdb_id": self.cmdb_id, "c2_category_id": self.c2_category_id,
+            "c2_fields": {name: f.model_dump(mode="json") for name, f in self.c2_fields.items()},
+            "hector_category_id": self.hector_category_id, "stockroom_id": self.stockroom_id,
+            "attribute_kinds": [[scope, name, kind] for (scope, name), kind in self.attribute_kinds.items()],
+            "attribute_names": [[scope, name, raw] for (scope, name), raw in self.attribute_names.items()],
+        })
+
+    @classmethod
+    def from_json(cls, category: CategoryConfig, text: str) -> ResolvedCategory:
+        data = json.loads(text)
+        return cls(
+            category=category, cmdb_id=data["cmdb_id"], c2_category_id=data["c2_category_id"],
+            c2_fields={name: C2Field.model_validate(f) for name, f in data["c2_fields"].items()},
+            hector_category_id=data["hector_category_id"], stockroom_id=data["stockroom_id"],
+            attribute_kinds={(scope, name): kind for scope, name, kind in data["attribute_kinds"]},
+            attribute_names={(scope, name): raw for scope, name, raw in data["attribute_names"]},
+        )
+
+
+def mapping_of(config: SyncConfig, category: CategoryConfig) -> str:
+    """What a resolution was made from: the category's configuration and the stockroom name.
+    A stored resolution serves only while the file still says the same."""
+    return json.dumps({"category": category.model_dump(mode="json"), "default_stockroom": config.default_stockroom},
+                      sort_keys=True)
 
 
 def _by_name(items: list) -> dict:

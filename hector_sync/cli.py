@@ -232,6 +232,7 @@ def _plan_categories(
             sync = CategorySync(config, config.category(key), store, c2, hector, log=_to_stderr)
             try:
                 with store.category_lock(key, holder):
+                    sync.resolve_catalog()
                     sync.snapshot_c2(mode)  # type: ignore[arg-type]
                     sync.snapshot_hector(mode)  # type: ignore[arg-type]
                     for direction in directions(sync):
@@ -399,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             sys.exit(discover(config, args.write_config))
         if args.command == "validate":
-            from hector_sync.discovery import validate
+            from hector_sync.validation import validate
 
             sys.exit(validate(config))
         if args.command == "apply":

@@ -11,7 +11,8 @@ Schema (one table per concept, `category_key` on every row):
 | --- | --- |
 | `c2_ci` | C2 snapshot: CIs with `fields` as a map of field name → value text |
 | `hector_subcategory`, `hector_asset` | Hector snapshot of the mapped category |
-| `snapshot_state` | per category and system: last read, full or incremental, row count |
+| `category_catalog` | per category, each resolution of its configured names to both systems' ids, types and spellings |
+| `snapshot_state` | per category and system: last read, full or incremental, row count, the resolution it read with |
 | `desired_model`, `desired_asset`, `rejected_ci` | derived: what Hector should hold, and why CIs were left out |
 | `desired_ci`, `rejected_asset` | derived: what C2 ITSM should hold, and why assets were left out |
 | `plan` | one row per plan: its id, kind (sync or undo), the run and reads it came from, when it was finished |
@@ -38,6 +39,7 @@ from filelock import FileLock, Timeout
 
 LOCK_TIMEOUT_S = 900.0
 CATEGORY_WAIT_S = 900.0
+KEPT_CATALOGS = 20  # resolutions kept per category, beyond those a snapshot still names
 
 
 class CategoryBusy(Exception):
@@ -105,6 +107,10 @@ CREATE TABLE IF NOT EXISTS baseline (
 CREATE TABLE IF NOT EXISTS pending_create (
     category_key VARCHAR NOT NULL, asset_id BIGINT NOT NULL, name VARCHAR NOT NULL,
     recorded_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, PRIMARY KEY (category_key, asset_id));
+CREATE TABLE IF NOT EXISTS category_catalog (
+    category_key VARCHAR NOT NULL, catalog_id VARCHAR NOT NULL, run_id VARCHAR, resolved_at TIMESTAMPTZ NOT NULL,
+    mapping VARCHAR NOT NULL, resolution JSON NOT NULL, PRIMARY KEY (category_key, catalog_id));
+ALTER TABLE snapshot_state ADD COLUMN IF NOT EXISTS catalog_id VARCHAR;
 """
 
 # Column order of the snapshot tables, so staged frames insert by name, never by position.
@@ -261,9 +267,10 @@ class Store:
         return int(count or 0)
 
     def record_snapshot(
-        self, category_key: str, system: str, read_kind: str, run_id: str | None, row_count: int
+        self, category_key: str, system: str, read_kind: str, run_id: str | None, row_count: int, catalog_id: str,
     ) -> int | None:
-        """Note a finished read; returns the previous row count (for the empty-category guard)."""
+        """Note a finished read and the resolution it read with; returns the previous row count
+        (for the empty-category guard)."""
         with self.connect() as con:
             # The last count that had rows: a refused empty read must not lower the bar for the next.
             previous = scalar(
@@ -273,12 +280,35 @@ class Store:
                 [category_key, system],
             )
             con.execute(
-                "INSERT OR REPLACE INTO snapshot_state VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    category_key, system, read_kind, datetime.now(UTC), run_id, row_count, previous,
-                ],
+                "INSERT OR REPLACE INTO snapshot_state (category_key, system, read_kind, read_at, run_id, row_count, "
+                "previous_row_count, catalog_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [category_key, system, read_kind, datetime.now(UTC), run_id, row_count, previous, catalog_id],
             )
         return None if previous is None else int(previous)
+
+    def save_catalog(self, category_key: str, run_id: str | None, mapping: str, resolution: str) -> str:
+        """Keep a category's resolution (`mapping`: the configured mapping it resolved, as JSON)
+        and return its id; the last KEPT_CATALOGS per category stay, for the snapshots that read
+        with them."""
+        now = datetime.now(UTC)
+        catalog_id = f"{category_key}.{now:%Y%m%dT%H%M%S%fZ}"
+        with self.connect() as con:
+            con.execute("INSERT INTO category_catalog VALUES (?, ?, ?, ?, ?, ?)",
+                        [category_key, catalog_id, run_id, now, mapping, resolution])
+            con.execute(
+                """DELETE FROM category_catalog WHERE category_key = ? AND catalog_id NOT IN (
+                       SELECT catalog_id FROM category_catalog WHERE category_key = ?
+                       ORDER BY resolved_at DESC LIMIT ?)
+                   AND catalog_id NOT IN (SELECT catalog_id FROM snapshot_state WHERE catalog_id IS NOT NULL)""",
+                [category_key, category_key, KEPT_CATALOGS])
+        return catalog_id
+
+    def catalog(self, category_key: str, catalog_id: str | None = None) -> dict[str, object] | None:
+        """A kept resolution of the category (`catalog_id`), else its latest."""
+        rows = self.query(
+            "SELECT * FROM category_catalog WHERE category_key = ? AND (? IS NULL OR catalog_id = ?) "
+            "ORDER BY resolved_at DESC LIMIT 1", [category_key, catalog_id, catalog_id])
+        return rows.row(0, named=True) if rows.height else None
 
     def snapshot_state(self, category_key: str, system: str) -> dict[str, object] | None:
         rows = self.query(

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from hector_sync.c2 import C2Client
-from hector_sync.catalog import Catalog, MappingInvalid, ResolvedCategory
+from hector_sync.catalog import Catalog, MappingInvalid, ResolvedCategory, mapping_of
 from hector_sync.config import CategoryConfig, Direction, SyncConfig
 from hector_sync.hector import HectorClient
 from hector_sync.plans import Plan, PlanBook, PlanKind, StalePlan, UnknownPlan
@@ -92,17 +92,40 @@ class CategorySync:
         return bool(flows) if direction is None else direction in flows
 
     def problems(self) -> list[str]:
-        """What the mapping names that the live systems lack; resolving once serves both uses."""
-        try:
-            self.resolved
-        except MappingInvalid as invalid:
-            return invalid.problems
-        return []
+        """What the mapping names that the live systems lack now (the check before a writeback)."""
+        return Catalog(self.config, self.c2, self.hector).problems(self.category)
+
+    def resolve_catalog(self) -> tuple[str, ResolvedCategory]:
+        """Resolve the category's names against both live systems and keep the resolution: the
+        `category_catalog` asset, and `plan` before its reads. Raises MappingInvalid."""
+        resolved = Catalog(self.config, self.c2, self.hector).resolve(self.category)
+        mapping = mapping_of(self.config, self.category)
+        return self.store.save_catalog(self.key, self.run_id, mapping, resolved.to_json()), resolved
+
+    def stored_catalog(self, catalog_id: str | None = None) -> tuple[str, ResolvedCategory]:
+        """A kept resolution (`catalog_id`, else the latest), if the file still maps the category
+        as it did then; else MappingInvalid saying what to rematerialize."""
+        row = self.store.catalog(self.key, catalog_id)
+        if row is None:
+            raise MappingInvalid(self.key, ["its names were never resolved: materialize category_catalog, "
+                                            "or run the category's whole job"])
+        if row["mapping"] != mapping_of(self.config, self.category):
+            raise MappingInvalid(self.key, [
+                f"its mapping in the configuration changed since run {row['run_id']} resolved it ({row['catalog_id']}): "
+                "materialize category_catalog and both snapshots again, or run the category's whole job"])
+        return str(row["catalog_id"]), ResolvedCategory.from_json(self.category, str(row["resolution"]))
 
     @cached_property
+    def catalog(self) -> tuple[str, ResolvedCategory]:
+        """The resolution the steps after the reads use: the one the newest snapshot read with,
+        so that a step rerun alone works with exactly its snapshot's ids."""
+        reads = [r for r in (self.store.snapshot_state(self.key, s) for s in ("c2", "hector")) if r and r["catalog_id"]]
+        newest = max(reads, key=lambda r: r["read_at"])["catalog_id"] if reads else None  # type: ignore[arg-type,return-value]
+        return self.stored_catalog(str(newest) if newest else None)
+
+    @property
     def resolved(self) -> ResolvedCategory:
-        """The category's ids in both systems; raises MappingInvalid naming what is missing."""
-        return Catalog(self.config, self.c2, self.hector).resolve(self.category)
+        return self.catalog[1]
 
     @cached_property
     def reconciler(self) -> Reconciler:
@@ -125,19 +148,23 @@ class CategorySync:
         return Progress(f"{self.key}: {what}", self.log, pages=True)
 
     def snapshot_c2(self, mode: ReadMode) -> tuple[Snapshot, dict[str, int]]:
+        catalog_id, resolved = self.stored_catalog()
         with self.c2.stats.counting() as calls:
-            snap = read_c2(self.c2, self.store, self.resolved, since=self.since("c2", mode), progress=self._progress,
+            snap = read_c2(self.c2, self.store, resolved, since=self.since("c2", mode), progress=self._progress,
                            max_read_time=self.config.max_read_time)
-        self.store.record_snapshot(self.key, "c2", snap.read_kind, self.run_id, snap.table_rows)
+        self.store.record_snapshot(self.key, "c2", snap.read_kind, self.run_id, snap.table_rows, catalog_id)
+        self.__dict__["catalog"] = (catalog_id, resolved)  # the steps after this read use its resolution
         return snap, calls
 
     def snapshot_hector(self, mode: ReadMode) -> tuple[Snapshot, Snapshot, dict[str, int]]:
+        catalog_id, resolved = self.stored_catalog()
         with self.hector.stats.counting() as calls:
             models, assets = read_hector(
-                self.hector, self.store, self.resolved, since=self.since("hector", mode), progress=self._progress,
+                self.hector, self.store, resolved, since=self.since("hector", mode), progress=self._progress,
                 max_read_time=self.config.max_read_time,
             )
-        self.store.record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows)
+        self.store.record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows, catalog_id)
+        self.__dict__["catalog"] = (catalog_id, resolved)
         return models, assets, calls
 
     def derive(self, direction: Direction) -> Derived:

@@ -32,15 +32,16 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 # The UI renders a page in a few seconds on 2 busy cores; a missing element still fails in 20 s.
 expect.set_options(timeout=20_000)
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
-ASSETS = ["c2_cmdb_snapshot", "hector_inventory_snapshot", "desired_hector_models", "desired_c2_cis",
+ASSETS = ["category_catalog", "c2_cmdb_snapshot", "hector_inventory_snapshot", "desired_hector_models", "desired_c2_cis",
           "hector_change_set", "c2_change_set", "hector_writeback", "c2_writeback"]
 LINEAGE = {
+    ("category_catalog", "c2_cmdb_snapshot"), ("category_catalog", "hector_inventory_snapshot"),
     ("c2_cmdb_snapshot", "desired_hector_models"), ("desired_hector_models", "hector_change_set"),
     ("hector_inventory_snapshot", "hector_change_set"), ("hector_change_set", "hector_writeback"),
     ("hector_inventory_snapshot", "desired_c2_cis"), ("desired_c2_cis", "c2_change_set"),
     ("c2_cmdb_snapshot", "c2_change_set"), ("c2_change_set", "c2_writeback"),
 }
-GROUPS = ["c2_itsm", "hector", "derived", "change_sets", "writeback"]
+GROUPS = ["catalog", "c2_itsm", "hector", "derived", "change_sets", "writeback"]
 NEW_SERIAL = {"printers": "SN-UI-PRINTER-0001", "laptops": "SN-UI-LAPTOP-0001"}
 HECTOR_CATEGORY = {"printers": "Printers", "laptops": "Laptops", "monitors": "Monitors"}
 

@@ -35,7 +35,7 @@ NOTIFY = "it-ops@example.org"
 WRONG_KEY = "wrong-hector-key-5b1f9e"
 SECRETS = (DEMO_C2_PASSWORD, DEMO_C2_READONLY_PASSWORD, DEMO_HECTOR_API_KEY, WRONG_KEY)
 ASSET_KEYS = {
-    "c2_cmdb_snapshot", "hector_inventory_snapshot", "desired_hector_models", "desired_c2_cis",
+    "category_catalog", "c2_cmdb_snapshot", "hector_inventory_snapshot", "desired_hector_models", "desired_c2_cis",
     "hector_change_set", "c2_change_set", "hector_writeback", "c2_writeback",
 }
 TORONTO = ZoneInfo("America/Toronto")
@@ -179,7 +179,7 @@ def test_failure_sensor_emails_the_operator(
             sensor(context)
 
     (mail,) = mailbox.wait_for(1)
-    failure_mail_says(mail, "printers", "Hector rejected the API key", "c2_cmdb_snapshot")
+    failure_mail_says(mail, "printers", "Hector rejected the API key", "category_catalog")
     assert result.run_id in mail.body
 
 

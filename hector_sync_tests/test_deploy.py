@@ -47,7 +47,7 @@ DEPLOY_INSTANCE = ROOT / "deploy" / "dagster.yaml"
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 PG_USER = "dagster"
 PRINTERS_ASSETS = {
-    "c2_cmdb_snapshot", "hector_inventory_snapshot", "desired_hector_models", "hector_change_set",
+    "category_catalog", "c2_cmdb_snapshot", "hector_inventory_snapshot", "desired_hector_models", "hector_change_set",
     "hector_writeback",
 }
 SCHEDULE_TABLES = {"jobs", "job_ticks", "instigators"}  # dagster's schedule storage

@@ -1,10 +1,13 @@
 """The sync as software-defined assets, one partition per category, left to right as it runs:
 
-    C2 CMDB snapshot ──► desired Hector models ──► Hector change set ──► Hector writeback
-                    ╲                          ╱
-                     ╳ (each change set reads both snapshots)
-                    ╱                          ╲
-    Hector snapshot ──► desired C2 CIs ────────► C2 change set ──────► C2 writeback
+                    ┌► C2 CMDB snapshot ──► desired Hector models ──► Hector change set ──► Hector writeback
+                    │                  ╲                          ╱
+    category catalog┤                   ╳ (each change set reads both snapshots)
+                    │                  ╱                          ╲
+                    └► Hector snapshot ──► desired C2 CIs ────────► C2 change set ──────► C2 writeback
+
+The catalog resolves the category's names once per run; the snapshots read with it and every
+later step works from the resolution its snapshots used (`CategorySync.catalog`).
 
 Each asset runs one step of `CategorySync`, which knows nothing of Dagster; `hector-sync plan`
 runs the same steps. A category materializes only the steps of its direction (per_field: both);
@@ -132,17 +135,45 @@ def skipped(sync: CategorySync, direction: Direction | None) -> dg.MaterializeRe
 
 def start(
     context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource, c2: C2Client,
-    hector: HectorClient, direction: Direction | None = None,
+    hector: HectorClient, direction: Direction | None = None, *, reading: bool = False,
 ) -> CategorySync | dg.MaterializeResult:
-    """The partition's sync with its names resolved, or the result saying it has nothing to do."""
+    """The partition's sync with its stored resolution at hand (the latest when `reading`,
+    else the one its snapshots read with), or the result saying it has nothing to do."""
     sync = category_sync(context, settings, store, c2, hector)
     if not sync.flows(direction):
         return skipped(sync, direction)
     try:
-        sync.resolved
+        sync.stored_catalog() if reading else sync.catalog
     except MappingInvalid as invalid:
         raise dg.Failure(description=str(invalid)) from None
     return sync
+
+
+@dg.asset(
+    group_name="catalog", kinds={"duckdb"}, owners=OWNERS,
+    description="The category's configured names resolved against both live systems: CMDB, category and "
+    "field ids and types in C2 ITSM, category, stockroom and attributes in Hector (DuckDB table "
+    "category_catalog). Both snapshots, and every step after them, use this resolution.",
+)
+def category_catalog(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource,
+                     c2: dg.ResourceParam[C2Client], hector: dg.ResourceParam[HectorClient]) -> dg.MaterializeResult:
+    sync = category_sync(context, settings, store, c2, hector)
+    if not sync.flows():
+        return skipped(sync, None)
+    try:
+        catalog_id, resolved = sync.resolve_catalog()
+    except MappingInvalid as invalid:
+        raise dg.Failure(description=str(invalid)) from None
+    fields = pl.DataFrame(
+        [(name, f.id, f.type) for name, f in sorted(resolved.c2_fields.items())]
+        + [(f"{scope} attribute {name}", resolved.hector_name(scope, name), kind)  # type: ignore[arg-type]
+           for (scope, name), kind in sorted(resolved.attribute_kinds.items()) if (scope, name) in resolved.attribute_names],
+        schema=["name", "id_or_spelling", "type"], orient="row")
+    return dg.MaterializeResult(metadata={
+        "catalog_id": catalog_id, "cmdb_id": resolved.cmdb_id, "c2_category_id": resolved.c2_category_id,
+        "hector_category_id": resolved.hector_category_id, "stockroom_id": resolved.stockroom_id,
+        "c2_fields": len(resolved.c2_fields), "resolved": dg.MetadataValue.md(markdown_table(fields, limit=60)),
+    })
 
 
 def snapshot_metadata(snap: Snapshot, calls: dict[str, int]) -> dict[str, object]:
@@ -153,13 +184,13 @@ def snapshot_metadata(snap: Snapshot, calls: dict[str, int]) -> dict[str, object
 
 
 @dg.asset(
-    group_name="c2_itsm", kinds={"duckdb", "polars"}, owners=OWNERS,
+    deps=[category_catalog], group_name="c2_itsm", kinds={"duckdb", "polars"}, owners=OWNERS,
     description="The category's CIs as C2 ITSM lists them, fields resolved from ids to names "
     "(DuckDB table c2_ci). Full read on full_sync_weekday, else the CIs changed in the last 7 days.",
 )
 def c2_cmdb_snapshot(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource,
                      c2: dg.ResourceParam[C2Client], hector: dg.ResourceParam[HectorClient]) -> dg.MaterializeResult:
-    sync = start(context, settings, store, c2, hector)
+    sync = start(context, settings, store, c2, hector, reading=True)
     if isinstance(sync, dg.MaterializeResult):
         return sync
     snap, calls = sync.snapshot_c2(read_mode(context))
@@ -167,13 +198,13 @@ def c2_cmdb_snapshot(context: dg.AssetExecutionContext, settings: SyncConfigReso
 
 
 @dg.asset(
-    group_name="hector", kinds={"duckdb", "polars"}, owners=OWNERS,
+    deps=[category_catalog], group_name="hector", kinds={"duckdb", "polars"}, owners=OWNERS,
     description="The mapped Hector category's subcategories and assets (DuckDB tables "
     "hector_subcategory and hector_asset), read like the C2 snapshot.",
 )
 def hector_inventory_snapshot(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource,
                      c2: dg.ResourceParam[C2Client], hector: dg.ResourceParam[HectorClient]) -> dg.MaterializeResult:
-    sync = start(context, settings, store, c2, hector)
+    sync = start(context, settings, store, c2, hector, reading=True)
     if isinstance(sync, dg.MaterializeResult):
         return sync
     models, assets, calls = sync.snapshot_hector(read_mode(context))
@@ -247,7 +278,7 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
         identity: dict[str, object] = {"plan_id": "none: the mapping is broken, so nothing was planned"}
         if not problems:
             plan, changes = sync.plan(direction)
-            identity = plan_metadata(plan)
+            identity = plan_metadata(plan) | {"catalog_id": sync.catalog[0]}
         summary = sync.summary(direction, changes)
         writes = changes.filter(~pl.col("action").is_in(["unchanged", "skip"]))
         counts = {a: summary.counts[a] for a in ACTIONS[direction]}
@@ -347,7 +378,7 @@ c2_writeback = writeback_asset(
     "c2_writeback", TO_C2, c2_change_set, "CIs created from assets get the external ref right after")
 
 WRITEBACK_ASSET = {TO_HECTOR: hector_writeback.key.to_user_string(), TO_C2: c2_writeback.key.to_user_string()}
-SNAPSHOTS = [c2_cmdb_snapshot, hector_inventory_snapshot]
+SNAPSHOTS = [category_catalog, c2_cmdb_snapshot, hector_inventory_snapshot]  # the reads, and what they read with
 TO_HECTOR_ASSETS = [*SNAPSHOTS, desired_hector_models, hector_change_set, hector_writeback]
 TO_C2_ASSETS = [*SNAPSHOTS, desired_c2_cis, c2_change_set, c2_writeback]
 ALL_ASSETS = [*SNAPSHOTS, desired_hector_models, desired_c2_cis, hector_change_set, c2_change_set,

@@ -22,7 +22,7 @@ from hector_sync.defs.assets import (
 from hector_sync.defs.resources import StoreResource, SyncConfigResource
 from hector_sync.hector import HectorClient
 from hector_sync.plans import PlanBook
-from hector_sync.sync import GuardRefused, StalePlan
+from hector_sync.sync import GuardRefused, MappingInvalid, StalePlan
 
 JOB_OF: dict[Direction, str] = {
     Direction.C2_TO_HECTOR: "c2_to_hector_sync",
@@ -61,6 +61,10 @@ def undo_category(context: dg.OpExecutionContext, config: UndoConfig, settings: 
     directions = PlanBook(sync.store).applied_by(config.run_id).get(sync.key)
     if not directions:
         raise dg.Failure(description=f"run {config.run_id} applied nothing in category '{sync.key}'; nothing to undo")
+    try:
+        sync.resolve_catalog()
+    except MappingInvalid as invalid:
+        raise dg.Failure(description=str(invalid)) from None
     sync.snapshot_c2("full")
     sync.snapshot_hector("full")
     for direction in directions:
