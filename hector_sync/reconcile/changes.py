@@ -17,7 +17,7 @@ import polars as pl
 
 from hector_sync.config import Direction
 from hector_sync.reconcile.mapping import CategoryPlan
-from hector_sync.reconcile.normalize import lit, quoted
+from hector_sync.reconcile.normalize import CASELESS, comparable, lit, quoted
 
 ACTIONS: dict[Direction, tuple[str, ...]] = {
     Direction.C2_TO_HECTOR: (
@@ -41,13 +41,23 @@ CHANGE_SCHEMA = {
 
 def entries(plan: CategoryPlan, indexes: tuple[int, ...], field: str, old: str, new: str) -> str:
     """A list of {field, old, new} structs, one per target index; the strings are templates
-    over `{i}` (target index), `{name}` (its Hector name) and `{source}` (its C2 field)."""
+    over `{i}` (target index), `{name}` (its Hector name) and `{source}` (its C2 field).
+
+    Where `new` is `old` in another case and the target's kind is CASELESS (an e-mail address),
+    `new` is `old`: the same value, so no difference, and the old spelling is what is agreed.
+    """
 
     def fill(template: str, i: int) -> str:
         t = plan.targets[i]
         return template.format(i=i, name=lit(t.name), source=lit(t.source))
 
-    items = [f"{{'field': {fill(field, i)}, 'old': {fill(old, i)}, 'new': {fill(new, i)}}}" for i in indexes]
+    def new_value(i: int) -> str:
+        kind, was, value = plan.targets[i].kind, fill(old, i), fill(new, i)
+        if kind not in CASELESS:
+            return value
+        return f"CASE WHEN {comparable(was, kind)} = {comparable(value, kind)} THEN {was} ELSE {value} END"
+
+    items = [f"{{'field': {fill(field, i)}, 'old': {fill(old, i)}, 'new': {new_value(i)}}}" for i in indexes]
     return "[" + ", ".join(items) + "]" if items else "[]::STRUCT(field VARCHAR, old VARCHAR, new VARCHAR)[]"
 
 
@@ -82,11 +92,12 @@ def with_drift(rows: str, plan: CategoryPlan, direction: Direction, *, ci_column
     keyed by, where the two differ (C2 field names).
     """
     other, owner = SYSTEM[direction], OWNER[direction]
-    drift = "b.field IS NOT NULL AND r.old IS DISTINCT FROM b.value"
+    drift = f"b.field IS NOT NULL AND NOT {_same_value(plan, direction, 'r.old', 'b.value')}"
+    back = _same_value(plan, direction, "r.new", "b.value")
     return f"""
-        SELECT CASE WHEN {drift} AND r.new IS NOT DISTINCT FROM b.value THEN 'revert_drift' ELSE r.action END AS action,
+        SELECT CASE WHEN {drift} AND {back} THEN 'revert_drift' ELSE r.action END AS action,
                r.* EXCLUDE (action, reason),
-               CASE WHEN {drift} AND r.new IS NOT DISTINCT FROM b.value
+               CASE WHEN {drift} AND {back}
                     THEN 'drift: ' || r.field || ' was changed in {other} from '
                          || coalesce({quoted('b.value')}, 'empty') || ' to ' || coalesce({quoted('r.old')}, 'empty')
                          || ', but {owner} owns it; its value is put back'
@@ -98,6 +109,17 @@ def with_drift(rows: str, plan: CategoryPlan, direction: Direction, *, ci_column
         LEFT JOIN baseline b ON b.category_key = {lit(plan.key)} AND b.ci_id = r.{ci_column}
                              AND b.field = coalesce(n.name, r.field)
     """
+
+
+def _same_value(plan: CategoryPlan, direction: Direction, a: str, b: str) -> str:
+    """SQL: values `a` and `b` of a change row's field `r.field` are one value by its target's
+    kind (e-mail addresses in any case); rows name fields as the system written to does."""
+    caseless = {(t.source if direction is Direction.HECTOR_TO_C2 else t.name): t.kind
+                for t in plan.targets if t.kind in CASELESS}
+    same = f"{a} IS NOT DISTINCT FROM {b}"
+    cases = " ".join(f"WHEN r.field = {lit(name)} THEN {comparable(a, kind)} IS NOT DISTINCT FROM {comparable(b, kind)}"
+                     for name, kind in caseless.items())
+    return f"(CASE {cases} ELSE {same} END)" if cases else same
 
 
 @dataclass(frozen=True)
@@ -121,7 +143,7 @@ def summarize(changes: pl.DataFrame, linked: int, direction: Direction = Directi
 
 @dataclass(frozen=True)
 class Guard:
-    """The spec's change-size guard: hold back a change set that looks like a wipe."""
+    """The change-size guard (docs/sync-rules.md): hold back a change set that looks like a wipe."""
 
     max_fraction: float
     source_count: int

@@ -1,8 +1,9 @@
 """A category's mapping resolved into typed targets: what the SQL of reconciliation iterates over.
 
 Configuration names Hector fields and attributes; reconciliation needs, for each, the C2 field
-on the other end, which way it flows, how to compare it (text, number, date) and how to read it
-back from Hector's snapshot. This module is the only place that knows both vocabularies.
+on the other end, which way it flows, how to compare it (text, number, date, or user: an e-mail
+address, in any case) and how to read it back from Hector's snapshot. This module is the only
+place that knows both vocabularies.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Literal
 
 from hector_sync.config import CategoryConfig, Direction
 
-Kind = Literal["text", "number", "date"]
+Kind = Literal["text", "number", "date", "user"]
 Scope = Literal["model", "asset"]
 
 NAME_PSEUDO_FIELD = "Name"
@@ -34,8 +35,9 @@ TO_C2 = Direction.HECTOR_TO_C2
 
 
 def comparison_kind(hector_kind: Kind, c2_type: str) -> Kind:
-    """Compare as the stricter of the two sides, so '42' and 42.0 are one value, not a diff."""
-    if hector_kind == "text" and c2_type in ("number", "date"):
+    """Compare as the stricter of the two sides, so '42' and 42.0 are one value, not a diff, and
+    'Jane.Doe@Example.com' in a C2 `user` field is the text 'jane.doe@example.com' in Hector."""
+    if hector_kind == "text" and c2_type in ("number", "date", "user"):
         return c2_type  # type: ignore[return-value]
     return hector_kind
 

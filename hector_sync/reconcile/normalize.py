@@ -3,7 +3,9 @@
 Everything here is SQL text over the documented tables (see `hector_sync.store`), run by the
 caller on whatever DuckDB connection holds them: the sync's file, or an in-memory database in
 tests. Values become canonical text: trimmed strings with empty meaning null, numbers through
-DOUBLE, dates through DATE, so both sides compare equal exactly when the rules say they are.
+DOUBLE, dates through DATE, e-mail addresses (C2 `user` fields) trimmed and checked, so both
+sides compare equal exactly when the rules say they are (addresses: whatever their case, see
+`comparable`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, NAME_PSEUDO_FIELD, T
 # DuckDB's trim(x, characters) costs per character of the set, on every value.
 BLANK = r"[\s\p{Z}\x{0b}\x{85}\x{1c}-\x{1f}]"
 ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+# An e-mail address as C2 ITSM's `user` fields take it, checked simply (as the C2 simulator
+# does): one @, a non-empty local part, a domain with a dot that is not its first or last
+# character, and no white space (trimmed first, like every value).
+_ADDRESS_CHAR = "[^@" + BLANK[1:]
+EMAIL = rf"{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+\.{_ADDRESS_CHAR}+"
+CASELESS: frozenset[Kind] = frozenset({"user"})  # kinds whose values are the same in any case
+EXPECTED = {"number": "a number", "date": "a date (YYYY-MM-DD)", "user": "an e-mail address"}  # by kind
 REQUIRED = {"maker": "model", "model": "model", "description": "model", "title": "asset"}  # Hector refuses them empty
 
 
@@ -29,15 +38,24 @@ def trimmed(expr: str) -> str:
 
 def canon(expr: str, kind: Kind) -> str:
     """The canonical text of a value, NULL when empty or not of its kind: numbers must be finite
-    (JSON carries no NaN), dates a real YYYY-MM-DD day (not 'infinity', 'epoch' or year 0)."""
+    (JSON carries no NaN), dates a real YYYY-MM-DD day (not 'infinity', 'epoch' or year 0), and
+    e-mail addresses match `EMAIL` (they keep their case: it is written as the source holds it)."""
     value = trimmed(expr)
     if kind == "text":
         return value
+    if kind == "user":
+        return f"CASE WHEN regexp_full_match({value}, {lit(EMAIL)}) THEN {value} END"
     if kind == "number":
         number = f"TRY_CAST({value} AS DOUBLE)"
         return f"CASE WHEN isfinite({number}) THEN CAST({number} AS VARCHAR) END"
     return (f"CASE WHEN regexp_full_match({value}, {lit(ISO_DATE)}) "
             f"AND CAST(TRY_CAST({value} AS DATE) AS VARCHAR) = {value} THEN {value} END")
+
+
+def comparable(expr: str, kind: Kind) -> str:
+    """What decides whether two canonical values of a kind are the same value: the value itself,
+    except for the CASELESS kinds (e-mail addresses), the same whatever their case."""
+    return f"lower({expr})" if kind in CASELESS else expr
 
 
 def quoted(expr: str) -> str:
@@ -103,8 +121,7 @@ def _reason(plan: CategoryPlan, i: int) -> str:
     t = plan.targets[i]
     if t.name in REQUIRED:
         return f"{lit(f'{t.source} is empty, and Hector needs a {t.name} for the {REQUIRED[t.name]}')}"
-    expected = "a number" if t.kind == "number" else "a date (YYYY-MM-DD)"
-    return f"{lit(t.source + ' ')} || {quoted(f'r{i}')} || {lit(f' is not {expected}')}"
+    return f"{lit(t.source + ' ')} || {quoted(f'r{i}')} || {lit(f' is not {EXPECTED[t.kind]}')}"
 
 
 def rejected_cis(plan: CategoryPlan, source: str) -> str:
@@ -145,7 +162,8 @@ def desired_models(plan: CategoryPlan, source: str) -> str:
     """One subcategory per distinct triple; where CIs disagree the most recent CI wins."""
     optional = [(i, t) for i, t in enumerate(plan.targets) if t.scope == "model" and t.name not in MODEL_KEY_FIELDS]
     disagreements = ", ".join(
-        f"CASE WHEN count(DISTINCT v{i}) > 1 THEN {lit(t.name + ': ')} || count(DISTINCT v{i}) "
+        f"CASE WHEN count(DISTINCT {comparable(f'v{i}', t.kind)}) > 1 THEN {lit(t.name + ': ')} "
+        f"|| count(DISTINCT {comparable(f'v{i}', t.kind)}) "
         f"|| ' different values' END"
         for i, t in optional
     )

@@ -12,9 +12,7 @@ from __future__ import annotations
 from hector_sync.reconcile.changes import assemble, differing, entries, with_drift
 from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD, TO_C2, CategoryPlan
 from hector_sync.reconcile.match import hector_assets, hector_models, pairs
-from hector_sync.reconcile.normalize import lit, normalized_cis, quoted
-
-EXPECTED = {"number": "a number", "date": "a date (YYYY-MM-DD)"}
+from hector_sync.reconcile.normalize import EXPECTED, lit, normalized_cis, quoted
 
 
 def _problems(plan: CategoryPlan) -> dict[int, tuple[str, str]]:

@@ -19,13 +19,20 @@ kind                    index  what the CI looks like
 ``duplicate_serial``    13     same SerialNumber as index :data:`DUPLICATE_SERIAL_OF` (5)
 ``retired``             17     status ``retired``
 ``no_description``      19     no Description field at all
+``padded_owner``        27     Owner has stray spaces (``"  zoe.silva@example.com "``)
+``upper_owner``         29     Owner is all upper case (``"ZOE.SILVA@EXAMPLE.COM"``)
 ======================  =====  ==========================================================
+
+The two Owner records hold an address in every category but Servers, whose CIs have no owner.
 
 Indexes below :data:`ORDINARY_FROM` are otherwise ordinary and active; from there on about
 2 % of CIs are retired at random. Everyday gaps anywhere: AssetTag null for ~3 %, Owner null
-for ~10 % (and every server), WarrantyEnd null for ~8 %. Hector starts with unlinked Laptops assets whose
-"Serial number" equals the SerialNumber of the Laptops CIs at :data:`UNLINKED_LAPTOPS`, and
-two unlinked assets sharing the serial of the Laptops CI at :data:`AMBIGUOUS_LAPTOP`.
+for ~10 % (and every server), WarrantyEnd null for ~8 %. Owner is a ``user`` field: an e-mail
+address, firstname.lastname@example.com, written Firstname.Lastname@example.com in ~10 %.
+
+Hector starts with unlinked Laptops assets whose "Serial number" equals the SerialNumber of
+the Laptops CIs at :data:`UNLINKED_LAPTOPS`, and two unlinked assets sharing the serial of the
+Laptops CI at :data:`AMBIGUOUS_LAPTOP`.
 """
 
 import hashlib
@@ -45,7 +52,7 @@ from hector_sync.demo import DEMO_SEED, DEMO_SIZE
 FieldType = Literal["text", "number", "date", "choice", "user"]
 MessyKind = Literal[
     "blank_maker", "whitespace_model", "padded_maker", "duplicate_serial", "retired",
-    "no_description",
+    "no_description", "padded_owner", "upper_owner",
 ]
 
 MESSY: Mapping[MessyKind, int] = {
@@ -55,6 +62,8 @@ MESSY: Mapping[MessyKind, int] = {
     "duplicate_serial": 13,
     "retired": 17,
     "no_description": 19,
+    "padded_owner": 27,
+    "upper_owner": 29,
 }
 DUPLICATE_SERIAL_OF = 5
 ORDINARY_FROM = 50
@@ -242,6 +251,20 @@ def _iso_date(ordinal: int) -> str:
     return date.fromordinal(ordinal).isoformat()
 
 
+# Every owner address, lower case and as people capitalise it, built once: ci_at runs a million
+# times on big categories.
+_ADDRESSES: tuple[tuple[str, ...], ...] = tuple(
+    tuple(f"{first}.{last}@{OWNER_DOMAIN}" for first in firsts for last in lasts)
+    for firsts, lasts in ((FIRST_NAMES, LAST_NAMES),
+                          ([n.capitalize() for n in FIRST_NAMES], [n.capitalize() for n in LAST_NAMES])))
+
+
+def _address(w: tuple[int, ...]) -> str:
+    """An owner's e-mail address (a C2 `user` value), capitalised as people type it in ~10 %."""
+    index = w[6] % len(FIRST_NAMES) * len(LAST_NAMES) + w[7] % len(LAST_NAMES)
+    return _ADDRESSES[w[14] % 100 < 10][index]
+
+
 def _cumulative(models: tuple[Model, ...]) -> list[int]:
     return list(accumulate(m.popularity for m in models))
 
@@ -342,7 +365,7 @@ class SampleData:
             retired = w[10] % 100 < 2
         else:
             retired = index == MESSY["retired"]
-            self._make_messy(category_name, index, values)
+            self._make_messy(category_name, index, values, w)
         return {
             "id": ci_id(category_name, index), "cmdb_id": spec.cmdb_id, "category_id": spec.id,
             "name": f"{spec.name_prefix}-{index:05d}", "status": "retired" if retired else "active",
@@ -350,7 +373,8 @@ class SampleData:
             "modified_at": iso_utc(self._modified_ts(w)), "version": 1 + w[11] % 12,
         }
 
-    def _make_messy(self, category_name: str, index: int, values: dict[str, Any]) -> None:
+    def _make_messy(self, category_name: str, index: int, values: dict[str, Any],
+                    w: tuple[int, ...]) -> None:
         if index == MESSY["blank_maker"]:
             values["Manufacturer"] = ""
         elif index == MESSY["whitespace_model"]:
@@ -361,14 +385,16 @@ class SampleData:
             values["SerialNumber"] = self.serial(category_name, DUPLICATE_SERIAL_OF)
         elif index == MESSY["no_description"]:
             del values["Description"]
+        elif index == MESSY["padded_owner"] and category_name != "Servers":
+            values["Owner"] = f"  {_address(w)} "
+        elif index == MESSY["upper_owner"] and category_name != "Servers":
+            values["Owner"] = _address(w).upper()
 
     @staticmethod
     def _owner(spec: CategorySpec, w: tuple[int, ...]) -> str | None:
         if spec.name == "Servers" or w[8] % 100 < 10:
             return None
-        first = FIRST_NAMES[w[6] % len(FIRST_NAMES)]
-        last = LAST_NAMES[w[7] % len(LAST_NAMES)]
-        return f"{first}.{last}@{OWNER_DOMAIN}"
+        return _address(w)
 
     def hector_seed(self) -> "HectorSeed":
         """Hector's state before any sync: reference data, a few models and unlinked assets."""
