@@ -330,7 +330,7 @@ def _sync(config: SyncConfig, path: str | None, keys: list[str], full: bool, all
 
 def _print_results(results: list[CategoryResult]) -> int:
     """The summary table of `sync` and `apply`, then each failure; the exit status."""
-    from hector_sync.store import SUMMARY_COLUMNS
+    from hector_sync.state import SUMMARY_COLUMNS
 
     print(f"{'category':<12} {'direction':<13} {'status':<8} " + " ".join(f"{c:>9}" for c in SUMMARY_COLUMNS))
     for r in results:

@@ -20,8 +20,8 @@ from email.message import EmailMessage
 import dagster as dg
 
 from hector_sync.config import ConfigError, SmtpSettings, SyncConfig
+from hector_sync.defs.tags import PARTITION_TAG
 
-PARTITION_TAG = "dagster/partition"
 # Without dagster_url the e-mail cannot know where the UI is served: it says how to open it.
 UI_HINT = ("served by `dagster dev` or `hector-sync demo --ui` on the sync's machine; "
            "dagster_url in the configuration links it here")

@@ -16,12 +16,14 @@ import dagster as dg
 from filelock import FileLock
 
 from hector_sync.config import ConfigError, Direction, SyncConfig
-from hector_sync.defs.assets import ALLOW_LARGE_CHANGE_TAG, READ_TAG, WRITEBACK_ASSET
-from hector_sync.defs.jobs import JOB_OF, SYSTEM_TAGS
+from hector_sync.defs.assets import WRITEBACK_ASSET
+from hector_sync.defs.jobs import JOB_OF
+from hector_sync.defs.tags import ALLOW_LARGE_CHANGE_TAG, READ_TAG, SYSTEM_TAGS
 from hector_sync.definitions import build_definitions
 from hector_sync.notify import failure_report, send_report
 from hector_sync.plans import Plan, PlanBook
-from hector_sync.store import SUMMARY_COLUMNS, Store
+from hector_sync.state import SUMMARY_COLUMNS, SyncState
+from hector_sync.store import Store
 from hector_sync.sync import FLOWS, open_clients
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -145,7 +147,7 @@ class Runs:
         rows = []
         for way in directions:
             applied = plan_id or planned_by(self.book, outcome.run_id, key, way)
-            counts = self.store.outcome_counts(key, way.value, outcome.run_id, applied)
+            counts = SyncState(self.store).outcome_counts(key, way.value, outcome.run_id, applied)
             rows.append(CategoryResult(key, way.value, outcome.run_id, outcome.success, counts))
         if not outcome.success:
             report = failure_report(instance, outcome.run_id)

@@ -1,4 +1,7 @@
-"""The DuckDB file: schema, short-lived locked connections, snapshot swaps and the history.
+"""The DuckDB file itself: schema, settings, short-lived locked connections, category locks and
+snapshot swaps. What the sync asks of the file and notes in it is `hector_sync.state.SyncState`
+(reads, resolutions, links, baseline, create journal, outcomes) and `hector_sync.plans.PlanBook`
+(plans and their history).
 
 DuckDB lets one process hold a file at a time, so every connection here is short-lived and
 taken under a cross-process file lock: category runs, `plan` and the UI's ad-hoc runs queue on
@@ -39,7 +42,6 @@ from filelock import FileLock, Timeout
 
 LOCK_TIMEOUT_S = 900.0
 CATEGORY_WAIT_S = 900.0
-KEPT_CATALOGS = 20  # resolutions kept per category, beyond those a snapshot still names
 
 
 class CategoryBusy(Exception):
@@ -124,10 +126,6 @@ HECTOR_ASSET_COLUMNS = (
     "acquisition_date", "assigned_date", "return_date", "maintenance_date", "end_of_life_date",
     "status", "attributes", "c2_ref", "external_refs", "updated_at", "version",
 )
-CHANGE_SET_COLUMNS = (
-    "category_key", "direction", "action", "item", "target_id", "target_version", "model_key",
-    "field", "old", "new", "reason",
-)
 HISTORY_SCHEMA = {
     **{c: pl.Utf8 for c in (
         "run_id", "plan_id", "category_key", "direction", "action", "item", "target_id", "field", "old",
@@ -136,8 +134,6 @@ HISTORY_SCHEMA = {
     "recorded_at": pl.Datetime("us", "UTC"),
 }
 HISTORY_COLUMNS = tuple(HISTORY_SCHEMA)
-# What a run did to items, as `hector-sync sync` and the writeback's metadata count it.
-SUMMARY_COLUMNS = ("created", "updated", "moved", "retired", "unchanged", "skipped", "failed")
 
 
 # DuckDB takes 80% of RAM by default; bounded, it spills to disk instead, so a million-CI
@@ -265,160 +261,3 @@ class Store:
             count = scalar(con, f"SELECT count(*) FROM {table} WHERE category_key = ?", [category_key])
             con.execute("COMMIT")
         return int(count or 0)
-
-    def record_snapshot(
-        self, category_key: str, system: str, read_kind: str, run_id: str | None, row_count: int, catalog_id: str,
-    ) -> int | None:
-        """Note a finished read and the resolution it read with; returns the previous row count
-        (for the empty-category guard)."""
-        with self.connect() as con:
-            # The last count that had rows: a refused empty read must not lower the bar for the next.
-            previous = scalar(
-                con,
-                "SELECT coalesce(nullif(row_count, 0), previous_row_count) FROM snapshot_state "
-                "WHERE category_key = ? AND system = ?",
-                [category_key, system],
-            )
-            con.execute(
-                "INSERT OR REPLACE INTO snapshot_state (category_key, system, read_kind, read_at, run_id, row_count, "
-                "previous_row_count, catalog_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [category_key, system, read_kind, datetime.now(UTC), run_id, row_count, previous, catalog_id],
-            )
-        return None if previous is None else int(previous)
-
-    def save_catalog(self, category_key: str, run_id: str | None, mapping: str, resolution: str) -> str:
-        """Keep a category's resolution (`mapping`: the configured mapping it resolved, as JSON)
-        and return its id; the last KEPT_CATALOGS per category stay, for the snapshots that read
-        with them."""
-        now = datetime.now(UTC)
-        catalog_id = f"{category_key}.{now:%Y%m%dT%H%M%S%fZ}"
-        with self.connect() as con:
-            con.execute("INSERT INTO category_catalog VALUES (?, ?, ?, ?, ?, ?)",
-                        [category_key, catalog_id, run_id, now, mapping, resolution])
-            con.execute(
-                """DELETE FROM category_catalog WHERE category_key = ? AND catalog_id NOT IN (
-                       SELECT catalog_id FROM category_catalog WHERE category_key = ?
-                       ORDER BY resolved_at DESC LIMIT ?)
-                   AND catalog_id NOT IN (SELECT catalog_id FROM snapshot_state WHERE catalog_id IS NOT NULL)""",
-                [category_key, category_key, KEPT_CATALOGS])
-        return catalog_id
-
-    def catalog(self, category_key: str, catalog_id: str | None = None) -> dict[str, object] | None:
-        """A kept resolution of the category (`catalog_id`), else its latest."""
-        rows = self.query(
-            "SELECT * FROM category_catalog WHERE category_key = ? AND (? IS NULL OR catalog_id = ?) "
-            "ORDER BY resolved_at DESC LIMIT 1", [category_key, catalog_id, catalog_id])
-        return rows.row(0, named=True) if rows.height else None
-
-    def snapshot_state(self, category_key: str, system: str) -> dict[str, object] | None:
-        rows = self.query(
-            "SELECT * FROM snapshot_state WHERE category_key = ? AND system = ?",
-            [category_key, system],
-        )
-        return rows.row(0, named=True) if rows.height else None
-
-    def outcome_counts(self, category_key: str, direction: str, run_id: str, plan_id: str | None) -> dict[str, int]:
-        """Items (not field rows) per summary column for one run and direction; `unchanged`
-        counts the pairs of the plan the run applied that already agreed."""
-        frame = self.query(
-            """
-            SELECT CASE WHEN outcome IN ('refused', 'conflict', 'held') THEN 'failed'
-                        WHEN outcome IN ('created', 'already_there') AND action IN ('create_asset', 'create_ci') THEN 'created'
-                        WHEN outcome IN ('linked', 'reverted', 'reactivated')
-                             OR (outcome = 'updated' AND action IN ('update_asset', 'update_ci')) THEN 'updated'
-                        WHEN outcome IN ('moved', 'retired', 'skipped') THEN outcome END AS kind,
-                   count(DISTINCT item) AS n
-            FROM change_history WHERE run_id = ? AND category_key = ? AND direction = ? GROUP BY 1
-            UNION ALL
-            SELECT 'unchanged', count(*) FROM change_set WHERE plan_id = ? AND action = 'unchanged'
-            """,
-            [run_id, category_key, direction, plan_id],
-        )
-        counts = dict.fromkeys(SUMMARY_COLUMNS, 0)
-        counts.update({k: int(n) for k, n in frame.iter_rows() if k})
-        return counts
-
-    def upsert_links(self, category_key: str, links: list[tuple[str, int]], run_id: str | None) -> None:
-        """Keep CI ↔ asset links; a CI created from an asset is no longer pending."""
-        if not links:
-            return
-        now = datetime.now(UTC)
-        with self.connect() as con:
-            con.execute("BEGIN")
-            con.executemany(
-                "INSERT OR REPLACE INTO link VALUES (?, ?, ?, ?, ?)",
-                [(category_key, ci, asset, now, run_id) for ci, asset in links],
-            )
-            con.execute(
-                "DELETE FROM pending_create WHERE category_key = ? AND asset_id IN (SELECT unnest(?::BIGINT[]))",
-                [category_key, [asset for _, asset in links]],
-            )
-            con.execute("COMMIT")
-
-    def record_intents(self, category_key: str, intents: list[tuple[int, str]], run_id: str | None) -> None:
-        """Journal (asset id, CI name) of CIs about to be created, before the calls are made."""
-        if not intents:
-            return
-        now = datetime.now(UTC)
-        with self.connect() as con:
-            con.executemany(
-                "INSERT OR REPLACE INTO pending_create VALUES (?, ?, ?, ?, ?)",
-                [(category_key, asset, name, now, run_id) for asset, name in intents],
-            )
-
-    def pending_intents(self, category_key: str) -> dict[int, datetime]:
-        """Assets with a CI create whose outcome is unknown, and when it was journalled."""
-        frame = self.query("SELECT asset_id, recorded_at FROM pending_create WHERE category_key = ?", [category_key])
-        return dict(frame.iter_rows())
-
-    def journalled_creates(self, category_key: str) -> dict[int, tuple[datetime, datetime | None]]:
-        """Every journalled CI create of the category: asset id → (when it was journalled, when
-        a writeback first held it after that, or None).
-
-        A hold is a `held` create_ci row in change_history at or after the journal entry: C2
-        ITSM gave that create no certain answer (a 5xx, a lost answer, a timeout), or another
-        writeback had sent it; either way it may have landed, and it waits for a later read
-        (see `hector_sync.writeback.c2`). An entry never held is from a run killed before it
-        heard back. Sending the create again journals it anew, so older holds no longer count.
-        """
-        frame = self.query(
-            """
-            SELECT p.asset_id, any_value(p.recorded_at), min(h.recorded_at)
-            FROM pending_create p LEFT JOIN change_history h
-                ON h.category_key = p.category_key AND h.action = 'create_ci' AND h.outcome = 'held'
-                AND h.item = CAST(p.asset_id AS VARCHAR) AND h.recorded_at >= p.recorded_at
-            WHERE p.category_key = ? GROUP BY p.asset_id
-            """,
-            [category_key],
-        )
-        return {asset: (at, held) for asset, at, held in frame.iter_rows()}
-
-    def settle_intents(self, category_key: str) -> None:
-        """Journalled creates whose asset now carries the external ref are settled."""
-        with self.connect() as con:
-            con.execute(
-                "DELETE FROM pending_create WHERE category_key = ? AND asset_id IN "
-                "(SELECT id FROM hector_asset WHERE category_key = ? AND c2_ref IS NOT NULL)",
-                [category_key, category_key],
-            )
-
-    def drop_intents(self, category_key: str, asset_ids: list[int]) -> None:
-        """Creates C2 ITSM refused: nothing was made, so nothing is to be found again."""
-        if asset_ids:
-            with self.connect() as con:
-                con.execute(
-                    "DELETE FROM pending_create WHERE category_key = ? AND asset_id IN (SELECT unnest(?::BIGINT[]))",
-                    [category_key, asset_ids],
-                )
-
-    def upsert_baseline(self, category_key: str, agreed: list[tuple[str, int, str, str | None]], run_id: str | None) -> None:
-        """(ci id, asset id, field, value) pairs both sides now hold, after our own writes."""
-        if not agreed:
-            return
-        now = datetime.now(UTC)
-        with self.connect() as con:
-            con.executemany(
-                "INSERT OR REPLACE INTO baseline VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(category_key, ci, asset, f, value, now, run_id) for ci, asset, f, value in agreed],
-            )
-

@@ -26,6 +26,7 @@ from hector_sync.progress import Progress
 from hector_sync.reconcile import Derived, Reconciler
 from hector_sync.reconcile.changes import SYSTEM, Guard, Summary, summarize
 from hector_sync.snapshot import Snapshot, read_c2, read_hector
+from hector_sync.state import SyncState
 from hector_sync.store import Store
 from hector_sync.writeback.c2 import C2Writeback
 from hector_sync.writeback.hector import HectorWriteback
@@ -100,12 +101,12 @@ class CategorySync:
         `category_catalog` asset, and `plan` before its reads. Raises MappingInvalid."""
         resolved = Catalog(self.config, self.c2, self.hector).resolve(self.category)
         mapping = mapping_of(self.config, self.category)
-        return self.store.save_catalog(self.key, self.run_id, mapping, resolved.to_json()), resolved
+        return SyncState(self.store).save_catalog(self.key, self.run_id, mapping, resolved.to_json()), resolved
 
     def stored_catalog(self, catalog_id: str | None = None) -> tuple[str, ResolvedCategory]:
         """A kept resolution (`catalog_id`, else the latest), if the file still maps the category
         as it did then; else MappingInvalid saying what to rematerialize."""
-        row = self.store.catalog(self.key, catalog_id)
+        row = SyncState(self.store).catalog(self.key, catalog_id)
         if row is None:
             raise MappingInvalid(self.key, ["its names were never resolved: materialize category_catalog, "
                                             "or run the category's whole job"])
@@ -119,7 +120,7 @@ class CategorySync:
     def catalog(self) -> tuple[str, ResolvedCategory]:
         """The resolution the steps after the reads use: the one the newest snapshot read with,
         so that a step rerun alone works with exactly its snapshot's ids."""
-        reads = [r for r in (self.store.snapshot_state(self.key, s) for s in ("c2", "hector")) if r and r["catalog_id"]]
+        reads = [r for r in (SyncState(self.store).snapshot_state(self.key, s) for s in ("c2", "hector")) if r and r["catalog_id"]]
         newest = max(reads, key=lambda r: r["read_at"])["catalog_id"] if reads else None  # type: ignore[arg-type,return-value]
         return self.stored_catalog(str(newest) if newest else None)
 
@@ -139,7 +140,7 @@ class CategorySync:
         now = datetime.now(UTC)
         if mode == "auto":
             mode = "full" if full_read_day(self.config, now) else "incremental"
-        if mode == "full" or self.store.snapshot_state(self.key, system) is None:
+        if mode == "full" or SyncState(self.store).snapshot_state(self.key, system) is None:
             return None
         return now - INCREMENTAL_WINDOW
 
@@ -152,7 +153,7 @@ class CategorySync:
         with self.c2.stats.counting() as calls:
             snap = read_c2(self.c2, self.store, resolved, since=self.since("c2", mode), progress=self._progress,
                            max_read_time=self.config.max_read_time)
-        self.store.record_snapshot(self.key, "c2", snap.read_kind, self.run_id, snap.table_rows, catalog_id)
+        SyncState(self.store).record_snapshot(self.key, "c2", snap.read_kind, self.run_id, snap.table_rows, catalog_id)
         self.__dict__["catalog"] = (catalog_id, resolved)  # the steps after this read use its resolution
         return snap, calls
 
@@ -163,7 +164,7 @@ class CategorySync:
                 self.hector, self.store, resolved, since=self.since("hector", mode), progress=self._progress,
                 max_read_time=self.config.max_read_time,
             )
-        self.store.record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows, catalog_id)
+        SyncState(self.store).record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows, catalog_id)
         self.__dict__["catalog"] = (catalog_id, resolved)
         return models, assets, calls
 
@@ -175,14 +176,14 @@ class CategorySync:
 
     def plan(self, direction: Direction) -> tuple[Plan, pl.DataFrame]:
         """Compute the change set toward `direction` from the snapshots and keep it as a new plan."""
-        state = self.store.snapshot_state(self.key, SOURCE[direction]) or {}
+        state = SyncState(self.store).snapshot_state(self.key, SOURCE[direction]) or {}
         with self.store.connect() as con:
             changes = self.reconciler.changes(con, direction, full_read=state.get("read_kind") == "full")
             self.reconciler.agree(con, self.run_id)
         plan = self.new_plan(direction, "sync")
         PlanBook(self.store).save(plan, changes)
         if direction is TO_C2:
-            self.store.settle_intents(self.key)
+            SyncState(self.store).settle_intents(self.key)
         return plan, changes
 
     def plan_undo(self, direction: Direction, run_id: str) -> tuple[Plan, pl.DataFrame]:
@@ -207,7 +208,7 @@ class CategorySync:
 
     def latest_reads(self) -> dict[str, tuple[str | None, datetime]]:
         """Per system, the run and time of the category's last stored read."""
-        reads = {s: self.store.snapshot_state(self.key, s) for s in ("c2", "hector")}
+        reads = {s: SyncState(self.store).snapshot_state(self.key, s) for s in ("c2", "hector")}
         return {s: (r.get("run_id"), r["read_at"]) for s, r in reads.items() if r}  # type: ignore[misc]
 
     def chosen_plan(self, direction: Direction, plan_id: str | None) -> Plan:
@@ -247,7 +248,7 @@ class CategorySync:
         return summarize(changes, linked=int(linked or 0), direction=direction)
 
     def guard_refusal(self, direction: Direction, summary: Summary) -> str | None:
-        state = self.store.snapshot_state(self.key, SOURCE[direction]) or {}
+        state = SyncState(self.store).snapshot_state(self.key, SOURCE[direction]) or {}
         guard = Guard(
             self.category.max_change_fraction, int(state.get("row_count") or 0), state.get("previous_row_count"), direction
         )

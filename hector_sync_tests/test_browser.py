@@ -149,16 +149,20 @@ def test_a_change_set_partition_shows_its_changes_its_skipped_cis_and_the_other_
     open_page(page, "/assets/hector_change_set?view=partitions&partition=laptops")
     expect(page.get_by_text("items_create_asset", exact=True)).to_be_visible()
     # the CIs left alone, each with why, straight on the page
-    expect(page.get_by_text("Manufacturer is empty, and Hector needs a maker for the model")).to_be_visible()
-    expect(page.get_by_text(re.compile(r"identify_by value .* matches several unlinked assets"))).to_be_visible()
+    skipped = metadata_value(page, "skipped_preview")
+    expect(skipped.get_by_role("columnheader")).to_have_text(["item", "field", "value", "reason"])
+    expect(skipped.get_by_text("Manufacturer is empty, and Hector needs a maker for the model")).to_be_visible()
+    expect(skipped.get_by_text(re.compile(r"identify_by value .* matches several unlinked assets"))).to_be_visible()
+    skipped.scroll_into_view_if_needed()  # below the first changes, which the page shows first
     page.screenshot(path=ARTIFACTS / "laptops-change-set.png")
-    # the first changes, field by field with old → new, one click away
-    page.get_by_text("[Show Markdown]").first.click()
-    dialog = page.get_by_role("dialog")
-    expect(dialog.get_by_text("move_asset", exact=True).first).to_be_visible()
-    expect(dialog.get_by_text("update_asset", exact=True).first).to_be_visible()
-    expect(dialog.get_by_text(re.compile(r"^price: [0-9.]+ → [0-9.]+$")).first).to_be_visible()
-    page.keyboard.press("Escape")
+    # the first changes, field by field with old → new, as a table on the same page
+    changes = metadata_value(page, "changes_preview")
+    expect(changes.get_by_role("columnheader")).to_have_text(["action", "item", "target", "change", "reason"])
+    expect(changes.get_by_role("cell", name="move_asset", exact=True).first).to_be_visible()
+    expect(changes.get_by_role("cell", name="update_asset", exact=True).first).to_be_visible()
+    expect(changes.get_by_role("cell", name=re.compile(r"^price: [0-9.]+ → [0-9.]+$")).first).to_be_visible()
+    expect(changes.locator("tbody tr")).to_have_count(20)  # the first rows; how many more, beside it
+    expect(metadata_value(page, "changes_preview_more_rows")).to_have_text(re.compile(r"^[1-9][0-9]*$"))
     # and every other category's partition of the same asset, by a link
     page.get_by_role("link", name="printers", exact=True).last.click()
     expect(page).to_have_url(re.compile(r"partition=printers"))

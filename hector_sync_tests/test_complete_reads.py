@@ -31,6 +31,7 @@ from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_C2_USERNAME, DEMO_CONFIG_PAT
 from hector_sync.http import MAX_ANSWER_BYTES
 from hector_sync.simulators.sample_data import category, ci_id
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
+from hector_sync.state import SyncState
 from hector_sync.store import Store
 from hector_sync_tests.conftest import Mailbox, demo_credentials, free_port
 from hector_sync_tests.console import hector_sync
@@ -59,7 +60,7 @@ def snapshot(config: SyncConfig) -> dict[str, object]:
         for table in TABLES
     }
     for system in ("c2", "hector"):
-        state = store.snapshot_state("printers", system) or {}
+        state = SyncState(store).snapshot_state("printers", system) or {}
         found[system] = (state.get("read_kind"), state.get("run_id"), state.get("row_count"), state.get("read_at"))
     return found
 

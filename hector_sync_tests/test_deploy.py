@@ -37,7 +37,8 @@ from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
 from hector_sync.definitions import build_definitions
-from hector_sync.defs.jobs import C2_ITSM_TAG, C2_TO_HECTOR_JOB, HECTOR_TAG, SYSTEM_TAGS
+from hector_sync.defs.jobs import C2_TO_HECTOR_JOB
+from hector_sync.defs.tags import C2_ITSM_TAG, HECTOR_TAG, SYSTEM_TAGS
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync_tests.conftest import WriteConfig, free_port
 from hector_sync_tests.console import hector_sync, summary_rows

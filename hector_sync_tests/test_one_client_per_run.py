@@ -13,8 +13,8 @@ import requests
 import yaml
 
 from hector_sync.config import SyncConfig
-from hector_sync.defs.assets import READ_TAG
 from hector_sync.defs.jobs import JOB_OF
+from hector_sync.defs.tags import READ_TAG
 from hector_sync.definitions import build_definitions
 from hector_sync.demo import DEMO_CONFIG_PATH
 from hector_sync.simulators.serve import RunningSimulators

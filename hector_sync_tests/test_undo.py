@@ -196,7 +196,8 @@ def test_the_undo_job_of_the_ui_shows_then_applies_the_undo_of_one_category(
         reset(sims.c2_url, sims.hector_url)
         shown = launch(apply=False)
         assert shown["plan_id"].startswith("printers.hector.") and shown["plan_kind"] == f"undo of run {run}"
-        assert "SN-UNDO-JOB" in shown["undo_preview"] and "launch again with apply: true" in shown["wrote_nothing"]
+        preview = " | ".join(str(v) for r in shown["undo_preview"].records for v in r.data.values())
+        assert "SN-UNDO-JOB" in preview and "launch again with apply: true" in shown["wrote_nothing"]
         assert writes(sims.hector_url) == {} and printers(config)[ci]["serial"] == "SN-UNDO-JOB"
 
         applied = launch(apply=True)

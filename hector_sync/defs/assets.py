@@ -11,10 +11,10 @@ later step works from the resolution its snapshots used (`CategorySync.catalog`)
 
 Each asset runs one step of `CategorySync`, which knows nothing of Dagster; `hector-sync plan`
 runs the same steps. A category materializes only the steps of its direction (per_field: both);
-the others record that they had nothing to do.
+the others record that they had nothing to do. How their metadata reads in the UI (the previews
+as tables) is defs/metadata.py's.
 """
 
-import re
 import time
 from collections.abc import Iterator
 from typing import cast
@@ -26,88 +26,21 @@ from pydantic import Field
 from hector_sync.c2 import C2Client
 from hector_sync.config import Direction
 from hector_sync.defs.checks import change_set_checks, evaluate_change_set
+from hector_sync.defs.metadata import (
+    change_table, partition_links, plan_metadata, preview_table, skipped_table, snapshot_metadata,
+)
 from hector_sync.defs.resources import StoreResource, SyncConfigResource
+from hector_sync.defs.tags import ALLOW_LARGE_CHANGE_TAG, READ_TAG
 from hector_sync.reconcile.changes import ACTIONS, CHANGE_SCHEMA
 from hector_sync.hector import HectorClient
-from hector_sync.plans import Plan, PlanBook
-from hector_sync.snapshot import Snapshot
+from hector_sync.plans import PlanBook
+from hector_sync.state import SyncState
 from hector_sync.sync import (
     TO_C2, TO_HECTOR, CategorySync, GuardRefused, MappingInvalid, ReadMode, StalePlan, UnknownPlan,
 )
-from hector_sync.textsafe import shortened
 
 OWNERS = ["team:it-ops"]
-READ_TAG = "hector_sync/read"  # full | incremental; absent: full on full_sync_weekday only
-ALLOW_LARGE_CHANGE_TAG = "hector_sync/allow_large_change"
-PREVIEW_ROWS = 20
 ARROW = {TO_HECTOR: "C2 ITSM → Hector", TO_C2: "Hector → C2 ITSM"}
-MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")  # each escaped with a backslash
-# A value's first characters in a preview cell: enough to recognise it, while a 100 kB field
-# cannot swell the event log (which keeps every materialization's metadata) or the UI's page.
-PREVIEW_CHARS = 80
-
-
-def cell(value: object) -> str:
-    """A value as one table cell that reads as typed (inventory text is full of |, *, _ and []),
-    cut to PREVIEW_CHARS."""
-    text = shortened(" ".join(("" if value is None else str(value)).splitlines()), PREVIEW_CHARS)
-    return MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-def markdown_table(frame: pl.DataFrame, limit: int = PREVIEW_ROWS) -> str:
-    if frame.is_empty():
-        return "_nothing_"
-    head = frame.head(limit)
-    return _table(head.columns, [[cell(v) for v in row] for row in head.rows()], frame.height - head.height)
-
-
-def _table(columns: list[str], cells: list[list[str]], more: int) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    if more > 0:
-        lines.append(f"\n… and {more} more rows")
-    return "\n".join(lines)
-
-
-# The preview shows the first rows: changes to what exists come before creates, the riskiest first.
-PREVIEW_ORDER = ["revert_drift", "retire_asset", "retire_ci", "move_asset", "update_asset", "update_ci",
-                 "update_subcategory", "link_asset", "link_ci", "create_subcategory", "create_asset", "create_ci"]
-
-
-def change_table(rows: pl.DataFrame) -> str:
-    """Change rows as an operator reads them: what, on which item, and the field's old → new."""
-    if rows.is_empty():
-        return markdown_table(rows)
-    rank = pl.col("action").replace_strict(PREVIEW_ORDER, list(range(len(PREVIEW_ORDER))), default=len(PREVIEW_ORDER))
-    head = rows.sort(rank, maintain_order=True).head(PREVIEW_ROWS)
-    cells = [[cell(action), cell(item), cell(target), _change(field, old, new), cell(reason)]
-             for action, item, target, field, old, new, reason
-             in head.select("action", "item", "target_id", "field", "old", "new", "reason").rows()]
-    return _table(["action", "item", "target", "change", "reason"], cells, rows.height - head.height)
-
-
-def _change(field: str | None, old: str | None, new: str | None) -> str:
-    """The change cell, field: old → new (∅: none), each value cut on its own so that a long old
-    value cannot hide the new one."""
-    if field is None:
-        return ""
-    return f"{cell(field)}: {cell('∅' if old is None else old)} → {cell('∅' if new is None else new)}"
-
-
-def skipped_table(rows: pl.DataFrame) -> str:
-    """The items left alone and why, with the value that stopped them."""
-    skips = rows.filter(pl.col("action") == "skip")
-    return markdown_table(skips.select("item", "field", pl.col("new").alias("value"), "reason"))
-
-
-def partition_links(context: dg.AssetExecutionContext) -> dg.MetadataValue:
-    """Every category's partition of this asset, one click away from the one just materialized."""
-    asset = context.asset_key.to_user_string()
-    links = [
-        f"[{key}](/assets/{asset}?view=partitions&partition={key})" + (" (this one)" if key == context.partition_key else "")
-        for key in context.assets_def.partitions_def.get_partition_keys()
-    ]
-    return dg.MetadataValue.md(" · ".join(links))
 
 
 def category_sync(
@@ -172,15 +105,8 @@ def category_catalog(context: dg.AssetExecutionContext, settings: SyncConfigReso
     return dg.MaterializeResult(metadata={
         "catalog_id": catalog_id, "cmdb_id": resolved.cmdb_id, "c2_category_id": resolved.c2_category_id,
         "hector_category_id": resolved.hector_category_id, "stockroom_id": resolved.stockroom_id,
-        "c2_fields": len(resolved.c2_fields), "resolved": dg.MetadataValue.md(markdown_table(fields, limit=60)),
+        "c2_fields": len(resolved.c2_fields), **preview_table(fields, limit=60).metadata("resolved"),
     })
-
-
-def snapshot_metadata(snap: Snapshot, calls: dict[str, int]) -> dict[str, object]:
-    return {
-        "dagster/row_count": snap.table_rows, "read": snap.read_kind, "rows_read": snap.rows_read,
-        "pages": snap.pages, "duration_s": round(snap.seconds, 2), **{f"api_{k}": v for k, v in calls.items()},
-    }
 
 
 @dg.asset(
@@ -218,7 +144,7 @@ def derived_metadata(sync: CategorySync, direction: Direction, started: float) -
     models = {"models": derived.models} if direction is TO_HECTOR else {}
     return models | {
         "dagster/row_count": derived.items, f"rejected_{key.removesuffix('_id')}s": derived.rejected,
-        "rejected_preview": dg.MetadataValue.md(markdown_table(rejected)),
+        **preview_table(rejected).metadata("rejected_preview"),
         "duration_s": round(time.monotonic() - started, 2),
     }
 
@@ -239,7 +165,7 @@ def desired_hector_models(context: dg.AssetExecutionContext, settings: SyncConfi
         "SELECT model_key, source_ci, disagreement FROM desired_model WHERE category_key = ? AND disagreement IS NOT NULL",
         [sync.key],
     )
-    return dg.MaterializeResult(metadata=metadata | {"model_disagreements": dg.MetadataValue.md(markdown_table(disagreements))})
+    return dg.MaterializeResult(metadata=metadata | preview_table(disagreements).metadata("model_disagreements"))
 
 
 @dg.asset(
@@ -288,9 +214,9 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
                 **identity,
                 "dagster/row_count": changes.height,
                 **{f"items_{a}": n for a, n in counts.items()},
-                "changes_preview": dg.MetadataValue.md(change_table(writes)),
-                "skipped_preview": dg.MetadataValue.md(skipped_table(changes)),
-                "drift_preview": dg.MetadataValue.md(change_table(writes.filter(pl.col("action") == "revert_drift"))),
+                **change_table(writes).metadata("changes_preview"),
+                **skipped_table(changes).metadata("skipped_preview"),
+                **change_table(writes.filter(pl.col("action") == "revert_drift")).metadata("drift_preview"),
                 "categories": partition_links(context),
                 "duration_s": round(time.monotonic() - started, 2),
             }
@@ -309,14 +235,6 @@ class WritebackConfig(dg.Config):
     allow_stale_plan: bool = Field(
         False, description="Apply the plan even if it is older than max_plan_age or either system was "
         "read again since it was computed. Only after checking it.")
-
-
-def plan_metadata(plan: Plan) -> dict[str, object]:
-    """A plan's identity as both its change set and its writeback show it."""
-    return {
-        "plan_id": plan.plan_id, "plan_kind": plan.kind + (f" of run {plan.undo_of}" if plan.undo_of else ""),
-        "planned_at": f"{plan.planned_at:%Y-%m-%d %H:%M:%S} UTC", "planned_from": plan.describe_reads(),
-    }
 
 
 def writeback_asset(name: str, direction: Direction, change_set: dg.AssetsDefinition, what: str) -> dg.AssetsDefinition:
@@ -345,7 +263,7 @@ def writeback_asset(name: str, direction: Direction, change_set: dg.AssetsDefini
         if applied.idle:
             sync.log(f"{sync.key}: wrote nothing {ARROW[direction]}: {applied.idle}")
             return dg.MaterializeResult(metadata={"wrote_nothing": applied.idle, **identity})
-        counts = sync.store.outcome_counts(sync.key, direction.value, sync.run_id, applied.plan.plan_id)
+        counts = SyncState(sync.store).outcome_counts(sync.key, direction.value, sync.run_id, applied.plan.plan_id)
         sync.log(f"{sync.key}: wrote {ARROW[direction]} (plan {applied.plan.plan_id}): "
                  + (", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing"))
         done = sync.store.query(
@@ -357,7 +275,7 @@ def writeback_asset(name: str, direction: Direction, change_set: dg.AssetsDefini
                 **{f"items_{k}": n for k, n in counts.items()},
                 **identity,
                 **{f"rows_{k}": v for k, v in sorted(applied.outcomes.items())},
-                "changes_written": dg.MetadataValue.md(change_table(done)),
+                **change_table(done).metadata("changes_written"),
                 "categories": partition_links(context),
                 **{f"api_{k}": v for k, v in applied.calls.items()},
                 "duration_s": round(time.monotonic() - started, 2),

@@ -4,8 +4,9 @@ A category runs in the job of its direction: `c2_to_hector` and `hector_to_c2` m
 writeback, `per_field` both (its snapshots are read once for the two change sets). Runs execute
 in process: the steps of one category are sequential anyway, and it spares a process per step.
 
-Every run carries a tag per external system it calls (`SYSTEM_TAGS`): the production instance
-(deploy/dagster.yaml) caps, per tag, how many runs may talk to C2 ITSM or to Hector at once.
+Every run carries a tag per external system it calls (`SYSTEM_TAGS`, defs/tags.py): the
+production instance (deploy/dagster.yaml) caps, per tag, how many runs may talk to C2 ITSM or to
+Hector at once.
 """
 
 
@@ -16,10 +17,11 @@ from pydantic import Field
 from hector_sync.c2 import C2Client
 from hector_sync.config import Direction
 from hector_sync.defs.assets import (
-    ALL_ASSETS, TO_C2_ASSETS, TO_HECTOR_ASSETS, WRITEBACK_ASSET, category_sync, change_table, large_change_allowed,
-    plan_metadata,
+    ALL_ASSETS, TO_C2_ASSETS, TO_HECTOR_ASSETS, WRITEBACK_ASSET, category_sync, large_change_allowed,
 )
+from hector_sync.defs.metadata import change_table, plan_metadata
 from hector_sync.defs.resources import StoreResource, SyncConfigResource
+from hector_sync.defs.tags import SYSTEM_TAGS
 from hector_sync.hector import HectorClient
 from hector_sync.plans import PlanBook
 from hector_sync.sync import GuardRefused, MappingInvalid, StalePlan
@@ -30,12 +32,6 @@ JOB_OF: dict[Direction, str] = {
     Direction.PER_FIELD: "per_field_sync",
 }
 C2_TO_HECTOR_JOB = JOB_OF[Direction.C2_TO_HECTOR]
-
-# Run tags naming the external systems a run calls. Every job reads both snapshots, so every run
-# carries both; deploy/dagster.yaml limits concurrent runs by these keys (tag_concurrency_limits).
-C2_ITSM_TAG = "hector_sync/c2_itsm"
-HECTOR_TAG = "hector_sync/hector"
-SYSTEM_TAGS: dict[str, str] = {C2_ITSM_TAG: "true", HECTOR_TAG: "true"}
 
 SELECTION = {
     Direction.C2_TO_HECTOR: (TO_HECTOR_ASSETS, "C2 ITSM → Hector for one category: snapshots, change set, writeback."),
@@ -69,8 +65,7 @@ def undo_category(context: dg.OpExecutionContext, config: UndoConfig, settings: 
     sync.snapshot_hector("full")
     for direction in directions:
         plan, changes = sync.plan_undo(direction, config.run_id)
-        metadata = plan_metadata(plan) | {
-            "undo_preview": dg.MetadataValue.md(change_table(changes.filter(pl.col("action") != "skip")))}
+        metadata = plan_metadata(plan) | change_table(changes.filter(pl.col("action") != "skip")).metadata("undo_preview")
         if config.apply:
             try:
                 applied = sync.apply(direction, plan_id=plan.plan_id, allow_large_change=large_change_allowed(context))  # type: ignore[arg-type]

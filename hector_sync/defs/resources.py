@@ -16,12 +16,11 @@ from pydantic import Field, PrivateAttr
 
 from hector_sync.c2 import C2Client
 from hector_sync.config import SyncConfig, load_config
+from hector_sync.defs.tags import PARTITION_TAG
 from hector_sync.hector import HectorClient
 from hector_sync.http import JsonApi
 from hector_sync.notify import FailureReport, notify_failure
 from hector_sync.store import CATEGORY_WAIT_S, Store
-
-PARTITION_TAG = "dagster/partition"
 
 
 class SyncConfigResource(dg.ConfigurableResource):

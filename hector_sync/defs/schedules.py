@@ -9,8 +9,8 @@ so each schedule yields a RunRequest per category itself.
 import dagster as dg
 
 from hector_sync.config import Direction, SyncConfig
-from hector_sync.defs.assets import READ_TAG
 from hector_sync.defs.jobs import JOB_OF
+from hector_sync.defs.tags import READ_TAG
 from hector_sync.sync import full_read_day
 
 

@@ -13,10 +13,10 @@ twice when a tick is retried.
 import dagster as dg
 
 from hector_sync.defs.resources import SmtpResource
+from hector_sync.defs.tags import EMAIL_TAG
 from hector_sync.notify import EmailNotSent
 
-EMAIL_TAG = "hector_sync/failure_email"
-SENT = "sent"
+SENT = "sent"  # the value of EMAIL_TAG once the e-mail left
 
 
 class FailureEmailNotSent(dg.DagsterError):

@@ -17,6 +17,7 @@ from hector_sync.errors import InvalidData, NotFound, VersionConflict
 from hector_sync.progress import Progress
 from hector_sync.reconcile.mapping import CategoryPlan, Kind
 from hector_sync.plans import Plan, PlanBook
+from hector_sync.state import SyncState
 from hector_sync.store import HISTORY_COLUMNS, HISTORY_SCHEMA, Store
 
 FLUSH_EVERY = 500
@@ -227,5 +228,6 @@ class Writeback:
             self._history, self._links, self._agreed = [], [], []
         if history:
             PlanBook(self.store).record(pl.DataFrame(history, schema=HISTORY_SCHEMA))
-        self.store.upsert_links(self.plan.key, links, self.run_id)
-        self.store.upsert_baseline(self.plan.key, agreed, self.run_id)
+        state = SyncState(self.store)
+        state.upsert_links(self.plan.key, links, self.run_id)
+        state.upsert_baseline(self.plan.key, agreed, self.run_id)

@@ -40,6 +40,7 @@ from hector_sync.catalog import ResolvedCategory
 from hector_sync.errors import ApiError, InvalidData, NotFound, Unavailable, UnexpectedAnswer, VersionConflict
 from hector_sync.hector import HectorClient
 from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD
+from hector_sync.state import SyncState
 from hector_sync.writeback.base import Row, Writeback, calls, current_assets, items, typed
 
 CREATE_BATCH = 100
@@ -96,7 +97,7 @@ class C2Writeback(Writeback):
 
     def _create_cis(self, creates: list[tuple[str, list[Row]]]) -> None:
         read_at = self.applying.c2_read_at  # journalled or linked after the read the plan was computed from
-        journal = self.store.journalled_creates(self.plan.key)
+        journal = SyncState(self.store).journalled_creates(self.plan.key)
         sent_since = {a for a, (at, _) in journal.items() if read_at is None or at > read_at}
         done_since = self.linked_since("asset_id", [asset for asset, _ in creates], read_at)
         self._settle({int(a): rows for a, rows in creates
@@ -119,10 +120,10 @@ class C2Writeback(Writeback):
                 else:
                     batch.append((asset, rows))
             sending = [(int(a), self._values(r)[0] or "") for a, r in batch if int(a) not in self._adopt]
-            self.store.record_intents(self.plan.key, sending, self.run_id)
+            SyncState(self.store).record_intents(self.plan.key, sending, self.run_id)
             self.each(batch, lambda asset, rows: self._create_ci(int(asset), rows))
             self.flush()
-            self.store.drop_intents(self.plan.key, self._unsent)
+            SyncState(self.store).drop_intents(self.plan.key, self._unsent)
             self._unsent = []
 
     def _settle(self, again: dict[int, list[Row]], journal: dict[int, tuple[datetime, datetime | None]]) -> None:
