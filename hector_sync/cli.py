@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from hector_sync.config import ConfigError, Direction, SyncConfig, load_config
+from hector_sync.config import CONFIG_ENV_VAR, ConfigError, Direction, SyncConfig, load_config
 from hector_sync.errors import ApiError
 from hector_sync.progress import INTERVAL_ENV, INTERVAL_S
 from hector_sync.textsafe import UNPRINTABLE, text
@@ -246,18 +246,16 @@ def _plan_categories(
 
 
 def _plan(config: SyncConfig, keys: list[str], full: bool) -> int:
-    from hector_sync.sync import FLOWS
-
     def derive_and_plan(sync: CategorySync, direction: Direction) -> tuple[Plan, pl.DataFrame]:
         sync.derive(direction)
         return sync.plan(direction)
 
-    parked = [k for k in keys if not FLOWS[config.category(k).direction]]
+    parked = [k for k in keys if not config.category(k).direction.flows]
     for key in parked:
         print(f"{key}: direction {config.category(key).direction.value}: nothing to plan\n")
     flowing = [k for k in keys if k not in parked]
     status, _ = _plan_categories(config, flowing, "full" if full else "auto", "hector-sync plan",
-                                 lambda sync: FLOWS[sync.category.direction], derive_and_plan)
+                                 lambda sync: sync.category.direction.flows, derive_and_plan)
     return status
 
 
@@ -367,7 +365,7 @@ def _demo(ui: bool, port: int) -> int:
     from hector_sync.runner import dagster_home
     from hector_sync.simulators.serve import start_simulators
 
-    os.environ.pop("HECTOR_SYNC_CONFIG", None)
+    os.environ.pop(CONFIG_ENV_VAR, None)
     config = load_config(None)
     with start_simulators(c2_port=DEMO_C2_PORT, hector_port=DEMO_HECTOR_PORT) as sims:
         print(f"C2 ITSM simulator: {sims.c2_url}\nHector simulator:  {sims.hector_url}\n")

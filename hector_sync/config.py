@@ -151,12 +151,53 @@ class _Strict(BaseModel):
 
 
 class Direction(StrEnum):
-    """Which way a category (or, under per_field, a field) flows."""
+    """Which way a category (or, under per_field, a field) flows, and the words for it: every
+    module asks the direction rather than keeping its own table of systems and names.
+
+    A change set, a plan and a writeback go one of the two ways (`C2_TO_HECTOR`, `HECTOR_TO_C2`);
+    a category is any of the four, and `flows` says which change sets it makes.
+    """
 
     NONE = "none"
     C2_TO_HECTOR = "c2_to_hector"
     HECTOR_TO_C2 = "hector_to_c2"
     PER_FIELD = "per_field"
+
+    @property
+    def flows(self) -> tuple[Direction, ...]:
+        """The change sets a category of this direction makes: per_field makes both, each with its fields."""
+        return {Direction.NONE: (), Direction.PER_FIELD: (Direction.C2_TO_HECTOR, Direction.HECTOR_TO_C2)}.get(
+            self, (self,))
+
+    @property
+    def source(self) -> System:
+        """The system a change set this way reads from (and whose snapshot decides its full reads)."""
+        return _ONE_WAY[self][0]
+
+    @property
+    def target(self) -> System:
+        """The system a change set this way writes to."""
+        return _ONE_WAY[self][1]
+
+    @property
+    def source_items(self) -> str:
+        return _ITEMS[self.source]
+
+    @property
+    def target_items(self) -> str:
+        return _ITEMS[self.target]
+
+    @property
+    def arrow(self) -> str:
+        return f"{SYSTEM_NAMES[self.source]} → {SYSTEM_NAMES[self.target]}"
+
+
+System = Literal["c2", "hector"]
+SYSTEM_NAMES: dict[System, str] = {"c2": "C2 ITSM", "hector": "Hector"}
+_ITEMS: dict[System, str] = {"c2": "CIs", "hector": "assets"}
+_ONE_WAY: dict[Direction, tuple[System, System]] = {
+    Direction.C2_TO_HECTOR: ("c2", "hector"), Direction.HECTOR_TO_C2: ("hector", "c2")}
+TO_HECTOR, TO_C2 = Direction.C2_TO_HECTOR, Direction.HECTOR_TO_C2
 
 
 class Secret(_Strict):

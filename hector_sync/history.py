@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from hector_sync.config import SyncConfig
+from hector_sync.config import TO_C2, TO_HECTOR, SyncConfig
 from hector_sync.store import Store
 from hector_sync.textsafe import text, value
 
@@ -28,10 +28,10 @@ ACTION_ORDER = [
 # Subcategory rows name a model and a subcategory id, which could equal an unrelated asset id.
 NOT_MODELS = "action NOT IN ('create_subcategory', 'update_subcategory')"
 # Each direction's rows name the CI and the asset from opposite ends.
-CI_END = {"c2_to_hector": "item", "hector_to_c2": "target_id"}
-ASSET_END = {"c2_to_hector": "target_id", "hector_to_c2": "item"}
-MATCHES = """((direction = 'c2_to_hector' AND (list_contains($cis, item) OR list_contains($assets, target_id)))
-    OR (direction = 'hector_to_c2' AND (list_contains($assets, item) OR list_contains($cis, target_id))))"""
+CI_END = {TO_HECTOR.value: "item", TO_C2.value: "target_id"}
+ASSET_END = {TO_HECTOR.value: "target_id", TO_C2.value: "item"}
+MATCHES = f"""((direction = '{TO_HECTOR}' AND (list_contains($cis, item) OR list_contains($assets, target_id)))
+    OR (direction = '{TO_C2}' AND (list_contains($assets, item) OR list_contains($cis, target_id))))"""
 COLUMNS = ("when (UTC)", "run", "plan", "category", "action", "outcome", "field: old → new — reason")
 
 Row = dict[str, Any]
@@ -44,7 +44,7 @@ def _resolve(con: duckdb.DuckDBPyConnection, item: str) -> tuple[list[str], list
     cis, assets = {item}, {item}
     assets |= {r[0] for r in con.execute(
         "SELECT id::VARCHAR FROM hector_asset WHERE trim(asset_tag) = $tag UNION "
-        "SELECT target_id FROM change_history WHERE direction = 'c2_to_hector' AND field = 'asset_tag' "
+        f"SELECT target_id FROM change_history WHERE direction = '{TO_HECTOR}' AND field = 'asset_tag' "
         "AND trim(new) = $tag AND target_id IS NOT NULL", {"tag": item}).fetchall()}
     pairs = con.execute(
         f"""
@@ -52,8 +52,8 @@ def _resolve(con: duckdb.DuckDBPyConnection, item: str) -> tuple[list[str], list
         WHERE list_contains($cis, ci_id) OR list_contains($assets, asset_id::VARCHAR)
         UNION SELECT c2_ref, id::VARCHAR FROM hector_asset
         WHERE c2_ref IS NOT NULL AND (list_contains($cis, c2_ref) OR list_contains($assets, id::VARCHAR))
-        UNION SELECT CASE direction WHEN 'c2_to_hector' THEN item ELSE target_id END,
-                     CASE direction WHEN 'c2_to_hector' THEN target_id ELSE item END
+        UNION SELECT CASE direction WHEN '{TO_HECTOR}' THEN item ELSE target_id END,
+                     CASE direction WHEN '{TO_HECTOR}' THEN target_id ELSE item END
         FROM change_history WHERE target_id IS NOT NULL AND {NOT_MODELS} AND {MATCHES}
         """,
         {"cis": sorted(cis), "assets": sorted(assets)},
@@ -116,7 +116,7 @@ def print_history(config: SyncConfig, item: str) -> int:
     if not rows:
         print(f"{searched}.", file=sys.stderr)
         return 1
-    written = {r["target_id"]: r["new"] for r in rows if r["direction"] == "c2_to_hector" and r["field"] == "asset_tag"}
+    written = {r["target_id"]: r["new"] for r in rows if r["direction"] == TO_HECTOR and r["field"] == "asset_tag"}
     print(_header(rows, written | {k: v for k, v in snapshot.items() if v}))
     lines = [COLUMNS, *(_line(r) for r in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS) - 1)]

@@ -34,7 +34,7 @@ from typing import Literal
 
 import polars as pl
 
-from hector_sync.config import Direction
+from hector_sync.config import SYSTEM_NAMES, Direction
 from hector_sync.store import HISTORY_COLUMNS, Store
 
 PlanKind = Literal["sync", "undo"]
@@ -47,8 +47,6 @@ STATE_OF_OUTCOME = {
 APPLIED_OUTCOMES = tuple(o for o, state in STATE_OF_OUTCOME.items() if state == "applied")
 OPEN_STATES = ("planned", "sending")  # what a writeback still has to send
 STATE_AT_PLAN = {"unchanged": "unchanged"}  # skips and missing items are reported by the writeback
-SYSTEM_NAMES = {"c2": "C2 ITSM", "hector": "Hector"}
-TARGET_SHORT = {Direction.C2_TO_HECTOR: "hector", Direction.HECTOR_TO_C2: "c2"}
 
 
 class StalePlan(Exception):
@@ -81,7 +79,7 @@ class Plan:
     def new_id(category_key: str, direction: Direction, now: datetime) -> str:
         """Readable and typeable: category, target system, UTC time, and 4 random hex digits
         (only `[A-Za-z0-9_.-]`, so it is a valid Dagster tag value too)."""
-        return f"{category_key}.{TARGET_SHORT[direction]}.{now:%Y%m%dT%H%M%SZ}.{secrets.token_hex(2)}"
+        return f"{category_key}.{direction.target}.{now:%Y%m%dT%H%M%SZ}.{secrets.token_hex(2)}"
 
     def reads(self) -> dict[str, tuple[str | None, datetime | None]]:
         return {"c2": (self.c2_read_run_id, self.c2_read_at), "hector": (self.hector_read_run_id, self.hector_read_at)}

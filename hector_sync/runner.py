@@ -24,7 +24,7 @@ from hector_sync.notify import failure_report, send_report
 from hector_sync.plans import Plan, PlanBook
 from hector_sync.state import SUMMARY_COLUMNS, SyncState
 from hector_sync.store import Store
-from hector_sync.sync import FLOWS, open_clients
+from hector_sync.sync import open_clients
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -88,7 +88,7 @@ def run_sync(
                 partition_key=key, instance=instance, tags=tags, raise_on_error=False, run_config=QUIET,
                 resources=shared,
             )
-            results += runs.results(instance, outcome, key, FLOWS[direction])
+            results += runs.results(instance, outcome, key, direction.flows)
     return results
 
 

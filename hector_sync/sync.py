@@ -19,12 +19,12 @@ import polars as pl
 
 from hector_sync.c2 import C2Client
 from hector_sync.catalog import Catalog, MappingInvalid, ResolvedCategory, mapping_of
-from hector_sync.config import CategoryConfig, Direction, SyncConfig
+from hector_sync.config import SYSTEM_NAMES, TO_C2, TO_HECTOR, CategoryConfig, Direction, SyncConfig
 from hector_sync.hector import HectorClient
 from hector_sync.plans import Plan, PlanBook, PlanKind, StalePlan, UnknownPlan
 from hector_sync.progress import Progress
 from hector_sync.reconcile import Derived, Reconciler
-from hector_sync.reconcile.changes import SYSTEM, Guard, Summary, summarize
+from hector_sync.reconcile.changes import Guard, Summary, summarize
 from hector_sync.snapshot import Snapshot, read_c2, read_hector
 from hector_sync.state import SyncState
 from hector_sync.store import Store
@@ -33,13 +33,6 @@ from hector_sync.writeback.hector import HectorWriteback
 
 ReadMode = Literal["auto", "full", "incremental"]
 INCREMENTAL_WINDOW = timedelta(days=7)
-TO_HECTOR, TO_C2 = Direction.C2_TO_HECTOR, Direction.HECTOR_TO_C2
-# Which change sets a category's direction makes: per_field makes both, each with its fields.
-FLOWS: dict[Direction, tuple[Direction, ...]] = {
-    Direction.NONE: (), TO_HECTOR: (TO_HECTOR,), TO_C2: (TO_C2,), Direction.PER_FIELD: (TO_HECTOR, TO_C2),
-}
-# The system each change set reads from: its snapshot decides full reads and the empty guard.
-SOURCE = {TO_HECTOR: "c2", TO_C2: "hector"}
 Log = Callable[[str], None]
 
 
@@ -89,7 +82,7 @@ class CategorySync:
 
     def flows(self, direction: Direction | None = None) -> bool:
         """Whether the category syncs at all, or toward `direction`."""
-        flows = FLOWS[self.category.direction]
+        flows = self.category.direction.flows
         return bool(flows) if direction is None else direction in flows
 
     def problems(self) -> list[str]:
@@ -176,7 +169,7 @@ class CategorySync:
 
     def plan(self, direction: Direction) -> tuple[Plan, pl.DataFrame]:
         """Compute the change set toward `direction` from the snapshots and keep it as a new plan."""
-        state = SyncState(self.store).snapshot_state(self.key, SOURCE[direction]) or {}
+        state = SyncState(self.store).snapshot_state(self.key, direction.source) or {}
         with self.store.connect() as con:
             changes = self.reconciler.changes(con, direction, full_read=state.get("read_kind") == "full")
             self.reconciler.agree(con, self.run_id)
@@ -216,7 +209,7 @@ class CategorySync:
         book = PlanBook(self.store)
         plan = book.get(plan_id) if plan_id else book.latest(self.key, direction)
         if plan is None:
-            raise UnknownPlan(f"category '{self.key}' has no plan toward {SYSTEM[direction]} yet; "
+            raise UnknownPlan(f"category '{self.key}' has no plan toward {SYSTEM_NAMES[direction.target]} yet; "
                               "materialize its change set (or the whole chain) first")
         if (plan.category_key, plan.direction) != (self.key, direction):
             raise UnknownPlan(f"plan {plan.plan_id} is for category '{plan.category_key}' "
@@ -248,7 +241,7 @@ class CategorySync:
         return summarize(changes, linked=int(linked or 0), direction=direction)
 
     def guard_refusal(self, direction: Direction, summary: Summary) -> str | None:
-        state = SyncState(self.store).snapshot_state(self.key, SOURCE[direction]) or {}
+        state = SyncState(self.store).snapshot_state(self.key, direction.source) or {}
         guard = Guard(
             self.category.max_change_fraction, int(state.get("row_count") or 0), state.get("previous_row_count"), direction
         )
@@ -301,5 +294,5 @@ class CategorySync:
         return Applied(plan, writer.outcomes, calls)
 
 
-__all__ = ["FLOWS", "TO_C2", "TO_HECTOR", "Applied", "CategorySync", "GuardRefused", "MappingInvalid", "StalePlan",
+__all__ = ["Applied", "CategorySync", "GuardRefused", "MappingInvalid", "StalePlan",
            "UnknownPlan", "full_read_day", "open_clients"]

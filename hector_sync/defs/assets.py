@@ -24,7 +24,7 @@ import polars as pl
 from pydantic import Field
 
 from hector_sync.c2 import C2Client
-from hector_sync.config import Direction
+from hector_sync.config import TO_C2, TO_HECTOR, Direction
 from hector_sync.defs.checks import change_set_checks, evaluate_change_set
 from hector_sync.defs.metadata import (
     change_table, partition_links, plan_metadata, preview_table, skipped_table, snapshot_metadata,
@@ -35,12 +35,9 @@ from hector_sync.reconcile.changes import ACTIONS, CHANGE_SCHEMA
 from hector_sync.hector import HectorClient
 from hector_sync.plans import PlanBook
 from hector_sync.state import SyncState
-from hector_sync.sync import (
-    TO_C2, TO_HECTOR, CategorySync, GuardRefused, MappingInvalid, ReadMode, StalePlan, UnknownPlan,
-)
+from hector_sync.sync import CategorySync, GuardRefused, MappingInvalid, ReadMode, StalePlan, UnknownPlan
 
 OWNERS = ["team:it-ops"]
-ARROW = {TO_HECTOR: "C2 ITSM → Hector", TO_C2: "Hector → C2 ITSM"}
 
 
 def category_sync(
@@ -186,7 +183,7 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
     @dg.asset(
         name=name, deps=deps, group_name="change_sets", kinds={"duckdb", "polars"}, owners=OWNERS,
         check_specs=change_set_checks(name, direction),
-        description=f"The planned changes {ARROW[direction]}, field by field with old → new and a reason: "
+        description=f"The planned changes {direction.arrow}, field by field with old → new and a reason: "
         f"{what}, unchanged and skipped items (table change_set). Under per_field, drift (a field "
         "written on the side that does not own it) shows as revert_drift. Its checks must pass "
         "before the writeback runs.",
@@ -208,7 +205,7 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
         summary = sync.summary(direction, changes)
         writes = changes.filter(~pl.col("action").is_in(["unchanged", "skip"]))
         counts = {a: summary.counts[a] for a in ACTIONS[direction]}
-        sync.log(f"{sync.key}: planned {ARROW[direction]}: " + (", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing"))
+        sync.log(f"{sync.key}: planned {direction.arrow}: " + (", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing"))
         yield dg.MaterializeResult(
             metadata={
                 **identity,
@@ -240,7 +237,7 @@ class WritebackConfig(dg.Config):
 def writeback_asset(name: str, direction: Direction, change_set: dg.AssetsDefinition, what: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=name, deps=[change_set], group_name="writeback", kinds={"python"}, owners=OWNERS,
-        description=f"Applies the category's latest plan {ARROW[direction]} ({what}) at most once: only "
+        description=f"Applies the category's latest plan {direction.arrow} ({what}) at most once: only "
         "rows not yet done are sent, a plan older than max_plan_age or superseded by a newer read is "
         "refused. Records every outcome in change_history, and keeps the CI ↔ asset link locally and "
         "as the asset's external ref.",
@@ -261,10 +258,10 @@ def writeback_asset(name: str, direction: Direction, change_set: dg.AssetsDefini
         identity = plan_metadata(applied.plan) | {
             f"plan_{state}": n for state, n in sorted(PlanBook(sync.store).state_counts(applied.plan).items())}
         if applied.idle:
-            sync.log(f"{sync.key}: wrote nothing {ARROW[direction]}: {applied.idle}")
+            sync.log(f"{sync.key}: wrote nothing {direction.arrow}: {applied.idle}")
             return dg.MaterializeResult(metadata={"wrote_nothing": applied.idle, **identity})
         counts = SyncState(sync.store).outcome_counts(sync.key, direction.value, sync.run_id, applied.plan.plan_id)
-        sync.log(f"{sync.key}: wrote {ARROW[direction]} (plan {applied.plan.plan_id}): "
+        sync.log(f"{sync.key}: wrote {direction.arrow} (plan {applied.plan.plan_id}): "
                  + (", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing"))
         done = sync.store.query(
             "SELECT action, item, target_id, field, old, new, outcome AS reason FROM change_history "

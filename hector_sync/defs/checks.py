@@ -14,11 +14,10 @@ from hector_sync.config import Direction
 from hector_sync.reconcile.changes import Summary
 from hector_sync.sync import CategorySync
 
-TARGET_ITEMS = {Direction.C2_TO_HECTOR: "assets", Direction.HECTOR_TO_C2: "CIs"}
 
 
 def change_set_checks(asset: str, direction: Direction) -> list[dg.AssetCheckSpec]:
-    items = TARGET_ITEMS[direction]
+    items = direction.target_items
     return [
         dg.AssetCheckSpec("mapping_valid", asset=asset, blocking=True,
                           description="Every name of the category's mapping exists in C2 ITSM and Hector."),
@@ -52,5 +51,5 @@ def evaluate_change_set(
         check_name="change_size_guard", passed=refusal is None or allowed,
         metadata={"retire_or_move": summary.risky, "linked": summary.linked, "fraction": round(summary.fraction, 4)},
         description=(f"{refusal} (let through by --allow-large-change)" if refusal and allowed
-                     else refusal or f"{summary.risky} of {summary.linked} linked {TARGET_ITEMS[direction]} retired or moved"),
+                     else refusal or f"{summary.risky} of {summary.linked} linked {direction.target_items} retired or moved"),
     )

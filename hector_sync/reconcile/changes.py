@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from hector_sync.config import Direction
+from hector_sync.config import SYSTEM_NAMES, Direction
 from hector_sync.reconcile.mapping import CategoryPlan
 from hector_sync.reconcile.normalize import CASELESS, comparable, lit, quoted
 
@@ -30,8 +30,6 @@ ACTIONS: dict[Direction, tuple[str, ...]] = {
 }
 RISKY = ("move_asset", "retire_asset", "retire_ci")  # what the guard weighs
 ROW_COLUMNS = ("action", "item", "target_id", "target_version", "model_key", "field", "old", "new", "reason")
-SYSTEM = {Direction.C2_TO_HECTOR: "Hector", Direction.HECTOR_TO_C2: "C2 ITSM"}
-OWNER = {Direction.C2_TO_HECTOR: "C2 ITSM", Direction.HECTOR_TO_C2: "Hector"}
 CHANGE_SCHEMA = {
     "category_key": pl.Utf8, "direction": pl.Utf8, "action": pl.Utf8, "item": pl.Utf8,
     "target_id": pl.Utf8, "target_version": pl.Int64, "model_key": pl.Utf8, "field": pl.Utf8,
@@ -91,7 +89,7 @@ def with_drift(rows: str, plan: CategoryPlan, direction: Direction, *, ci_column
     `names` (SQL of field → name) maps a row's `field` to the target name the baseline is
     keyed by, where the two differ (C2 field names).
     """
-    other, owner = SYSTEM[direction], OWNER[direction]
+    other, owner = SYSTEM_NAMES[direction.target], SYSTEM_NAMES[direction.source]
     drift = f"b.field IS NOT NULL AND NOT {_same_value(plan, direction, 'r.old', 'b.value')}"
     back = _same_value(plan, direction, "r.new", "b.value")
     return f"""
@@ -152,9 +150,8 @@ class Guard:
 
     def refusal(self, summary: Summary) -> str | None:
         """Why the writeback must be held back, in words with the numbers, or None."""
-        source = OWNER[self.direction]
-        items = "CIs" if self.direction is Direction.C2_TO_HECTOR else "assets"
-        targets = "assets" if self.direction is Direction.C2_TO_HECTOR else "CIs"
+        source = SYSTEM_NAMES[self.direction.source]
+        items, targets = self.direction.source_items, self.direction.target_items
         if self.source_count == 0 and self.previous_source_count:
             return (
                 f"{source} answered with an empty category where the last snapshot had "

@@ -30,10 +30,6 @@ ASSET_FIELD_KINDS: dict[str, Kind] = {
 ATTRIBUTE_PREFIX = "attributes."
 
 
-TO_HECTOR = Direction.C2_TO_HECTOR
-TO_C2 = Direction.HECTOR_TO_C2
-
-
 def comparison_kind(hector_kind: Kind, c2_type: str) -> Kind:
     """Compare as the stricter of the two sides, so '42' and 42.0 are one value, not a diff, and
     'Jane.Doe@Example.com' in a C2 `user` field is the text 'jane.doe@example.com' in Hector."""

@@ -10,7 +10,8 @@ sides compare equal exactly when the rules say they are (addresses: whatever the
 
 from __future__ import annotations
 
-from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, NAME_PSEUDO_FIELD, TO_HECTOR, CategoryPlan, Kind
+from hector_sync.config import TO_HECTOR
+from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, NAME_PSEUDO_FIELD, CategoryPlan, Kind
 
 # Exactly the characters str.isspace calls whitespace (no-break, ideographic, ... spaces): a
 # maker of U+3000 alone is as empty to Hector as one of spaces. A regular expression, because

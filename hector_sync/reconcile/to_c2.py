@@ -9,8 +9,9 @@ Hector owns maker, model and description.
 
 from __future__ import annotations
 
+from hector_sync.config import TO_C2
 from hector_sync.reconcile.changes import assemble, differing, entries, with_drift
-from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD, TO_C2, CategoryPlan
+from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD, CategoryPlan
 from hector_sync.reconcile.match import hector_assets, hector_models, pairs
 from hector_sync.reconcile.normalize import EXPECTED, lit, normalized_cis, quoted
 

@@ -10,7 +10,8 @@ asset the sync retired comes back (`reactivate_asset`) once its CI is listed act
 from __future__ import annotations
 
 from hector_sync.reconcile.changes import assemble, differing, entries, with_drift
-from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, TO_HECTOR, CategoryPlan
+from hector_sync.config import TO_HECTOR
+from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, CategoryPlan
 from hector_sync.reconcile.match import hector_assets, hector_models, pairs
 from hector_sync.reconcile.normalize import lit, model_label, normalized_cis, quoted
 

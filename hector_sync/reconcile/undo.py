@@ -9,10 +9,10 @@ that two items are one, and a subcategory is shared by every asset of its model.
 
 from __future__ import annotations
 
-from hector_sync.config import Direction
+from hector_sync.config import SYSTEM_NAMES, TO_HECTOR, Direction
 from hector_sync.plans import APPLIED_OUTCOMES
-from hector_sync.reconcile.changes import ROW_COLUMNS, SYSTEM
-from hector_sync.reconcile.mapping import TO_HECTOR, CategoryPlan
+from hector_sync.reconcile.changes import ROW_COLUMNS
+from hector_sync.reconcile.mapping import CategoryPlan
 from hector_sync.reconcile.match import hector_assets, hector_models
 from hector_sync.reconcile.normalize import lit, normalized_cis, quoted
 
@@ -78,7 +78,7 @@ def undo_change_set(plan: CategoryPlan, direction: Direction, run_id: str) -> st
         hm AS ({hector_models(plan) if direction is TO_HECTOR else "SELECT NULL AS model_key, NULL AS model_label, NULL AS id WHERE false"}),
         checked AS (
             SELECT d.*, c.version AS cur_version, c.status AS cur_status,
-                   CASE WHEN c.target_id IS NULL THEN {lit(f'it is no longer listed in {SYSTEM[direction]}')}
+                   CASE WHEN c.target_id IS NULL THEN {lit(f'it is no longer listed in {SYSTEM_NAMES[direction.target]}')}
                         WHEN l.target_id IS NOT NULL THEN 'run ' || l.run_id || ' changed it after this run'
                         WHEN d.action IN ('retire_asset', 'retire_ci') AND c.status IS DISTINCT FROM 'retired'
                         THEN 'its status is now ' || {quoted('c.status')} || ', no longer retired'
