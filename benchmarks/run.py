@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -62,9 +63,11 @@ def _child(fn: Callable[..., Any], args: tuple[Any, ...]) -> Measured:
 
 
 def measured(fn: Callable[..., Any], *args: Any) -> Measured:
-    """Run fn(*args) in a fresh process: its own wall time and peak resident memory."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_child, (fn, args))
+    """Run fn(*args) in a fresh process: its own wall time and peak resident memory. (A process
+    pool from concurrent.futures: a child that dies raises BrokenProcessPool, where a
+    multiprocessing.Pool would wait for it forever.)"""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_child, fn, args).result()
 
 
 # --- 1 and 6: reconciliation ------------------------------------------------------------------
