@@ -128,27 +128,15 @@ class SyncState:
 
     def upsert_baseline(self, category_key: str, agreed: list[tuple[str, int, str, str | None]], run_id: str | None) -> None:
         """(ci id, asset id, field, value) pairs both sides now hold, after our own writes."""
-        if not agreed:
-            return
         now = datetime.now(UTC)
-        with self.store.connect() as con:
-            con.executemany(
-                "INSERT OR REPLACE INTO baseline VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(category_key, ci, asset, f, value, now, run_id) for ci, asset, f, value in agreed],
-            )
+        self._put("baseline", [(category_key, ci, asset, f, value, now, run_id) for ci, asset, f, value in agreed])
 
     # --- the journal of CI creates (see hector_sync.writeback.c2) ----------------------------
 
     def record_intents(self, category_key: str, intents: list[tuple[int, str]], run_id: str | None) -> None:
         """Journal (asset id, CI name) of CIs about to be created, before the calls are made."""
-        if not intents:
-            return
         now = datetime.now(UTC)
-        with self.store.connect() as con:
-            con.executemany(
-                "INSERT OR REPLACE INTO pending_create VALUES (?, ?, ?, ?, ?)",
-                [(category_key, asset, name, now, run_id) for asset, name in intents],
-            )
+        self._put("pending_create", [(category_key, asset, name, now, run_id) for asset, name in intents])
 
     def journalled_creates(self, category_key: str) -> dict[int, tuple[datetime, datetime | None]]:
         """Every journalled CI create of the category: asset id → (when it was journalled, when
@@ -189,3 +177,9 @@ class SyncState:
                     "DELETE FROM pending_create WHERE category_key = ? AND asset_id IN (SELECT unnest(?::BIGINT[]))",
                     [category_key, asset_ids],
                 )
+
+    def _put(self, table: str, rows: list[tuple[object, ...]]) -> None:
+        """INSERT OR REPLACE whole `rows`, in `table`'s column order; nothing at all for none."""
+        if rows:
+            with self.store.connect() as con:
+                con.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)

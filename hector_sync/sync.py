@@ -89,17 +89,23 @@ class CategorySync:
         """What the mapping names that the live systems lack now (the check before a writeback)."""
         return Catalog(self.config, self.c2, self.hector).problems(self.category)
 
+    @cached_property
+    def state(self) -> SyncState:
+        return SyncState(self.store)
+
     def resolve_catalog(self) -> tuple[str, ResolvedCategory]:
         """Resolve the category's names against both live systems and keep the resolution: the
         `category_catalog` asset, and `plan` before its reads. Raises MappingInvalid."""
         resolved = Catalog(self.config, self.c2, self.hector).resolve(self.category)
         mapping = mapping_of(self.config, self.category)
-        return SyncState(self.store).save_catalog(self.key, self.run_id, mapping, resolved.to_json()), resolved
+        catalog_id = self.state.save_catalog(self.key, self.run_id, mapping, resolved.to_json())
+        self.__dict__["latest_catalog"] = (catalog_id, resolved)  # what this sync's reads then read with
+        return catalog_id, resolved
 
     def stored_catalog(self, catalog_id: str | None = None) -> tuple[str, ResolvedCategory]:
         """A kept resolution (`catalog_id`, else the latest), if the file still maps the category
         as it did then; else MappingInvalid saying what to rematerialize."""
-        row = SyncState(self.store).catalog(self.key, catalog_id)
+        row = self.state.catalog(self.key, catalog_id)
         if row is None:
             raise MappingInvalid(self.key, ["its names were never resolved: materialize category_catalog, "
                                             "or run the category's whole job"])
@@ -110,10 +116,15 @@ class CategorySync:
         return str(row["catalog_id"]), ResolvedCategory.from_json(self.category, str(row["resolution"]))
 
     @cached_property
+    def latest_catalog(self) -> tuple[str, ResolvedCategory]:
+        """The latest kept resolution: what a read reads with."""
+        return self.stored_catalog()
+
+    @cached_property
     def catalog(self) -> tuple[str, ResolvedCategory]:
         """The resolution the steps after the reads use: the one the newest snapshot read with,
         so that a step rerun alone works with exactly its snapshot's ids."""
-        reads = [r for r in (SyncState(self.store).snapshot_state(self.key, s) for s in ("c2", "hector")) if r and r["catalog_id"]]
+        reads = [r for r in (self.state.snapshot_state(self.key, s) for s in ("c2", "hector")) if r and r["catalog_id"]]
         newest = max(reads, key=lambda r: r["read_at"])["catalog_id"] if reads else None  # type: ignore[arg-type,return-value]
         return self.stored_catalog(str(newest) if newest else None)
 
@@ -133,7 +144,7 @@ class CategorySync:
         now = datetime.now(UTC)
         if mode == "auto":
             mode = "full" if full_read_day(self.config, now) else "incremental"
-        if mode == "full" or SyncState(self.store).snapshot_state(self.key, system) is None:
+        if mode == "full" or self.state.snapshot_state(self.key, system) is None:
             return None
         return now - INCREMENTAL_WINDOW
 
@@ -142,22 +153,22 @@ class CategorySync:
         return Progress(f"{self.key}: {what}", self.log, pages=True)
 
     def snapshot_c2(self, mode: ReadMode) -> tuple[Snapshot, dict[str, int]]:
-        catalog_id, resolved = self.stored_catalog()
+        catalog_id, resolved = self.latest_catalog
         with self.c2.stats.counting() as calls:
             snap = read_c2(self.c2, self.store, resolved, since=self.since("c2", mode), progress=self._progress,
                            max_read_time=self.config.max_read_time)
-        SyncState(self.store).record_snapshot(self.key, "c2", snap.read_kind, self.run_id, snap.table_rows, catalog_id)
+        self.state.record_snapshot(self.key, "c2", snap.read_kind, self.run_id, snap.table_rows, catalog_id)
         self.__dict__["catalog"] = (catalog_id, resolved)  # the steps after this read use its resolution
         return snap, calls
 
     def snapshot_hector(self, mode: ReadMode) -> tuple[Snapshot, Snapshot, dict[str, int]]:
-        catalog_id, resolved = self.stored_catalog()
+        catalog_id, resolved = self.latest_catalog
         with self.hector.stats.counting() as calls:
             models, assets = read_hector(
                 self.hector, self.store, resolved, since=self.since("hector", mode), progress=self._progress,
                 max_read_time=self.config.max_read_time,
             )
-        SyncState(self.store).record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows, catalog_id)
+        self.state.record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows, catalog_id)
         self.__dict__["catalog"] = (catalog_id, resolved)
         return models, assets, calls
 
@@ -169,14 +180,14 @@ class CategorySync:
 
     def plan(self, direction: Direction) -> tuple[Plan, pl.DataFrame]:
         """Compute the change set toward `direction` from the snapshots and keep it as a new plan."""
-        state = SyncState(self.store).snapshot_state(self.key, direction.source) or {}
+        state = self.state.snapshot_state(self.key, direction.source) or {}
         with self.store.connect() as con:
             changes = self.reconciler.changes(con, direction, full_read=state.get("read_kind") == "full")
             self.reconciler.agree(con, self.run_id)
         plan = self.new_plan(direction, "sync")
         PlanBook(self.store).save(plan, changes)
         if direction is TO_C2:
-            SyncState(self.store).settle_intents(self.key)
+            self.state.settle_intents(self.key)
         return plan, changes
 
     def plan_undo(self, direction: Direction, run_id: str) -> tuple[Plan, pl.DataFrame]:
@@ -201,7 +212,7 @@ class CategorySync:
 
     def latest_reads(self) -> dict[str, tuple[str | None, datetime]]:
         """Per system, the run and time of the category's last stored read."""
-        reads = {s: SyncState(self.store).snapshot_state(self.key, s) for s in ("c2", "hector")}
+        reads = {s: self.state.snapshot_state(self.key, s) for s in ("c2", "hector")}
         return {s: (r.get("run_id"), r["read_at"]) for s, r in reads.items() if r}  # type: ignore[misc]
 
     def chosen_plan(self, direction: Direction, plan_id: str | None) -> Plan:
@@ -241,7 +252,7 @@ class CategorySync:
         return summarize(changes, linked=int(linked or 0), direction=direction)
 
     def guard_refusal(self, direction: Direction, summary: Summary) -> str | None:
-        state = SyncState(self.store).snapshot_state(self.key, direction.source) or {}
+        state = self.state.snapshot_state(self.key, direction.source) or {}
         guard = Guard(
             self.category.max_change_fraction, int(state.get("row_count") or 0), state.get("previous_row_count"), direction
         )

@@ -73,7 +73,7 @@ def start(
     if not sync.flows(direction):
         return skipped(sync, direction)
     try:
-        sync.stored_catalog() if reading else sync.catalog
+        sync.latest_catalog if reading else sync.catalog
     except MappingInvalid as invalid:
         raise dg.Failure(description=str(invalid)) from None
     return sync
@@ -97,7 +97,7 @@ def category_catalog(context: dg.AssetExecutionContext, settings: SyncConfigReso
     fields = pl.DataFrame(
         [(name, f.id, f.type) for name, f in sorted(resolved.c2_fields.items())]
         + [(f"{scope} attribute {name}", resolved.hector_name(scope, name), kind)  # type: ignore[arg-type]
-           for (scope, name), kind in sorted(resolved.attribute_kinds.items()) if (scope, name) in resolved.attribute_names],
+           for (scope, name), kind in sorted(resolved.attribute_kinds.items())],
         schema=["name", "id_or_spelling", "type"], orient="row")
     return dg.MaterializeResult(metadata={
         "catalog_id": catalog_id, "cmdb_id": resolved.cmdb_id, "c2_category_id": resolved.c2_category_id,
