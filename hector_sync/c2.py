@@ -300,7 +300,7 @@ class C2Client(JsonApi):
         Any 5xx, a lost answer and a timeout raise Unavailable (`status` the 5xx, or None): the
         CI may exist, and the caller finds it by its values (`find_cis_holding`) or holds it."""
         body = {"category_id": category_id, "name": name, "fields": dict(fields)}
-        return self._record("POST", path_of("cmdbs", cmdb_id, "cis"), body=body, once=True)
+        return self.send("POST", path_of("cmdbs", cmdb_id, "cis"), body)
 
     def update_ci(
         self,
@@ -317,5 +317,11 @@ class C2Client(JsonApi):
         body = {key: value for key, value in changes.items() if value is not None}
         if not body:
             raise ValueError(f"update_ci({ci_id!r}) was given nothing to change")
-        path = path_of("cis", ci_id)
-        return self._record("PATCH", path, body=body, headers={"If-Match": str(version)})
+        return self.send("PATCH", path_of("cis", ci_id), body, version)
+
+    def send(self, method: str, path: str, body: Mapping[str, Any], version: int | None = None) -> dict[str, Any]:
+        """A write as a plan stores it: `method` and `path` as docs/c2-itsm-api.md gives them. A
+        PATCH carries `If-Match: version`; a create is sent once (see `create_ci`)."""
+        if method == "PATCH":
+            return self._record("PATCH", path, body=dict(body), headers={"If-Match": str(version)})
+        return self._record(method, path, body=dict(body), once=True)

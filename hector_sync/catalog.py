@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
 
 from hector_sync.c2 import C2Client, C2Field
 from hector_sync.config import CategoryConfig, SyncConfig
 from hector_sync.hector import HectorAttribute, HectorClient
-from hector_sync.reconcile.mapping import ASSET_FIELD_KINDS, NAME_PSEUDO_FIELD, Kind, Scope
+from hector_sync.reconcile.mapping import ASSET_FIELD_KINDS, NAME_PSEUDO_FIELD, ApiNames, Kind, Scope
 
 
 class MappingInvalid(Exception):
@@ -49,13 +49,18 @@ class ResolvedCategory:
         """C2 field id → trimmed name: how a CI's `fields` are keyed in the snapshot."""
         return {f.id: name for name, f in self.c2_fields.items()}
 
+    @cached_property
+    def api_names(self) -> ApiNames:
+        """The ids and spellings the reconciliation writes each change row's request in."""
+        return ApiNames(
+            cmdb_id=self.cmdb_id, c2_category_id=self.c2_category_id, hector_category_id=self.hector_category_id,
+            stockroom_id=self.stockroom_id, c2_field_ids={name: f.id for name, f in self.c2_fields.items()},
+            attribute_names=self.attribute_names,
+        )
+
     def hector_name(self, scope: Scope, name: str) -> str:
         """The name Hector knows an attribute by (perhaps with stray spaces)."""
-        return self.attribute_names.get((scope, name), name)
-
-    def hector_attributes(self, scope: Scope, values: dict[str, Any]) -> dict[str, Any]:
-        """Attribute values keyed by trimmed name, keyed as Hector wants them written."""
-        return {self.hector_name(scope, name): value for name, value in values.items()}
+        return self.api_names.attribute_name(scope, name)
 
     def to_json(self) -> str:
         """What the `category_catalog` asset stores: the ids, types and spellings, not the

@@ -188,23 +188,28 @@ class HectorClient(JsonApi):
         pages = self.iter_asset_pages(external_ref=f"{source}:{ref_id}")
         return [asset for rows in pages for asset in rows]
 
-    # Hector answers a second create of the same triple, or of an asset with the same external
-    # ref, with 409 duplicate and the existing id: a create whose answer was lost is resent.
+    def send(self, method: str, path: str, body: Mapping[str, Any], version: int | None = None) -> dict[str, Any]:
+        """A write as a plan stores it: `method` and `path` as docs/hector-api.md gives them. A
+        PATCH carries `If-Match: version`. Hector answers a second create of the same triple, or
+        of an asset with the same external ref, with 409 duplicate and the existing id: such a
+        create whose answer was lost is sent again."""
+        if method == "PATCH":
+            if not body:
+                raise ValueError(f"an update of {path} was given nothing to change")
+            return self._record("PATCH", path, body=dict(body), headers={"If-Match": str(version)})
+        replay = path == "/subcategories" or bool(body.get("external_refs"))
+        return self._record(method, path, body=dict(body), replay=replay)
+
     def create_subcategory(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._record("POST", "/subcategories", body=dict(body), replay=True)
+        return self.send("POST", "/subcategories", body)
 
     def update_subcategory(
         self, subcategory_id: int, version: int, changes: Mapping[str, Any]
     ) -> dict[str, Any]:
-        return self._update(path_of("subcategories", subcategory_id), version, changes)
+        return self.send("PATCH", path_of("subcategories", subcategory_id), changes, version)
 
     def create_asset(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._record("POST", "/assets", body=dict(body), replay=bool(body.get("external_refs")))
+        return self.send("POST", "/assets", body)
 
     def update_asset(self, asset_id: int, version: int, changes: Mapping[str, Any]) -> dict[str, Any]:
-        return self._update(path_of("assets", asset_id), version, changes)
-
-    def _update(self, path: str, version: int, changes: Mapping[str, Any]) -> dict[str, Any]:
-        if not changes:
-            raise ValueError(f"an update of {path} was given nothing to change")
-        return self._record("PATCH", path, body=dict(changes), headers={"If-Match": str(version)})
+        return self.send("PATCH", path_of("assets", asset_id), changes, version)

@@ -19,7 +19,7 @@ Schema (one table per concept, `category_key` on every row):
 | `desired_model`, `desired_asset`, `rejected_ci` | derived: what Hector should hold, and why CIs were left out |
 | `desired_ci`, `rejected_asset` | derived: what C2 ITSM should hold, and why assets were left out |
 | `plan` | one row per plan: its id, kind (sync or undo), the run and reads it came from, when it was finished |
-| `change_set` | the rows of the current plans, field by field, each with its state (see `hector_sync.plans`) |
+| `change_set` | the rows of the current plans, field by field, each with its state (see `hector_sync.plans`) and the request it makes (`method`, `target`, JSON `body`; see `hector_sync.reconcile.requests`) |
 | `change_history` | append-only: every change applied or refused, with run, plan, outcome and time |
 | `link` | CI id ↔ Hector asset id, as last agreed |
 | `baseline` | per_field: per linked pair and field, the value both sides last agreed on |
@@ -93,6 +93,10 @@ CREATE TABLE IF NOT EXISTS change_history (
 ALTER TABLE change_set ADD COLUMN IF NOT EXISTS plan_id VARCHAR;
 ALTER TABLE change_set ADD COLUMN IF NOT EXISTS state VARCHAR;
 ALTER TABLE change_history ADD COLUMN IF NOT EXISTS plan_id VARCHAR;
+-- Files written before change rows carried their request gain it (their old rows have none).
+ALTER TABLE change_set ADD COLUMN IF NOT EXISTS method VARCHAR;
+ALTER TABLE change_set ADD COLUMN IF NOT EXISTS target VARCHAR;
+ALTER TABLE change_set ADD COLUMN IF NOT EXISTS body VARCHAR;
 CREATE TABLE IF NOT EXISTS link (
     category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, asset_id BIGINT NOT NULL,
     linked_at TIMESTAMPTZ NOT NULL, run_id VARCHAR, PRIMARY KEY (category_key, ci_id));

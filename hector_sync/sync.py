@@ -25,6 +25,7 @@ from hector_sync.plans import Plan, PlanBook, PlanKind, StalePlan, UnknownPlan
 from hector_sync.progress import Progress
 from hector_sync.reconcile import Derived, Reconciler
 from hector_sync.reconcile.changes import Guard, Summary, summarize
+from hector_sync.reconcile.requests import REQUESTING
 from hector_sync.snapshot import Snapshot, read_c2, read_hector
 from hector_sync.state import SyncState
 from hector_sync.store import Store
@@ -136,7 +137,8 @@ class CategorySync:
     def reconciler(self) -> Reconciler:
         c2_types = {name: f.type for name, f in self.resolved.c2_fields.items()}
         return Reconciler.for_category(
-            self.category, self.resolved.attribute_kinds, self.config.default_stockroom, c2_types
+            self.category, self.resolved.attribute_kinds, self.config.default_stockroom, c2_types,
+            self.resolved.api_names,
         )
 
     def since(self, system: str, mode: ReadMode) -> datetime | None:
@@ -280,6 +282,9 @@ class CategorySync:
             idle = (f"plan {plan.plan_id} was applied by run {plan.finished_by} at {plan.finished_at:%Y-%m-%d %H:%M:%S} UTC; "
                     "nothing is left to send" if plan.finished_at else f"plan {plan.plan_id} has nothing to send")
             return Applied(book.finish(plan, self.run_id), Counter(), {}, idle)
+        if todo.filter(pl.col("action").is_in(REQUESTING) & pl.col("method").is_null()).height:
+            raise UnknownPlan(f"plan {plan.plan_id} was computed by an earlier hector_sync, before change rows carried "
+                              "their requests; nothing was written: plan again")
         stale = plan.staleness(datetime.now(UTC), self.config.max_plan_age, self.latest_reads(),
                                book.written_since_reads(plan))
         if stale and not allow_stale_plan:

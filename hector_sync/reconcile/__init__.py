@@ -1,8 +1,9 @@
 """Pure reconciliation: tables in, change sets out; no network, no Dagster.
 
-`Reconciler` runs the SQL of `normalize`, `match`, `to_hector` and `to_c2` on a DuckDB
-connection holding the documented tables (the sync's file, or an in-memory database in tests),
-so the Dagster assets and `hector-sync plan` compute exactly the same change sets.
+`Reconciler` runs the SQL of `normalize`, `match`, `to_hector` and `to_c2` (or `undo`), and
+then `requests`, on a DuckDB connection holding the documented tables (the sync's file, or an
+in-memory database in tests), so the Dagster assets and `hector-sync plan` compute exactly the
+same change sets, each row with the request it makes.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import duckdb
 import polars as pl
 
 from hector_sync.config import CategoryConfig, Direction
-from hector_sync.reconcile import normalize, to_c2, to_hector, undo
-from hector_sync.reconcile.changes import CHANGE_SCHEMA, entries
-from hector_sync.reconcile.mapping import CategoryPlan, Kind, Scope, build_plan
+from hector_sync.reconcile import normalize, requests, to_c2, to_hector, undo
+from hector_sync.reconcile.changes import CHANGE_SCHEMA, entries, row_order
+from hector_sync.reconcile.mapping import ApiNames, CategoryPlan, Kind, Scope, build_plan
 from hector_sync.reconcile.match import hector_assets, hector_models, pairs
 from hector_sync.reconcile.normalize import lit
 from hector_sync.store import scalar
@@ -43,9 +44,9 @@ class Reconciler:
     @classmethod
     def for_category(
         cls, category: CategoryConfig, attribute_kinds: dict[tuple[Scope, str], Kind], default_stockroom: str,
-        c2_types: dict[str, str] | None = None,
+        c2_types: dict[str, str] | None = None, api: ApiNames = ApiNames(),
     ) -> Reconciler:
-        return cls(build_plan(category, attribute_kinds, c2_types), default_stockroom)
+        return cls(build_plan(category, attribute_kinds, c2_types, api), default_stockroom)
 
     def _replace(self, con: duckdb.DuckDBPyConnection, tables: dict[str, str]) -> None:
         for table, sql in tables.items():
@@ -84,12 +85,16 @@ class Reconciler:
             sql = to_hector.hector_change_set(self.plan, full_read=full_read, default_stockroom=self.default_stockroom)
         else:
             sql = to_c2.c2_change_set(self.plan, full_read=full_read)
-        return con.sql(sql).pl().cast(CHANGE_SCHEMA)
+        return self._requested(con, direction, sql, row_order(direction))
 
     def undo(self, con: duckdb.DuckDBPyConnection, direction: Direction, run_id: str) -> pl.DataFrame:
         """The change set that takes back what run `run_id` applied toward `direction`."""
         _unordered(con)
-        return con.sql(undo.undo_change_set(self.plan, direction, run_id)).pl().cast(CHANGE_SCHEMA)
+        return self._requested(con, direction, undo.undo_change_set(self.plan, direction, run_id), undo.ORDER)
+
+    def _requested(self, con: duckdb.DuckDBPyConnection, direction: Direction, rows: str, order: str) -> pl.DataFrame:
+        """The change rows of `rows` (SQL) with the request each makes, sorted by `order`."""
+        return con.sql(requests.with_requests(self.plan, direction, rows, order)).pl().cast(CHANGE_SCHEMA)
 
     def agree(self, con: duckdb.DuckDBPyConnection, run_id: str | None) -> int:
         """Record, per linked pair and field, the value both sides hold now (per_field only):

@@ -1,12 +1,14 @@
 """What both directions' change sets share: the row shape, the actions, the drift rule, and
 the summary and guard that decide whether a change set may be written.
 
-A change row is (action, item, target_id, target_version, model_key, field, old, new, reason):
-`item` is the source side's id (a CI toward Hector, an asset toward C2 ITSM) and `target_id`
-the item written. Every source item ends in exactly one of: a create, a link/update/move (or,
-toward Hector, the reactivation of an asset the sync retired), `unchanged`, or `skip` with a
-reason; every linked target whose source is gone ends in a retire or `missing`. The writeback
-groups rows by item into single API calls; the history keeps them.
+A change row is (action, item, target_id, target_version, model_key, field, old, new, reason)
+and the request it makes (method, target, body: see `reconcile.requests`): `item` is the source
+side's id (a CI toward Hector, an asset toward C2 ITSM), `target_id` the item written and
+`target_version` the version its request's If-Match carries. Every source item ends in exactly
+one of: a create, a link/update/move (or, toward Hector, the reactivation of an asset the sync
+retired), `unchanged`, or `skip` with a reason; every linked target whose source is gone ends in
+a retire or `missing`. The rows of one API call carry the same request, which the writeback
+sends; the history keeps the rows.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ ROW_COLUMNS = ("action", "item", "target_id", "target_version", "model_key", "fi
 CHANGE_SCHEMA = {
     "category_key": pl.Utf8, "direction": pl.Utf8, "action": pl.Utf8, "item": pl.Utf8,
     "target_id": pl.Utf8, "target_version": pl.Int64, "model_key": pl.Utf8, "field": pl.Utf8,
-    "old": pl.Utf8, "new": pl.Utf8, "reason": pl.Utf8,
+    "old": pl.Utf8, "new": pl.Utf8, "reason": pl.Utf8, "method": pl.Utf8, "target": pl.Utf8, "body": pl.Utf8,
 }
 
 
@@ -65,8 +67,8 @@ def differing(entry_list: str) -> str:
 
 
 def assemble(plan: CategoryPlan, direction: Direction, parts: list[str]) -> str:
-    """The tail of a change set's SQL: its parts (CTE names) as one frame of CHANGE_SCHEMA rows,
-    in the order of the direction's actions."""
+    """The tail of a change set's SQL: its parts (CTE names) as one frame of change rows, the
+    request columns still to come (`reconcile.requests`, which sorts them by `row_order`)."""
     columns = ", ".join(f"NULL::{'BIGINT' if c == 'target_version' else 'VARCHAR'} AS {c}" for c in ROW_COLUMNS)
     union = "\n            UNION ALL BY NAME ".join([f"SELECT {columns} WHERE false"] + [f"SELECT * FROM {p}" for p in parts])
     return f"""
@@ -76,8 +78,12 @@ def assemble(plan: CategoryPlan, direction: Direction, parts: list[str]) -> str:
         SELECT {lit(plan.key)} AS category_key, {lit(direction.value)} AS direction, action, item,
                target_id, target_version, model_key, field, old, new, reason
         FROM all_rows
-        ORDER BY array_position({list(ACTIONS[direction])!r}, action), item, field
     """
+
+
+def row_order(direction: Direction) -> str:
+    """SQL ORDER BY terms of a change set: the direction's actions in their order, then item and field."""
+    return f"array_position({list(ACTIONS[direction])!r}, action), item, field"
 
 
 def with_drift(rows: str, plan: CategoryPlan, direction: Direction, *, ci_column: str, names: str | None = None) -> str:

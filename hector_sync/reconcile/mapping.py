@@ -3,12 +3,13 @@
 Configuration names Hector fields and attributes; reconciliation needs, for each, the C2 field
 on the other end, which way it flows, how to compare it (text, number, date, or user: an e-mail
 address, in any case) and how to read it back from Hector's snapshot. This module is the only
-place that knows both vocabularies.
+place that knows both vocabularies; `ApiNames` adds the ids and spellings the two APIs use on
+the wire, so that a change row's request is written at plan time (`reconcile.requests`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from hector_sync.config import CategoryConfig, Direction
@@ -55,6 +56,26 @@ class Target:
 
 
 @dataclass(frozen=True)
+class ApiNames:
+    """What the APIs call the category's things, from the catalog's resolution
+    (`catalog.ResolvedCategory.api_names`): the ids and spellings a request is written in.
+
+    Left unresolved (the SQL alone, as the reconciliation tests and the benchmark run it), the
+    ids are empty and every name is its own spelling: the requests keep their shape."""
+
+    cmdb_id: str = ""
+    c2_category_id: str = ""
+    hector_category_id: int | None = None
+    stockroom_id: int | None = None
+    c2_field_ids: dict[str, str] = field(default_factory=dict)  # trimmed C2 field name → its id
+    attribute_names: dict[tuple[Scope, str], str] = field(default_factory=dict)  # trimmed → Hector's own
+
+    def attribute_name(self, scope: Scope, name: str) -> str:
+        """The name Hector knows an attribute by (perhaps with stray spaces)."""
+        return self.attribute_names.get((scope, name), name)
+
+
+@dataclass(frozen=True)
 class CategoryPlan:
     key: str
     direction: Direction
@@ -63,6 +84,9 @@ class CategoryPlan:
     identify_target: str | None  # Hector asset field or "attributes.<name>"
     on_missing: Literal["ignore", "retire"]
     max_change_fraction: float
+    # Every Hector attribute's type, mapped or not: a PATCH sends an asset's attributes whole.
+    attribute_kinds: dict[tuple[Scope, str], Kind] = field(default_factory=dict)
+    api: ApiNames = ApiNames()
 
     @property
     def model_direction(self) -> Direction:
@@ -89,10 +113,11 @@ class CategoryPlan:
 
 
 def build_plan(
-    category: CategoryConfig, attribute_kinds: dict[tuple[Scope, str], Kind], c2_types: dict[str, str] | None = None
+    category: CategoryConfig, attribute_kinds: dict[tuple[Scope, str], Kind], c2_types: dict[str, str] | None = None,
+    api: ApiNames = ApiNames(),
 ) -> CategoryPlan:
-    """Resolve a category's mapping; `attribute_kinds` comes from Hector's attribute list and
-    `c2_types` (field name → type) from the C2 category's fields.
+    """Resolve a category's mapping; `attribute_kinds` comes from Hector's attribute list,
+    `c2_types` (field name → type) from the C2 category's fields, and `api` from the catalog.
 
     An attribute Hector does not define with the right scope is a broken mapping: the caller's
     mapping check reports it before anything is written, so here it raises KeyError.
@@ -131,4 +156,6 @@ def build_plan(
         identify_target=identify_target,
         on_missing=category.on_missing,
         max_change_fraction=category.max_change_fraction,
+        attribute_kinds=attribute_kinds,
+        api=api,
     )

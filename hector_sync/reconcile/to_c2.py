@@ -88,7 +88,7 @@ def c2_change_set(plan: CategoryPlan, *, full_read: bool) -> str:
         c AS MATERIALIZED ({normalized_cis(plan)}),
         {pairs(plan)},
         pairs AS (
-            SELECT da.asset_id, da.fields, da.identify_value AS desired_identify, h.c2_ref,
+            SELECT da.asset_id, da.fields, da.identify_value AS desired_identify, h.c2_ref, h.version AS asset_version,
                    CASE WHEN p.match IS NOT NULL THEN p.match WHEN h.c2_ref IS NOT NULL THEN 'dangling'
                         WHEN a.asset_id IS NOT NULL THEN 'ambiguous' ELSE 'new' END AS match,
                    a.ambiguity, c.* EXCLUDE (version), c.version AS ci_version
@@ -102,9 +102,9 @@ def c2_change_set(plan: CategoryPlan, *, full_read: bool) -> str:
                        lambda x: x.new IS NOT NULL), recursive := true)
             FROM pairs WHERE match = 'new' AND {creates}
         ),
-        link_rows AS (
+        link_rows AS (  -- a PATCH of the asset (its external ref): its If-Match is the asset's version
             SELECT 'link_ci' AS action, CAST(asset_id AS VARCHAR) AS item, ci_id AS target_id,
-                   ci_version AS target_version,
+                   asset_version AS target_version,
                    CASE match WHEN 'identified' THEN 'identify_by matched ' || {quoted('desired_identify')}
                               WHEN 'local' THEN 'created from this asset; its external ref was not written yet'
                               ELSE 'created from this asset by an interrupted run, found again by its name' END AS reason,

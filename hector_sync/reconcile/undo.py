@@ -29,6 +29,7 @@ KEPT = {
     "update_subcategory": "the subcategory is kept as it is: every asset of the model shares it",
 }
 CREATES = ("create_asset", "create_ci")
+ORDER = "action, item, field"  # of an undo change set's rows
 
 
 def _current(plan: CategoryPlan, direction: Direction) -> tuple[str, str]:
@@ -50,8 +51,9 @@ def _current(plan: CategoryPlan, direction: Direction) -> tuple[str, str]:
 
 
 def undo_change_set(plan: CategoryPlan, direction: Direction, run_id: str) -> str:
-    """SQL for the change rows (CHANGE_SCHEMA) that take back run `run_id` in this category
-    and direction, over the current snapshots and `change_history`."""
+    """SQL for the change rows that take back run `run_id` in this category and direction,
+    over the current snapshots and `change_history` (their requests and ORDER come after, from
+    `reconcile.requests`)."""
     key, run, way = lit(plan.key), lit(run_id), lit(direction.value)
     head, values = _current(plan, direction)
     applied = ", ".join(lit(o) for o in APPLIED_OUTCOMES)  # what changed something a run can take back
@@ -129,5 +131,5 @@ def undo_change_set(plan: CategoryPlan, direction: Direction, run_id: str) -> st
             FROM done WHERE action IN ({", ".join(lit(a) for a in KEPT)})
         )
         SELECT {key} AS category_key, {way} AS direction, {", ".join(ROW_COLUMNS)}
-        FROM rows ORDER BY action, item, field
+        FROM rows
     """

@@ -1,4 +1,5 @@
-"""What both writers share: grouping change rows into calls, and recording what happened."""
+"""What both writers share: grouping change rows into calls, sending the request the plan
+stored for each (`Request`), and recording what happened."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from typing import Any
 
 import polars as pl
 
+from hector_sync.c2 import C2Client
 from hector_sync.errors import InvalidData, NotFound, VersionConflict
+from hector_sync.hector import HectorClient
 from hector_sync.progress import Progress
-from hector_sync.reconcile.mapping import CategoryPlan, Kind
+from hector_sync.reconcile.mapping import CategoryPlan
 from hector_sync.plans import Plan, PlanBook
 from hector_sync.state import SyncState
 from hector_sync.store import HISTORY_COLUMNS, HISTORY_SCHEMA, Store
@@ -38,14 +41,6 @@ def _keys(groups: list[tuple[str, list[Row]]]) -> list[tuple[str, str]]:
     return [(r["action"], r["item"]) for _, rows in groups for r in rows]
 
 
-def typed(kind: Kind | str, value: str | None) -> Any:
-    """A canonical text value as the API wants it: numbers as JSON numbers."""
-    if value is None or kind != "number":
-        return value
-    number = float(value)
-    return int(number) if number.is_integer() and abs(number) < 2**53 else number
-
-
 def items(changes: pl.DataFrame, *actions: str, by: str = "item") -> Iterator[tuple[str, list[Row]]]:
     """Change rows of the given actions grouped per API call (by `by`, else by item)."""
     subset = changes.filter(pl.col("action").is_in(actions))
@@ -61,17 +56,23 @@ def calls(changes: pl.DataFrame, *actions: str, by: str = "item") -> int:
     return 0 if subset.is_empty() else int(subset.select(pl.coalesce(by, "item").n_unique()).item())
 
 
-def current_assets(store: Store, category_key: str, ids: pl.Series) -> dict[int, tuple[dict[str, Any], list[dict[str, Any]], int]]:
-    """Attributes, external refs and version of the assets about to be patched, to merge into."""
-    wanted = ids.drop_nulls().unique().cast(pl.Int64).to_list()
-    if not wanted:
-        return {}
-    frame = store.query(
-        "SELECT id, CAST(to_json(attributes) AS VARCHAR), external_refs, version FROM hector_asset "
-        "WHERE category_key = ? AND id IN (SELECT unnest(?::BIGINT[]))",
-        [category_key, wanted],
-    )
-    return {i: (json.loads(a or "{}"), json.loads(r or "[]"), v) for i, a, r, v in frame.iter_rows()}
+@dataclass(frozen=True)
+class Request:
+    """The API call of a group of change rows, as the plan stored it on each of them
+    (`reconcile.requests`): sent as it is, but for what only the writer can know."""
+
+    method: str
+    target: str
+    body: dict[str, Any]
+    version: int | None  # the If-Match of a PATCH
+
+    @classmethod
+    def of(cls, rows: list[Row]) -> Request:
+        first = rows[0]
+        return cls(first["method"], first["target"], json.loads(first["body"]), first["target_version"])
+
+    def send(self, client: HectorClient | C2Client) -> dict[str, Any]:
+        return client.send(self.method, self.target, self.body, self.version)
 
 
 @dataclass(kw_only=True)

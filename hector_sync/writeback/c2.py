@@ -1,5 +1,10 @@
 """Executes a change set toward C2 ITSM: CIs created from assets, then updates and retires.
 
+Each call is the request its change rows carry (`reconcile.requests`), sent as stored. The one
+value no plan can know is the id of a CI it creates: the asset's external ref to it is written
+right after the create answers, keeping the asset's other refs and sending the version of
+Hector's snapshot (`_put_ref`, the only body this writer makes).
+
 C2 ITSM has no idempotency key and no duplicate check, so a CI create is sent once (never
 retried on an answer that leaves its outcome open, see `C2Client.create_ci`) and journalled
 before it is sent (`pending_create`); the CI id is kept as a local link as soon as it is known,
@@ -28,6 +33,7 @@ blindly:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import UTC, datetime, timedelta
@@ -39,15 +45,15 @@ from hector_sync.c2 import C2Client, ci_holds
 from hector_sync.catalog import ResolvedCategory
 from hector_sync.errors import ApiError, InvalidData, NotFound, Unavailable, UnexpectedAnswer, VersionConflict
 from hector_sync.hector import HectorClient
-from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD
+from hector_sync.http import path_of
+from hector_sync.reconcile.requests import CI_ACTIONS
 from hector_sync.state import SyncState
-from hector_sync.writeback.base import Row, Writeback, calls, current_assets, items, typed
+from hector_sync.writeback.base import Request, Row, Writeback, calls, items
 
 CREATE_BATCH = 100
 LOOKBACK = timedelta(minutes=10)  # clock difference between us and C2 ITSM, generously
 # How long after a create was held a listing that still shows no CI of it proves it never landed.
 SETTLE_AFTER = timedelta(minutes=10)
-CI_ACTIONS = ("update_ci", "revert_drift", "retire_ci", "reactivate_ci")
 
 
 @dataclass(kw_only=True)
@@ -55,7 +61,7 @@ class C2Writeback(Writeback):
     c2: C2Client
     hector: HectorClient
     resolved: ResolvedCategory
-    _assets: dict[int, tuple[dict[str, Any], list[dict[str, Any]], int]] = field(default_factory=dict)
+    _assets: dict[int, tuple[list[dict[str, Any]], int]] = field(default_factory=dict)  # refs and version
     _unsent: list[int] = field(default_factory=list)
     _adopt: dict[int, str] = field(default_factory=dict)  # journalled creates found as CIs: asset → CI
     _hold: dict[int, str] = field(default_factory=dict)  # journalled creates not sent again: asset → why
@@ -67,24 +73,21 @@ class C2Writeback(Writeback):
 
     def write_all(self, changes: pl.DataFrame) -> None:
         creates = list(items(changes, "create_ci"))
-        links = list(items(changes, "link_ci"))
-        ids = pl.Series([item for item, _ in creates + links], dtype=pl.Utf8)
-        self._assets = current_assets(self.store, self.plan.key, ids)
+        self._assets = self._refs([int(asset) for asset, _ in creates])
         self._create_cis(creates)
-        self.each(links, self._link)
+        self.each(items(changes, "link_ci"), self._link)
         self.each(items(changes, *CI_ACTIONS, by="target_id"), lambda _, rows: self._update_ci(rows))
         self.record_reports(changes)
 
-    def _values(self, rows: list[Row]) -> tuple[str | None, dict[str, Any]]:
-        """The CI name and the fields (by id, typed as C2 ITSM wants) of a group of rows."""
-        name, fields = None, {}
-        for r in rows:
-            if r["field"] == NAME_PSEUDO_FIELD:
-                name = r["new"]
-            elif r["field"] in self.resolved.c2_fields:
-                spec = self.resolved.c2_fields[r["field"]]
-                fields[spec.id] = typed(spec.type, r["new"])
-        return name, fields
+    def _refs(self, asset_ids: list[int]) -> dict[int, tuple[list[dict[str, Any]], int]]:
+        """External refs and version, as Hector's snapshot holds them, of the assets CIs are
+        created for: what the external ref written after each create keeps and sends."""
+        if not asset_ids:
+            return {}
+        frame = self.store.query(
+            "SELECT id, external_refs, version FROM hector_asset WHERE category_key = ? "
+            "AND id IN (SELECT unnest(?::BIGINT[]))", [self.plan.key, asset_ids])
+        return {i: (json.loads(refs or "[]"), version) for i, refs, version in frame.iter_rows()}
 
     @cached_property
     def _target_names(self) -> dict[str, str]:
@@ -119,7 +122,7 @@ class C2Writeback(Writeback):
                     self.done(rows, "held", self._hold[int(asset)])
                 else:
                     batch.append((asset, rows))
-            sending = [(int(a), self._values(r)[0] or "") for a, r in batch if int(a) not in self._adopt]
+            sending = [(int(a), Request.of(r).body["name"]) for a, r in batch if int(a) not in self._adopt]
             SyncState(self.store).record_intents(self.plan.key, sending, self.run_id)
             self.each(batch, lambda asset, rows: self._create_ci(int(asset), rows))
             self.flush()
@@ -132,12 +135,13 @@ class C2Writeback(Writeback):
         if not again:
             return
         ids = (self.resolved.cmdb_id, self.resolved.c2_category_id)
-        values = {asset: self._values(rows) for asset, rows in again.items()}
-        wanted = {asset: (name or "", {}, journal[asset][0] - LOOKBACK) for asset, (name, _) in values.items()}
+        bodies = {asset: Request.of(rows).body for asset, rows in again.items()}
+        wanted = {asset: (body["name"], {}, journal[asset][0] - LOOKBACK) for asset, body in bodies.items()}
         named = self.c2.find_cis_holding(*ids, wanted)
         now = datetime.now(UTC)
-        for asset, (name, fields) in values.items():
-            ours = [ci for ci in named[asset] if ci_holds(ci, name or "", fields)]
+        for asset, body in bodies.items():
+            name = body["name"]
+            ours = [ci for ci in named[asset] if ci_holds(ci, name, body["fields"])]
             held_since = journal[asset][1]
             if len(ours) == 1:
                 self._adopt[asset] = str(ours[0]["id"])
@@ -156,7 +160,6 @@ class C2Writeback(Writeback):
                                      "then on that still finds none creates it once, and one that finds it links it")
 
     def _create_ci(self, asset_id: int, rows: list[Row]) -> None:
-        name, fields = self._values(rows)
         outcome, note = "created", None
         try:
             if asset_id in self._adopt:
@@ -164,7 +167,7 @@ class C2Writeback(Writeback):
                 outcome, note = "already_there", (f"an earlier create of it landed: found as CI {ci_id} by its name "
                                                   "and values; not sent again")
             else:
-                ci_id, note = self._post_ci(name or "", fields, rows)
+                ci_id, note = self._post_ci(Request.of(rows), rows)
         except (InvalidData, NotFound) as refused:
             self.done(rows, "refused", str(refused))
             with self._lock:
@@ -181,7 +184,7 @@ class C2Writeback(Writeback):
                                                  f"ref to {ci_id} from the local link"]))
         self.done(rows, outcome, note)
 
-    def _post_ci(self, name: str, fields: dict[str, Any], rows: list[Row]) -> tuple[str | None, str | None]:
+    def _post_ci(self, request: Request, rows: list[Row]) -> tuple[str | None, str | None]:
         """Create the CI, once: (its id, a note) when created or found; (None, None) when held.
 
         When the outcome is unknown (any 5xx, a lost answer, a timeout, an answer we cannot
@@ -189,10 +192,10 @@ class C2Writeback(Writeback):
         name and every value it sent is ours; none or several, and it is held, its journal entry
         kept for the next sync (see the module). A 429 through every retry, like any other
         answer, says it was not processed: raised, the category fails, the next sync sends it."""
-        ids = (self.resolved.cmdb_id, self.resolved.c2_category_id)
+        ids, name = (self.resolved.cmdb_id, self.resolved.c2_category_id), request.body["name"]
         sent_at = datetime.now(UTC)
         try:
-            return str(self.c2.create_ci(*ids, name, fields)["id"]), None
+            return str(request.send(self.c2)["id"]), None
         except Unavailable as unknown:
             if unknown.status == 429:
                 raise
@@ -202,7 +205,7 @@ class C2Writeback(Writeback):
             what = f"answered its create with an answer that cannot be read ({unreadable})"
         hold = "it is not created again until a later read settles it: the next sync links the CI if one appears"
         try:
-            found = self.c2.find_cis_named(*ids, name, sent_at - LOOKBACK, fields)
+            found = self.c2.find_cis_named(*ids, name, sent_at - LOOKBACK, request.body["fields"])
         except ApiError as failed:
             self.done(rows, "held", f"C2 ITSM {what}, and listing its CIs to find it failed ({failed}); {hold}")
             raise
@@ -217,18 +220,22 @@ class C2Writeback(Writeback):
         return None, None
 
     def _link(self, asset: str, rows: list[Row]) -> None:
-        if self._put_ref(int(asset), rows[0]["target_id"]):
+        if self._ref_written(Request.of(rows)):
             self.done(rows, "linked")
             self.link(rows[0]["target_id"], int(asset))
         else:
             self.done(rows, "conflict", "the asset changed since the snapshot; the next sync links it")
 
     def _put_ref(self, asset_id: int, ci_id: str) -> bool:
-        """Give the asset the external ref to its CI, keeping its other refs."""
-        _, refs, version = self._assets.get(asset_id, ({}, [], 0))
+        """Give the asset the external ref to the CI just created for it, keeping its other refs."""
+        refs, version = self._assets.get(asset_id, ([], 0))
         body = {"external_refs": [r for r in refs if r.get("source") != "c2"] + [{"source": "c2", "id": ci_id}]}
+        return self._ref_written(Request("PATCH", path_of("assets", asset_id), body, version))
+
+    def _ref_written(self, request: Request) -> bool:
+        """Send an asset's external ref; False when the asset changed or went since the snapshot."""
         try:
-            self.hector.update_asset(asset_id, version, body)
+            request.send(self.hector)
         except (VersionConflict, NotFound, InvalidData):
             return False
         return True
@@ -236,9 +243,5 @@ class C2Writeback(Writeback):
     def _update_ci(self, rows: list[Row]) -> None:
         """One PATCH per CI, whatever its rows update, revert or retire."""
         ci_id, asset_id = rows[0]["target_id"], int(rows[0]["item"])
-        name, fields = self._values(rows)
-        statuses = {r["new"] for r in rows if r["field"] == "status"}
-        status = "retired" if "retired" in statuses else "active" if statuses else None
-        if self.write(rows, lambda: self.c2.update_ci(
-                ci_id, rows[0]["target_version"], name=name, status=status, fields=fields or None)):
+        if self.write(rows, lambda: Request.of(rows).send(self.c2)):
             self._agreed_rows(ci_id, asset_id, [r for r in rows if r["action"] != "retire_ci"])

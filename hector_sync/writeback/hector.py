@@ -1,12 +1,17 @@
 """Executes a change set toward Hector: subcategories before assets, one API call per item.
 
+Each call is the request its change rows carry (`reconcile.requests`), sent as stored, but for
+the one value no plan can know: the `subcategory_id` of a model the same plan creates, left
+null in the asset create's (or move's) body and filled in here from the subcategory create's
+answer, or, on a rerun, from Hector's list (`_models_made_earlier`).
+
 A create carries the `c2` external ref, so a create retried after a lost answer, or rerun after
 a kill, gets Hector's 409 duplicate with the existing id: linked, never made twice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import polars as pl
@@ -14,17 +19,17 @@ import polars as pl
 from hector_sync.catalog import ResolvedCategory
 from hector_sync.errors import Duplicate, InvalidData, NotFound, VersionConflict
 from hector_sync.hector import HectorClient
-from hector_sync.reconcile.match import hector_models
-from hector_sync.writeback.base import Row, Writeback, calls, current_assets, items, typed
+from hector_sync.reconcile.requests import ASSET_ACTIONS
+from hector_sync.writeback.base import Request, Row, Writeback, calls, items
 
-ASSET_ACTIONS = ("link_asset", "update_asset", "revert_drift", "move_asset", "retire_asset", "reactivate_asset")
+MODEL_ACTIONS = ("create_asset", "move_asset")  # whose request names a subcategory
 
 
 @dataclass(kw_only=True)
 class HectorWriteback(Writeback):
     hector: HectorClient
     resolved: ResolvedCategory
-    _models: dict[str, int] = field(default_factory=dict)
+    _models: dict[str, int] = field(default_factory=dict)  # model key → subcategory created by this plan
     _linked: dict[str, str] = field(default_factory=dict)  # CI → asset, linked after the plan's read
     what: str = "Hector writes"
 
@@ -33,22 +38,18 @@ class HectorWriteback(Writeback):
                 + calls(changes, "create_asset") + calls(changes, *ASSET_ACTIONS, by="target_id"))
 
     def write_all(self, changes: pl.DataFrame) -> None:
-        models = self.store.query(f"SELECT model_key, min(id) FROM ({hector_models(self.plan)}) GROUP BY 1")
-        self._models = dict(models.iter_rows())
         for item, rows in items(changes, "create_subcategory"):
             self._create_subcategory(item, rows)
             self.called()
         for _, rows in items(changes, "update_subcategory"):
-            self.write(rows, lambda r=rows: self.hector.update_subcategory(
-                int(r[0]["target_id"]), r[0]["target_version"], self._body(r, "model")))
+            self.write(rows, lambda r=rows: Request.of(r).send(self.hector))
             self.called()
         self.flush()  # a rerun after a kill finds these done, and never sends them again
         self._models_made_earlier(changes)
         creates = list(items(changes, "create_asset"))
         self._linked = self.linked_since("ci_id", [item for item, _ in creates], self.applying.hector_read_at)
         self.each(creates, self._create_asset)
-        current = current_assets(self.store, self.plan.key, changes.filter(pl.col("action").is_in(ASSET_ACTIONS))["target_id"])
-        self.each(items(changes, *ASSET_ACTIONS, by="target_id"), lambda _, rows: self._update_asset(rows, current))
+        self.each(items(changes, *ASSET_ACTIONS, by="target_id"), lambda _, rows: self._update_asset(rows))
         self.record_reports(changes)
 
     def _models_made_earlier(self, changes: pl.DataFrame) -> None:
@@ -56,14 +57,15 @@ class HectorWriteback(Writeback):
         so they are not in `changes`, and the snapshot was read before they existed. Found in
         Hector by the values that create sent; without them the assets of those models could
         not be created (or moved) by the rerun."""
-        needing = changes.filter(pl.col("action").is_in(["create_asset", "move_asset"]))["model_key"]
+        needing = changes.filter(pl.col("action").is_in(MODEL_ACTIONS)
+                                 & pl.col("body").str.json_path_match("$.subcategory_id").is_null())["model_key"]
         missing = set(needing.drop_nulls().to_list()) - set(self._models)
         if not missing:
             return
         made = self.store.query(
             "SELECT * FROM change_set WHERE plan_id = ? AND action = 'create_subcategory' AND state = 'applied'",
             [self.applying.plan_id])
-        sent = {_triple(self._body(rows, "model")): item
+        sent = {_triple(Request.of(rows).body): item
                 for item, rows in items(made, "create_subcategory") if item in missing}
         if not sent:
             return
@@ -73,27 +75,17 @@ class HectorWriteback(Writeback):
                 if item is not None:
                     self._models.setdefault(item, int(subcategory["id"]))
 
-    def _body(self, rows: list[Row], scope: str) -> dict[str, Any]:
-        """The typed API body of a group of change rows of one item."""
-        body: dict[str, Any] = {}
-        attributes: dict[str, Any] = {}
-        kinds = {t.name: t.kind for t in self.plan.targets if t.scope == scope}
-        for r in rows:
-            name = r["field"]
-            if name in kinds:
-                value = typed(kinds[name], r["new"])
-                if name.startswith("attributes."):
-                    attributes[name.removeprefix("attributes.")] = value
-                else:
-                    body[name] = value
-        if attributes:
-            body["attributes"] = self.resolved.hector_attributes(scope, attributes)
-        return body
+    def _with_model(self, rows: list[Row]) -> Request:
+        """The rows' request, with the id of a subcategory this plan created where it names one."""
+        request = Request.of(rows)
+        if "subcategory_id" not in request.body or request.body["subcategory_id"] is not None:
+            return request
+        model_key = next(r["model_key"] for r in rows if r["action"] in MODEL_ACTIONS)
+        return replace(request, body=request.body | {"subcategory_id": self._models.get(model_key)})
 
     def _create_subcategory(self, item: str, rows: list[Row]) -> None:
-        body = {"category_id": self.resolved.hector_category_id, **self._body(rows, "model")}
         try:
-            created = self.hector.create_subcategory(body)
+            created = Request.of(rows).send(self.hector)
             self._models[item] = int(created["id"])
             self.done(rows, "created")
         except Duplicate as dup:
@@ -105,16 +97,10 @@ class HectorWriteback(Writeback):
     def _create_asset(self, item: str, rows: list[Row]) -> None:
         """Create the CI's asset, unless it exists already: linked since the plan was read, or
         made by an earlier attempt at this plan whose answer never got recorded (`sending`)."""
-        model_id = self._models.get(rows[0]["model_key"])
-        if model_id is None:
+        request = self._with_model(rows)
+        if request.body["subcategory_id"] is None:
             self.done(rows, "refused", "its subcategory could not be created")
             return
-        body = {
-            **self._body(rows, "asset"),
-            "subcategory_id": model_id,
-            "stockroom_id": self.resolved.stockroom_id,
-            "external_refs": [{"source": "c2", "id": item}],
-        }
         earlier = self._linked.get(item)
         if earlier is None and rows[0].get("state") == "sending":
             found = self.hector.find_assets_by_external_ref("c2", item)
@@ -123,14 +109,14 @@ class HectorWriteback(Writeback):
             if earlier is not None:
                 asset_id, outcome, message = int(earlier), "already_there", f"created earlier as asset {earlier}; not sent again"
             else:
-                asset_id, outcome, message = int(self.hector.create_asset(body)["id"]), "created", None
+                asset_id, outcome, message = int(request.send(self.hector)["id"]), "created", None
         except Duplicate as dup:
             # Ours already (a create whose answer was lost) only if it carries our external ref;
             # else the asset tag is taken by another asset, which must not be linked to this CI.
             ours = self.hector.find_assets_by_external_ref("c2", item)
             if not ours:
                 self.done(rows, "refused", f"Hector refused the create: asset {dup.existing_id} already holds "
-                          f"its asset tag {body.get('asset_tag')!r}, and asset tags are unique in a category")
+                          f"its asset tag {request.body.get('asset_tag')!r}, and asset tags are unique in a category")
                 return
             asset_id = int(ours[0]["id"])
             outcome, message = "already_there", f"Hector already had it as asset {asset_id}"
@@ -143,25 +129,12 @@ class HectorWriteback(Writeback):
         self.link(item, asset_id)
         self.agreed(item, asset_id, {r["field"]: r["new"] for r in rows})
 
-    def _update_asset(self, rows: list[Row], current: dict) -> None:
+    def _update_asset(self, rows: list[Row]) -> None:
         """One PATCH per asset, whatever its rows link, update, move or retire."""
         ci_id, asset_id = rows[0]["item"], int(rows[0]["target_id"])
-        attributes, refs, _ = current.get(asset_id, ({}, [], 0))
-        body = self._body(rows, "asset")
-        if "attributes" in body:  # the snapshot's, by trimmed name, under Hector's own names too
-            kept = self.resolved.hector_attributes("asset", {k: v for k, v in attributes.items() if v is not None})
-            body["attributes"] = kept | body["attributes"]
-        actions = {r["action"] for r in rows}
-        if "link_asset" in actions:
-            body["external_refs"] = [r for r in refs if r.get("source") != "c2"] + [{"source": "c2", "id": ci_id}]
-        if "move_asset" in actions:
-            body["subcategory_id"] = self._models.get(next(r["model_key"] for r in rows if r["action"] == "move_asset"))
-        if "retire_asset" in actions:
-            body["status"] = "retired"
-        if "reactivate_asset" in actions:  # an undo: the status the asset had before it was retired
-            body["status"] = next(r["new"] for r in rows if r["action"] == "reactivate_asset")
-        if self.write(rows, lambda: self.hector.update_asset(asset_id, rows[0]["target_version"], body)):
-            if "link_asset" in actions:
+        request = self._with_model(rows)
+        if self.write(rows, lambda: request.send(self.hector)):
+            if any(r["action"] == "link_asset" for r in rows):
                 self.link(ci_id, asset_id)
             self.agreed(ci_id, asset_id, {r["field"]: r["new"] for r in rows if r["action"] in ("update_asset", "revert_drift")})
 
