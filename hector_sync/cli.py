@@ -10,20 +10,18 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import polars as pl
 
-from hector_sync.config import CONFIG_ENV_VAR, ConfigError, Direction, SyncConfig, load_config
-from hector_sync.errors import ApiError
+from hector_sync.config import CONFIG_ENV_VAR, ConfigError, SyncConfig, load_config
 from hector_sync.progress import INTERVAL_ENV, INTERVAL_S
 from hector_sync.textsafe import UNPRINTABLE, text
 
 if TYPE_CHECKING:
     from hector_sync.plans import Plan
     from hector_sync.runner import CategoryResult
-    from hector_sync.sync import CategorySync
 
 CONFIG_HELP = "configuration file (default: $HECTOR_SYNC_CONFIG, else the embedded demo configuration)"
 DESCRIPTION = f"""Keeps IT inventory in step between C2 ITSM and Hector, through Dagster.
@@ -92,10 +90,11 @@ or a system cannot be used; 2: the file is wrong or a secret is unset.""",
     "plan": (
         "compute and print the change set; writes nothing to either system",
         """\
-Reads both systems and prints, per category and direction, what a sync would create,
-update, move and retire, the drift it would put back, and whether the guard would hold it
-back. Writes nothing to C2 ITSM or Hector (only the local DuckDB snapshots). The plan goes
-to stdout, the progress of the reads to stderr.""",
+Runs each category's Dagster job up to its change sets and their blocking checks (never the
+writebacks), then prints per category and direction what a sync would create, update, move
+and retire, the drift it would put back, and whether the guard holds it back. Writes nothing
+to C2 ITSM or Hector (only the local DuckDB snapshots). The plan goes to stdout, the progress
+of the reads to stderr; a failed check or read exits 1, without a failure e-mail.""",
         """\
   hector-sync --config my.yaml plan
   hector-sync --config my.yaml plan --category printers --full
@@ -212,58 +211,26 @@ def _keys(config: SyncConfig, chosen: list[str] | None) -> list[str]:
     return [config.category(k).key for k in chosen] if chosen else [c.key for c in config.categories]
 
 
-PlanStep = Callable[["CategorySync", Direction], tuple["Plan", pl.DataFrame]]
-
-
-def _plan_categories(
-    config: SyncConfig, keys: list[str], mode: str, holder: str,
-    directions: Callable[[CategorySync], Sequence[Direction]], step: PlanStep,
-) -> tuple[int, list[Plan]]:
-    """For each category: under its lock, read both systems, then plan and print each of
-    `directions` with `step`. A failed category is printed and the others go on."""
-    from hector_sync.store import CategoryBusy, Store
-    from hector_sync.sync import CategorySync, MappingInvalid, open_clients
-
-    store = Store(config.storage.duckdb_path)
-    status, plans = 0, []
-    with (pl.Config(tbl_rows=40, tbl_width_chars=160, fmt_str_lengths=40, tbl_hide_dataframe_shape=True),
-          open_clients(config) as (c2, hector)):
-        for key in keys:
-            sync = CategorySync(config, config.category(key), store, c2, hector, log=_to_stderr)
-            try:
-                with store.category_lock(key, holder):
-                    sync.resolve_catalog()
-                    sync.snapshot_c2(mode)  # type: ignore[arg-type]
-                    sync.snapshot_hector(mode)  # type: ignore[arg-type]
-                    for direction in directions(sync):
-                        plan, changes = step(sync, direction)
-                        _print_plan(sync, direction, plan, changes)
-                        plans.append(plan)
-            except (ApiError, MappingInvalid, CategoryBusy) as failed:
-                print(f"{key}: FAILED: {text(failed)}\n")
-                status = 1
-    return status, plans
-
-
-def _plan(config: SyncConfig, keys: list[str], full: bool) -> int:
-    def derive_and_plan(sync: CategorySync, direction: Direction) -> tuple[Plan, pl.DataFrame]:
-        sync.derive(direction)
-        return sync.plan(direction)
+def _plan(config: SyncConfig, path: str | None, keys: list[str], full: bool) -> int:
+    """Each category's job up to its change sets, through Dagster like a sync; then its plans."""
+    from hector_sync.runner import run_sync
 
     parked = [k for k in keys if not config.category(k).direction.flows]
     for key in parked:
         print(f"{key}: direction {config.category(key).direction.value}: nothing to plan\n")
     flowing = [k for k in keys if k not in parked]
-    status, _ = _plan_categories(config, flowing, "full" if full else "auto", "hector-sync plan",
-                                 lambda sync: sync.category.direction.flows, derive_and_plan)
-    return status
+    if not flowing:
+        return 0
+    results = run_sync(config, path, flowing, full=full, plan_only=True)
+    _print_plans(config, results)
+    return _print_failures(results)
 
 
 def _undo(config: SyncConfig, path: str | None, run_id: str, chosen: list[str] | None, *, apply: bool,
           allow_large: bool) -> int:
     """Show the inverse plan of what run `run_id` applied, per category it wrote; apply it with --yes."""
     from hector_sync.plans import PlanBook
-    from hector_sync.runner import run_plan
+    from hector_sync.runner import run_undo
     from hector_sync.store import Store
 
     if not config.storage.duckdb_path.exists():
@@ -278,34 +245,51 @@ def _undo(config: SyncConfig, path: str | None, run_id: str, chosen: list[str] |
         print(f"hector-sync: run {run_id} applied nothing{where} that the history of "
               f"{config.storage.duckdb_path} records; nothing to undo", file=sys.stderr)
         return 1
-    status, plans = _plan_categories(config, keys, "full", f"hector-sync undo {run_id}",
-                                     lambda sync: touched[sync.key], lambda sync, way: sync.plan_undo(way, run_id))
-    if not apply:
-        if plans:
-            print("Nothing was written. Run the same command with --yes to apply these plans.")
-        return status
-    results = [run_plan(config, path, plan, allow_large_change=allow_large) for plan in plans]
-    return max(status, _print_results(results))
+    results = run_undo(config, path, run_id, keys, apply=apply, allow_large_change=allow_large)
+    _print_plans(config, results)
+    if apply:
+        return _print_results(results)
+    if any(r.plan_id for r in results):
+        print("Nothing was written. Run the same command with --yes to apply these plans.")
+    return _print_failures(results)
 
 
-def _to_stderr(line: str) -> None:
-    """Progress of `plan`: on stderr, so the plan on stdout stays clean."""
-    print(line, file=sys.stderr, flush=True)
+def _print_plans(config: SyncConfig, results: list[CategoryResult]) -> None:
+    """The plan each run computed, read back from the sync's file as the run left it."""
+    from hector_sync.plans import PlanBook
+    from hector_sync.store import Store
+
+    book = PlanBook(Store(config.storage.duckdb_path))
+    with pl.Config(tbl_rows=40, tbl_width_chars=160, fmt_str_lengths=40, tbl_hide_dataframe_shape=True):
+        for result in results:
+            if result.plan_id:
+                plan = book.get(result.plan_id)
+                _print_plan(plan, book.rows(plan))
 
 
-def _print_plan(sync: CategorySync, direction: Direction, plan: Plan, changes: pl.DataFrame) -> None:
-    """One direction's change set: its plan id, counts, drift, what the guard would hold back, the rows."""
-    summary = sync.summary(direction, changes)
-    counts = ", ".join(f"{n} {a}" for a, n in summary.counts.items() if n)
-    print(f"{sync.key} ({direction.value}): {counts or 'nothing'}")
+def _print_failures(results: list[CategoryResult]) -> int:
+    """Each failed run of a command that writes nothing, with its reason; the exit status."""
+    for result in results:
+        if result.error:
+            print(f"{result.key}: FAILED (run {result.run_id}): {text(result.error)}\n")
+    return 0 if all(r.success for r in results) else 1
+
+
+def _print_plan(plan: Plan, changes: pl.DataFrame) -> None:
+    """One direction's change set: its plan id, counts, drift, what the guard holds back, the rows."""
+    from hector_sync.reconcile.changes import ACTIONS, item_counts
+
+    counts = ", ".join(f"{n} {a}" for a, n in item_counts(changes, plan.direction).items() if n)
+    print(f"{plan.category_key} ({plan.direction.value}): {counts or 'nothing'}")
     print(f"  plan {plan.plan_id}" + (f", the undo of run {plan.undo_of}" if plan.undo_of else "")
           + f" (from {plan.describe_reads()})")
+    order = {a: i for i, a in enumerate(ACTIONS[plan.direction])}
+    changes = changes.sort(pl.col("action").replace_strict(order, default=len(order)), "item", "field")
     drift = changes.filter(pl.col("action") == "revert_drift")
     for item, reason in drift.select("item", "reason").iter_rows():
         print(f"  drift on {text(item)}: {text(reason)}")
-    refusal = sync.guard_refusal(direction, summary)
-    if refusal:
-        print(f"  the guard would hold this back: {refusal} (--allow-large-change lets it through)")
+    if plan.guard_refusal:
+        print(f"  the guard holds this back: {plan.guard_refusal} (--allow-large-change lets it through)")
     shown = changes.filter(pl.col("action") != "unchanged")
     if shown.height:
         print(_escaped(shown.select("action", "item", "target_id", "field", "old", "new", "reason")))
@@ -412,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                            allow_large=args.allow_large_change))
         keys = _keys(config, args.category)
         if args.command == "plan":
-            sys.exit(_plan(config, keys, args.full))
+            sys.exit(_plan(config, args.config, keys, args.full))
         sys.exit(_sync(config, args.config, keys, args.full, args.allow_large_change))
     except ConfigError as wrong:
         print(f"hector-sync: {wrong}", file=sys.stderr)

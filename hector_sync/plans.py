@@ -59,7 +59,11 @@ class UnknownPlan(Exception):
 
 @dataclass(frozen=True)
 class Plan:
-    """One plan's identity: who computed it, when, and from which reads."""
+    """One plan's identity: who computed it, when, from which reads, and the guard's verdict.
+
+    The change-size guard is weighed once, when the plan is made (`CategorySync.new_plan`):
+    the change set's check, `plan`'s output and every writeback of the plan read this verdict.
+    """
 
     plan_id: str
     kind: PlanKind
@@ -72,6 +76,9 @@ class Plan:
     hector_read_run_id: str | None
     hector_read_at: datetime | None
     undo_of: str | None = None
+    linked: int | None = None  # the active linked targets the guard weighed the plan against
+    risky: int | None = None  # the items the plan retires or moves
+    guard_refusal: str | None = None  # why the guard holds the plan back, in words; None: it may be written
     finished_by: str | None = None
     finished_at: datetime | None = None
 

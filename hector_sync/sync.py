@@ -184,7 +184,7 @@ class CategorySync:
         with self.store.connect() as con:
             changes = self.reconciler.changes(con, direction, full_read=state.get("read_kind") == "full")
             self.reconciler.agree(con, self.run_id)
-        plan = self.new_plan(direction, "sync")
+        plan = self.new_plan(direction, "sync", changes)
         PlanBook(self.store).save(plan, changes)
         if direction is TO_C2:
             self.state.settle_intents(self.key)
@@ -195,19 +195,26 @@ class CategorySync:
         a plan of kind undo (it does not replace the category's sync plan)."""
         with self.store.connect() as con:
             changes = self.reconciler.undo(con, direction, run_id)
-        plan = self.new_plan(direction, "undo", undo_of=run_id)
+        plan = self.new_plan(direction, "undo", changes, undo_of=run_id)
         PlanBook(self.store).save(plan, changes)
         return plan, changes
 
-    def new_plan(self, direction: Direction, kind: PlanKind, undo_of: str | None = None) -> Plan:
-        """A plan's identity: this run, now, and the reads of both sides it is computed from."""
+    def new_plan(self, direction: Direction, kind: PlanKind, changes: pl.DataFrame, undo_of: str | None = None) -> Plan:
+        """A plan's identity: this run, now, the reads of both sides it is computed from, and
+        the guard's verdict on `changes`, weighed here once for every reader of the plan."""
         now = datetime.now(UTC)
         reads = self.latest_reads()
         (c2_run, c2_at), (hector_run, hector_at) = (reads.get(s, (None, None)) for s in ("c2", "hector"))
+        summary = self.summary(direction, changes)
+        state = self.state.snapshot_state(self.key, direction.source) or {}
+        guard = Guard(
+            self.category.max_change_fraction, int(state.get("row_count") or 0), state.get("previous_row_count"), direction
+        )
         return Plan(
             plan_id=Plan.new_id(self.key, direction, now), kind=kind, category_key=self.key, direction=direction,
             run_id=self.run_id, planned_at=now, undo_of=undo_of, c2_read_run_id=c2_run, c2_read_at=c2_at,
-            hector_read_run_id=hector_run, hector_read_at=hector_at,
+            hector_read_run_id=hector_run, hector_read_at=hector_at, linked=summary.linked, risky=summary.risky,
+            guard_refusal=guard.refusal(summary),
         )
 
     def latest_reads(self) -> dict[str, tuple[str | None, datetime]]:
@@ -251,13 +258,6 @@ class CategorySync:
         linked = self.store.query(sql, params).item()
         return summarize(changes, linked=int(linked or 0), direction=direction)
 
-    def guard_refusal(self, direction: Direction, summary: Summary) -> str | None:
-        state = self.state.snapshot_state(self.key, direction.source) or {}
-        guard = Guard(
-            self.category.max_change_fraction, int(state.get("row_count") or 0), state.get("previous_row_count"), direction
-        )
-        return guard.refusal(summary)
-
     def repeated_ci_ids(self) -> int:
         return int(self.store.query(
             "SELECT count(*) - count(DISTINCT ci_id) FROM c2_ci WHERE category_key = ?", [self.key]
@@ -270,11 +270,12 @@ class CategorySync:
         """Send what is left of a plan (the latest sync plan unless `plan_id` names one).
 
         A plan with nothing left writes nothing and says who finished it; a stale plan is
-        refused (StalePlan) unless `allow_stale_plan`; the guard weighs the whole plan.
+        refused (StalePlan) unless `allow_stale_plan`; so is one the guard held back when it was
+        made (GuardRefused), unless `allow_large_change`.
         """
         book = PlanBook(self.store)
         plan = self.chosen_plan(direction, plan_id)
-        every = book.rows(plan)
+        book.rows(plan)  # UnknownPlan once a newer plan has replaced its rows
         todo = book.open_rows(plan)
         if todo.is_empty():
             idle = (f"plan {plan.plan_id} was applied by run {plan.finished_by} at {plan.finished_at:%Y-%m-%d %H:%M:%S} UTC; "
@@ -286,10 +287,9 @@ class CategorySync:
             raise StalePlan(f"category '{self.key}': {stale}. Nothing was written. For a fresh plan, run the whole "
                             "chain for this category (its job, or hector-sync plan and then apply); or, once you have "
                             "checked this one, let it through with allow_stale_plan (hector-sync apply --allow-stale-plan).")
-        refusal = self.guard_refusal(direction, self.summary(direction, every))
-        if refusal and not allow_large_change:
+        if plan.guard_refusal and not allow_large_change:
             raise GuardRefused(
-                f"category '{self.key}' ({direction.value}): {refusal}. "
+                f"category '{self.key}' ({direction.value}): {plan.guard_refusal}. "
                 "Rerun with --allow-large-change to let it through."
             )
         common = {"store": self.store, "plan": self.reconciler.plan, "applying": plan, "run_id": self.run_id, "log": self.log}

@@ -168,3 +168,17 @@ def naive_valid(ci: dict) -> bool:
     except ValueError:
         return False
     return True
+
+
+def set_ci_status(config: SyncConfig, ci_ids: list[str], status: str) -> None:
+    """Retire or reactivate CIs as a person in C2 ITSM would."""
+    with C2Client.from_settings(config.c2) as c2:
+        for ci_id in ci_ids:
+            current = c2.get_ci(ci_id)
+            assert current is not None
+            c2.update_ci(ci_id, current["version"], status=status)  # type: ignore[arg-type]
+
+
+def linked_assets(config: SyncConfig, category: str) -> dict[str, dict]:
+    """Hector's assets of the category that hold a c2 ref, by that ref."""
+    return {refs(a)[0]: a for a in hector_state(config, category)[1] if refs(a)}

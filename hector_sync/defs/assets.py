@@ -10,7 +10,7 @@ The catalog resolves the category's names once per run; the snapshots read with 
 later step works from the resolution its snapshots used (`CategorySync.catalog`).
 
 Each asset runs one step of `CategorySync`, which knows nothing of Dagster; `hector-sync plan`
-runs the same steps. A category materializes only the steps of its direction (per_field: both);
+materializes these same assets up to the change sets (defs/jobs.planning_selection). A category materializes only the steps of its direction (per_field: both);
 the others record that they had nothing to do. How their metadata reads in the UI (the previews
 as tables) is defs/metadata.py's.
 """
@@ -31,7 +31,7 @@ from hector_sync.defs.metadata import (
 )
 from hector_sync.defs.resources import StoreResource, SyncConfigResource
 from hector_sync.defs.tags import ALLOW_LARGE_CHANGE_TAG, READ_TAG
-from hector_sync.reconcile.changes import ACTIONS, CHANGE_SCHEMA
+from hector_sync.reconcile.changes import CHANGE_SCHEMA, item_counts
 from hector_sync.hector import HectorClient
 from hector_sync.plans import PlanBook
 from hector_sync.state import SyncState
@@ -199,12 +199,12 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
         problems = sync.problems()
         changes = pl.DataFrame(schema=CHANGE_SCHEMA)  # nothing planned on a broken mapping
         identity: dict[str, object] = {"plan_id": "none: the mapping is broken, so nothing was planned"}
+        plan = None
         if not problems:
             plan, changes = sync.plan(direction)
             identity = plan_metadata(plan) | {"catalog_id": sync.catalog[0]}
-        summary = sync.summary(direction, changes)
         writes = changes.filter(~pl.col("action").is_in(["unchanged", "skip"]))
-        counts = {a: summary.counts[a] for a in ACTIONS[direction]}
+        counts = item_counts(changes, direction)
         sync.log(f"{sync.key}: planned {direction.arrow}: " + (", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing"))
         yield dg.MaterializeResult(
             metadata={
@@ -218,7 +218,7 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
                 "duration_s": round(time.monotonic() - started, 2),
             }
         )
-        yield from evaluate_change_set(sync, direction, problems, summary, allowed=large_change_allowed(context))
+        yield from evaluate_change_set(sync, direction, problems, plan, allowed=large_change_allowed(context))
 
     return _change_set
 

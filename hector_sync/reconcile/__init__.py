@@ -1,8 +1,8 @@
 """Pure reconciliation: tables in, change sets out; no network, no Dagster.
 
 `Reconciler` runs the SQL of `normalize`, `match`, `to_hector` and `to_c2` on a DuckDB
-connection holding the documented tables (the sync's file, or an in-memory database in tests),
-so the Dagster assets and `hector-sync plan` compute exactly the same change sets.
+connection holding the documented tables (the sync's file, or an in-memory database in tests):
+no step of a run, and no test, computes a change set any other way.
 """
 
 from __future__ import annotations

@@ -133,9 +133,14 @@ class Summary:
         return self.risky / self.linked if self.linked else 0.0
 
 
-def summarize(changes: pl.DataFrame, linked: int, direction: Direction = Direction.C2_TO_HECTOR) -> Summary:
+def item_counts(changes: pl.DataFrame, direction: Direction) -> dict[str, int]:
+    """Items per action, in the direction's order of actions (every action, zero or not)."""
     per_item = changes.select("action", "item").unique()
-    counts = dict.fromkeys(ACTIONS[direction], 0) | dict(per_item.group_by("action").len().iter_rows())
+    return dict.fromkeys(ACTIONS[direction], 0) | dict(per_item.group_by("action").len().iter_rows())
+
+
+def summarize(changes: pl.DataFrame, linked: int, direction: Direction = Direction.C2_TO_HECTOR) -> Summary:
+    counts = item_counts(changes, direction)
     return Summary(counts=counts, linked=linked, risky=sum(counts.get(a, 0) for a in RISKY))
 
 
