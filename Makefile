@@ -24,7 +24,7 @@ test: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak --timeout 1800
 
-# Every figure of the README's performance section at 1,000,000 CIs (about 20 minutes on 2
+# Every figure of docs/performance.md at 1,000,000 CIs (about 20 minutes on 2
 # cores); BENCH_ARGS="--size 20000" for a quick look.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --json benchmarks/last-run.json $(BENCH_ARGS)
