@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP)
 
+# The UI on :3000, or on a free port when 3000 is busy; `make demo PORT=3001` chooses (only on
+# the command line: a PORT variable in the environment is some other program's).
 demo: $(STAMP)
-	$(BIN)/hector-sync demo --ui
+	$(BIN)/hector-sync demo --ui $(if $(filter command line,$(origin PORT)),--port $(PORT))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

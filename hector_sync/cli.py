@@ -1,7 +1,7 @@
 """hector-sync: the operator's command line (docs/configuration.md, "Commands").
 
 Exit status: 0 all went well; 1 a category failed (the others still ran); 2 the configuration
-or the command line is wrong.
+or the command line is wrong, a port it names busy included.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
-from hector_sync.config import CONFIG_ENV_VAR, ConfigError, SyncConfig, load_config
+from hector_sync.config import CONFIG_ENV_VAR, ConfigError, SyncConfig, load_config, load_for_discover
+from hector_sync.ports import C2_SIMULATOR, DAGSTER_UI, HECTOR_SIMULATOR, LOOPBACK, PortChooser, PortUnavailable
 from hector_sync.progress import INTERVAL_ENV, INTERVAL_S
 from hector_sync.textsafe import UNPRINTABLE, text
 
@@ -31,7 +33,7 @@ then the writeback toward the category's direction. Long reads and writebacks lo
 progress (pages and items done, rate, time left) every {INTERVAL_S:g} s on stderr and in
 the Dagster run log. `hector-sync COMMAND --help` tells more about each command."""
 EXAMPLES = f"""examples:
-  hector-sync demo --ui                       # sample data, a full sync, the Dagster UI on :3000
+  hector-sync demo --ui                       # sample data, a full sync, the Dagster UI (:3000 if free)
   hector-sync --config my.yaml discover --write-config starter.yaml      # a config to fill in
   hector-sync --config my.yaml validate       # do the mapped names exist in both systems?
   hector-sync --config my.yaml plan --category printers      # what a sync would change
@@ -42,7 +44,7 @@ exit status:
   0  all went well
   1  a category failed (the others still ran), a mapped name does not exist, or a system
      cannot be used
-  2  the configuration or the command line is wrong
+  2  the configuration or the command line is wrong (a port given to demo or simulate is busy)
 
 environment:
   HECTOR_SYNC_CONFIG            the configuration file when --config is not given
@@ -56,21 +58,27 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": (
         "start the simulators, sync every demo category, print the summary",
         """\
-Starts the bundled C2 ITSM and Hector simulators with sample data on loopback (ports 8701
-and 8702), runs a full sync of every demo category through Dagster and prints the summary.
-With --ui it then serves the Dagster UI on the same instance until Ctrl-C.""",
+Starts the bundled C2 ITSM and Hector simulators with sample data on loopback, runs a full
+sync of every demo category through Dagster and prints the summary. With --ui it then serves
+the Dagster UI on the same instance until Ctrl-C. It listens on ports 8701, 8702 and 3000,
+or on free ones where those are busy (another demo, a Dagster UI), and prints the URLs; a
+port given as an option must be free. The configuration it runs, the embedded one with its
+simulators' URLs, is written to .hector-sync/demo.yaml: other commands reach the demo's
+simulators with --config .hector-sync/demo.yaml.""",
         """\
   hector-sync demo                 # sync the sample data once and print the summary
-  hector-sync demo --ui            # the same, then browse the runs at http://127.0.0.1:3000
-  hector-sync demo --ui --port 3001""",
+  hector-sync demo --ui            # the same, then browse the runs at the URL it prints
+  hector-sync demo --ui --port 3001 --c2-port 8711 --hector-port 8712
+  hector-sync demo --ui --port 0   # any free port for the UI""",
     ),
     "discover": (
         "list CMDBs, categories and fields in C2; categories, attributes, stockrooms in Hector",
         """\
-Reads both systems named in the configuration (their url and credentials only) and prints
-what a mapping can name: CMDBs, categories and fields in C2 ITSM; categories, attributes
-and stockrooms in Hector. --write-config FILE also writes a starter configuration with
-every category at direction: none, to fill in (an existing FILE is never overwritten).""",
+Reads both systems named in the configuration (their url and credentials only: a file with
+just the c2 and hector sections will do) and prints what a mapping can name: CMDBs,
+categories and fields in C2 ITSM; categories, attributes and stockrooms in Hector.
+--write-config FILE also writes a starter configuration with every category at direction:
+none, to fill in (an existing FILE is never overwritten).""",
         """\
   hector-sync --config my.yaml discover
   hector-sync --config my.yaml discover --write-config starter.yaml
@@ -152,11 +160,15 @@ the field with old → new, the outcome and the reason.""",
         "serve the two simulators alone on loopback, for trying things by hand",
         """\
 Serves the bundled C2 ITSM (http://127.0.0.1:8701) and Hector (http://127.0.0.1:8702)
-simulators with sample data until Ctrl-C, and prints their demo logins. The embedded demo
-configuration points at them, so the other commands work against them without --config.""",
+simulators with sample data until Ctrl-C, and prints their URLs and demo logins. The embedded
+demo configuration points at these ports, so the other commands work against them without
+--config; a busy port stops it (exit status 2). On other ports (--c2-port, --hector-port; 0 for
+any free port), give the other commands a file with their URLs: the c2 and hector sections of
+the demo configuration are enough for discover.""",
         """\
   hector-sync simulate             # then, in another terminal:
-  hector-sync plan --category printers""",
+  hector-sync plan --category printers
+  hector-sync simulate --c2-port 8711 --hector-port 8712""",
     ),
 }
 COMMAND_OPTIONS = {
@@ -185,7 +197,12 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("discover", "validate", "plan", "sync", "apply", "undo", "history"):  # also accepted after the command
         subs[name].add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)
     subs["demo"].add_argument("--ui", action="store_true", help="then serve the Dagster UI on the same instance until Ctrl-C")
-    subs["demo"].add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default 3000)")
+    subs["demo"].add_argument("--port", type=_port, metavar="PORT",
+                              help="port of the Dagster UI (default 3000, or a free one when 3000 is busy)")
+    for name, fallback in (("demo", ", or a free one when it is busy"), ("simulate", "")):
+        for listener in (C2_SIMULATOR, HECTOR_SIMULATOR):
+            subs[name].add_argument(listener.option, type=_port, metavar="PORT",
+                                    help=f"port of the {listener.name} (default {listener.default}{fallback})")
     subs["discover"].add_argument(
         "--write-config", metavar="FILE", help="write a starter configuration there, every category direction: none")
     for name in ("plan", "sync"):
@@ -205,6 +222,13 @@ def _parser() -> argparse.ArgumentParser:
     subs["undo"].add_argument("--yes", action="store_true", help="apply the inverse plan (without it: only show it)")
     subs["history"].add_argument("item", metavar="ITEM", help="a C2 ITSM CI id, a Hector asset id or an asset tag")
     return parser
+
+
+def _port(text: str) -> int:
+    """A TCP port from the command line; 0 asks for any free one."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port: give 1 to 65535, or 0 for any free port")
+    return int(text)
 
 
 def _keys(config: SyncConfig, chosen: list[str] | None) -> list[str]:
@@ -344,21 +368,35 @@ def _apply(config: SyncConfig, path: str | None, plan_id: str, allow_stale: bool
     return status
 
 
-def _demo(ui: bool, port: int) -> int:
-    from hector_sync.demo import DEMO_C2_PORT, DEMO_HECTOR_PORT
+def _demo(ui_port: int | None, c2_port: int | None, hector_port: int | None, *, ui: bool) -> int:
+    """The simulators, a full sync of the demo categories and, with `ui`, the Dagster UI.
+
+    Every port is settled before anything starts. The configuration it runs is the embedded one
+    with the URLs of the simulators it started (`write_demo_copy`): named in HECTOR_SYNC_CONFIG,
+    the `dagster dev` it starts runs against them too.
+    """
+    from hector_sync.demo import write_demo_copy
     from hector_sync.runner import dagster_home
     from hector_sync.simulators.serve import start_simulators
 
-    os.environ.pop(CONFIG_ENV_VAR, None)
-    config = load_config(None)
-    with start_simulators(c2_port=DEMO_C2_PORT, hector_port=DEMO_HECTOR_PORT) as sims:
+    chooser = PortChooser(fallback=True)
+    ui_at = chooser.choose(DAGSTER_UI, ui_port) if ui else None
+    c2_at, hector_at = chooser.choose(C2_SIMULATOR, c2_port), chooser.choose(HECTOR_SIMULATOR, hector_port)
+    for note in chooser.notes:
+        print(note)
+    with start_simulators(c2_port=c2_at, hector_port=hector_at) as sims:
+        path = write_demo_copy(sims.c2_url, sims.hector_url)
+        os.environ[CONFIG_ENV_VAR] = str(path)
+        config = load_config(path)
         print(f"C2 ITSM simulator: {sims.c2_url}\nHector simulator:  {sims.hector_url}\n")
-        status = _sync(config, None, _keys(config, None), full=True, allow=False)
-        if ui:
+        status = _sync(config, str(path), _keys(config, None), full=True, allow=False)
+        if ui_at is not None:
             home = dagster_home(config)
-            print(f"\nDagster UI on http://127.0.0.1:{port} (instance {home}); Ctrl-C to stop.", flush=True)
+            shown = path.relative_to(Path.cwd())
+            print(f"\nDagster UI on http://{LOOPBACK}:{ui_at} (instance {home}); Ctrl-C to stop.\n"
+                  f"Other commands reach this demo with: hector-sync --config {shown} COMMAND", flush=True)
             command = [sys.executable, "-m", "dagster", "dev", "-m", "hector_sync.definitions",
-                       "-h", "127.0.0.1", "-p", str(port)]
+                       "-h", LOOPBACK, "-p", str(ui_at)]
             try:
                 subprocess.run(command, check=False)
             except KeyboardInterrupt:
@@ -366,21 +404,28 @@ def _demo(ui: bool, port: int) -> int:
     return status
 
 
+def _simulate(c2_port: int | None, hector_port: int | None) -> None:
+    """Both simulators until Ctrl-C, on the ports the embedded configuration names unless given."""
+    from hector_sync.simulators.serve import serve_forever
+
+    chooser = PortChooser(fallback=False)
+    serve_forever(c2_port=chooser.choose(C2_SIMULATOR, c2_port),
+                  hector_port=chooser.choose(HECTOR_SIMULATOR, hector_port))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            sys.exit(_demo(args.ui, args.port))
+            sys.exit(_demo(args.port, args.c2_port, args.hector_port, ui=args.ui))
         if args.command == "simulate":
-            from hector_sync.simulators.serve import serve_forever
-
-            serve_forever()
+            _simulate(args.c2_port, args.hector_port)
             return
-        config = load_config(args.config)
         if args.command == "discover":
             from hector_sync.discovery import discover
 
-            sys.exit(discover(config, args.write_config))
+            sys.exit(discover(load_for_discover(args.config), args.write_config))
+        config = load_config(args.config)
         if args.command == "validate":
             from hector_sync.validation import validate
 
@@ -398,6 +443,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "plan":
             sys.exit(_plan(config, args.config, keys, args.full))
         sys.exit(_sync(config, args.config, keys, args.full, args.allow_large_change))
-    except ConfigError as wrong:
+    except (ConfigError, PortUnavailable) as wrong:
         print(f"hector-sync: {wrong}", file=sys.stderr)
         sys.exit(2)

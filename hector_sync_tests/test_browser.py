@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from hector_sync.config import SyncConfig, load_config
 from hector_sync_tests.conftest import demo_credentials
-from hector_sync_tests.console import DemoUi, demo_ui, hector_sync
+from hector_sync_tests.console import DemoUi, demo_ui, hector_sync, wait_for_run
 from hector_sync_tests.systems import c2_cis, hector_state, patch_ci, refs, writes
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -87,9 +85,9 @@ def page(chromium: Browser, demo: DemoUi) -> Iterator[Page]:
 
 @pytest.fixture
 def demo_config(demo: DemoUi, monkeypatch: pytest.MonkeyPatch) -> SyncConfig:
-    """The demo's configuration, to look at its simulators as an operator's script would."""
+    """The configuration the demo runs, to look at its simulators as an operator's script would."""
     demo_credentials(monkeypatch)
-    return load_config(None)
+    return load_config(demo.config)
 
 
 def open_page(page: Page, path: str) -> None:
@@ -194,7 +192,8 @@ def test_one_category_launched_from_the_ui_changes_that_category_alone(
         patch_ci(demo_config, ci["id"], SerialNumber=serial)
         edited[category] = ci["id"]
     # the operator looks at the plan of both: each now holds one update, nothing is written yet
-    planned = hector_sync("plan", "--category", "printers", "--category", "laptops", cwd=demo.folder)
+    planned = hector_sync("--config", str(demo.config), "plan", "--category", "printers", "--category", "laptops",
+                          cwd=demo.folder)
     assert planned.returncode == 0, planned.stderr
     for category in NEW_SERIAL:
         assert re.search(rf"^{category} \(c2_to_hector\): .*\b1 update_asset\b", planned.stdout, re.M), planned.stdout
@@ -293,16 +292,3 @@ def metadata_value(scope: Page | Locator, key: str) -> Locator:
     """The value shown for metadata entry `key` in the metadata tables within `scope`."""
     label = (scope if isinstance(scope, Page) else scope.page).get_by_text(key, exact=True)
     return scope.locator("tr").filter(has=label).locator("td").nth(1)
-
-
-def wait_for_run(demo: DemoUi, run_id: str, timeout: float = 120) -> str:
-    """The run's final status, asked of the UI's own GraphQL endpoint."""
-    query = {"query": "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
-             "variables": {"id": run_id}}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = requests.post(demo.url + "/graphql", json=query, timeout=10).json()["data"]["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            return status
-        time.sleep(1)
-    return f"still running after {timeout} s"
