@@ -167,11 +167,31 @@ def test_a_change_set_partition_shows_its_changes_its_skipped_cis_and_the_other_
     expect(page.get_by_role("row").filter(has_text="categories")).to_contain_text("printers (this one)")
 
 
-def test_the_daily_schedules_and_the_failure_sensor_are_on(page: Page) -> None:
+def test_the_daily_schedules_and_both_sensors_are_on(page: Page) -> None:
     open_page(page, "/automation")
-    for name in ("daily_c2_to_hector", "daily_hector_to_c2", "daily_per_field", "email_on_sync_failure"):
+    for name in ("daily_c2_to_hector", "daily_hector_to_c2", "daily_per_field", "email_on_sync_failure",
+                 "email_on_stale_sync"):
         row = page.locator("[data-index]").filter(has=page.get_by_text(name, exact=True))
         expect(row.locator("[class*=formatSwitch] input")).to_be_checked()
+
+
+def test_the_daemon_records_each_category_s_freshness_check_without_a_run(page: Page) -> None:
+    """The stale-sync sensor, ticking in the demo's daemon, records the check of every syncing
+    category on its writeback as soon as it first sees it: passed, minutes after the sync."""
+    succeeded = page.get_by_text("Succeeded", exact=True)  # under each check's name in the list
+    deadline = time.monotonic() + 120  # the daemon's first tick of the sensor
+    open_page(page, "/assets/hector_writeback?view=checks")
+    while time.monotonic() < deadline:
+        try:
+            expect(succeeded).to_have_count(len(HECTOR_CATEGORY), timeout=10_000)
+            break
+        except AssertionError:
+            page.reload()
+    for key in HECTOR_CATEGORY:
+        expect(page.get_by_text(f"{key}_synced_on_schedule", exact=True).first).to_be_visible()
+    expect(succeeded).to_have_count(len(HECTOR_CATEGORY))
+    expect(page.get_by_text(re.compile(r"^category '\w+' last synced .*: within the limit of 26 h"))).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "writeback-checks.png")
 
 
 def serials(config: SyncConfig, category: str) -> dict[str, str | None]:

@@ -87,9 +87,12 @@ def undo_category(context: dg.OpExecutionContext, config: UndoConfig, settings: 
 
 
 def build_jobs(partitions: dg.PartitionsDefinition) -> list[dg.JobDefinition]:
+    # The writebacks' checks weigh every category's last sync against the clock (defs/freshness.py):
+    # the stale-sync sensor records them, and one category's run has nothing to add about the others.
+    freshness = dg.AssetSelection.checks_for_assets(*WRITEBACK_ASSET.values())
     sync_jobs = [
         dg.define_asset_job(
-            JOB_OF[direction], selection=dg.AssetSelection.assets(*assets),
+            JOB_OF[direction], selection=dg.AssetSelection.assets(*assets) - freshness,
             executor_def=dg.in_process_executor, description=description, tags=SYSTEM_TAGS,
         )
         for direction, (assets, description) in SELECTION.items()
