@@ -1,7 +1,8 @@
 """hector-sync: the operator's command line (docs/configuration.md, "Commands").
 
-Exit status: 0 all went well; 1 a category failed (the others still ran); 2 the configuration
-or the command line is wrong, a port it names busy included.
+Exit status: 0 all went well; 1 a category failed (the others still ran), or a link or unlink
+was refused (nothing written); 2 the configuration or the command line is wrong, a port it names
+busy included.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ EXAMPLES = f"""examples:
   hector-sync --config my.yaml plan --category printers      # what a sync would change
   hector-sync --config my.yaml sync --full    # every category, reading everything
   hector-sync --config my.yaml sync --category printers --allow-large-change
+  hector-sync --config my.yaml held           # what waits for a person to pick the right pair
 
 exit status:
   0  all went well
-  1  a category failed (the others still ran), a mapped name does not exist, or a system
-     cannot be used
+  1  a category failed (the others still ran), a mapped name does not exist, a system
+     cannot be used, or a link or unlink was refused
   2  the configuration or the command line is wrong (a port given to demo or simulate is busy)
 
 environment:
@@ -156,6 +158,40 @@ the field with old → new, the outcome and the reason.""",
   hector-sync --config my.yaml history 1234           # a Hector asset id
   hector-sync --config my.yaml history PRN-0042       # an asset tag""",
     ),
+    "held": (
+        "list what the sync holds back for a person to settle, with the candidates",
+        """\
+Lists, per category, what the sync will not decide alone: an identify_by value that matches
+several unlinked items (each item involved is skipped), and a C2 ITSM create whose outcome is
+unknown while C2 ITSM may list more than one CI that could be it. Each comes with the reason
+and its candidates (system, id, name, key value), read from the latest snapshots: it calls
+neither system. Settle one with `hector-sync link`.""",
+        """\
+  hector-sync --config my.yaml held
+  hector-sync --config my.yaml held --category laptops""",
+    ),
+    "link": (
+        "pin a CI and an asset as one item; the next sync links them",
+        """\
+Pins CI_ID and ASSET_ID of the category as one item, once both are in its latest snapshots and
+neither is linked to something else. The next sync links them like any pair: the asset gets
+the CI's external ref and the fields sync as usual, under the guard and If-Match. A pinned
+held create is never created again. Recorded in the history with the OS user; plans computed
+before it are stale.""",
+        """\
+  hector-sync --config my.yaml held --category laptops      # the candidates
+  hector-sync --config my.yaml link --category laptops ci-20000024 9004""",
+    ),
+    "unlink": (
+        "take back a pin or a linked pair; they are then matched as new items",
+        """\
+Takes CI_ID and ASSET_ID of the category apart. A pin no sync wrote yet is dropped, and the
+next sync matches both as new items. A pair the asset's external ref records in Hector is taken
+apart by the next sync, which removes the ref (under If-Match) and leaves both alone otherwise;
+from the sync after, both are matched as new items. Recorded in the history with the OS user.""",
+        """\
+  hector-sync --config my.yaml unlink --category laptops ci-20000024 9004""",
+    ),
     "simulate": (
         "serve the two simulators alone on loopback, for trying things by hand",
         """\
@@ -194,7 +230,8 @@ def _parser() -> argparse.ArgumentParser:
         )
         for name, (short, long, examples) in COMMANDS.items()
     }
-    for name in ("discover", "validate", "plan", "sync", "apply", "undo", "history"):  # also accepted after the command
+    for name in ("discover", "validate", "plan", "sync", "apply", "undo", "history", "held", "link", "unlink"):
+        # also accepted after the command
         subs[name].add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)
     subs["demo"].add_argument("--ui", action="store_true", help="then serve the Dagster UI on the same instance until Ctrl-C")
     subs["demo"].add_argument("--port", type=_port, metavar="PORT",
@@ -221,6 +258,12 @@ def _parser() -> argparse.ArgumentParser:
                               help="only this category of the run (repeatable; default: every category it wrote)")
     subs["undo"].add_argument("--yes", action="store_true", help="apply the inverse plan (without it: only show it)")
     subs["history"].add_argument("item", metavar="ITEM", help="a C2 ITSM CI id, a Hector asset id or an asset tag")
+    subs["held"].add_argument("--category", action="append", metavar="KEY",
+                              help="only this category (repeatable; default: every category that syncs)")
+    for name in ("link", "unlink"):
+        subs[name].add_argument("--category", required=True, metavar="KEY", help="the category of the pair")
+        subs[name].add_argument("ci_id", metavar="CI_ID", help="the C2 ITSM CI id")
+        subs[name].add_argument("asset_id", metavar="ASSET_ID", type=int, help="the Hector asset id")
     return parser
 
 
@@ -436,6 +479,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             from hector_sync.history import print_history
 
             sys.exit(print_history(config, args.item))
+        if args.command == "held":
+            from hector_sync.held import print_held
+
+            flowing = [c.key for c in config.categories if c.direction.flows]
+            sys.exit(print_held(config, _keys(config, args.category) if args.category else flowing))
+        if args.command in ("link", "unlink"):
+            from hector_sync.held import change_pin
+
+            sys.exit(change_pin(config, args.category, args.ci_id.strip(), args.asset_id,
+                                link=args.command == "link"))
         if args.command == "undo":
             sys.exit(_undo(config, args.config, args.run_id, args.category, apply=args.yes,
                            allow_large=args.allow_large_change))

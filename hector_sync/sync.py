@@ -64,43 +64,23 @@ def open_clients(config: SyncConfig) -> Iterator[tuple[C2Client, HectorClient]]:
 
 
 @dataclass
-class CategorySync:
-    """One category's steps over the clients it is handed: one pair serves every step of a run,
-    so a run logs in once, paces all its calls on one limiter and trips one breaker."""
+class StoredCategory:
+    """One category as the DuckDB file keeps it: its kept resolutions and the reconciler over
+    its snapshots. It holds no client, so a command that only reads or notes things in the file
+    (`hector-sync held`, `link`) pairs items by the very rules of a run, without calling either
+    system."""
 
     config: SyncConfig
     category: CategoryConfig
     store: Store
-    c2: C2Client
-    hector: HectorClient
-    log: Log = print
-    run_id: str | None = None
 
     @property
     def key(self) -> str:
         return self.category.key
 
-    def flows(self, direction: Direction | None = None) -> bool:
-        """Whether the category syncs at all, or toward `direction`."""
-        flows = self.category.direction.flows
-        return bool(flows) if direction is None else direction in flows
-
-    def problems(self) -> list[str]:
-        """What the mapping names that the live systems lack now (the check before a writeback)."""
-        return Catalog(self.config, self.c2, self.hector).problems(self.category)
-
     @cached_property
     def state(self) -> SyncState:
         return SyncState(self.store)
-
-    def resolve_catalog(self) -> tuple[str, ResolvedCategory]:
-        """Resolve the category's names against both live systems and keep the resolution: the
-        `category_catalog` asset, and `plan` before its reads. Raises MappingInvalid."""
-        resolved = Catalog(self.config, self.c2, self.hector).resolve(self.category)
-        mapping = mapping_of(self.config, self.category)
-        catalog_id = self.state.save_catalog(self.key, self.run_id, mapping, resolved.to_json())
-        self.__dict__["latest_catalog"] = (catalog_id, resolved)  # what this sync's reads then read with
-        return catalog_id, resolved
 
     def stored_catalog(self, catalog_id: str | None = None) -> tuple[str, ResolvedCategory]:
         """A kept resolution (`catalog_id`, else the latest), if the file still maps the category
@@ -138,6 +118,35 @@ class CategorySync:
         return Reconciler.for_category(
             self.category, self.resolved.attribute_kinds, self.config.default_stockroom, c2_types
         )
+
+
+@dataclass
+class CategorySync(StoredCategory):
+    """One category's steps over the clients it is handed: one pair serves every step of a run,
+    so a run logs in once, paces all its calls on one limiter and trips one breaker."""
+
+    c2: C2Client
+    hector: HectorClient
+    log: Log = print
+    run_id: str | None = None
+
+    def flows(self, direction: Direction | None = None) -> bool:
+        """Whether the category syncs at all, or toward `direction`."""
+        flows = self.category.direction.flows
+        return bool(flows) if direction is None else direction in flows
+
+    def problems(self) -> list[str]:
+        """What the mapping names that the live systems lack now (the check before a writeback)."""
+        return Catalog(self.config, self.c2, self.hector).problems(self.category)
+
+    def resolve_catalog(self) -> tuple[str, ResolvedCategory]:
+        """Resolve the category's names against both live systems and keep the resolution: the
+        `category_catalog` asset, and `plan` before its reads. Raises MappingInvalid."""
+        resolved = Catalog(self.config, self.c2, self.hector).resolve(self.category)
+        mapping = mapping_of(self.config, self.category)
+        catalog_id = self.state.save_catalog(self.key, self.run_id, mapping, resolved.to_json())
+        self.__dict__["latest_catalog"] = (catalog_id, resolved)  # what this sync's reads then read with
+        return catalog_id, resolved
 
     def since(self, system: str, mode: ReadMode) -> datetime | None:
         """None for a full read: forced, on full_sync_weekday, or with no earlier snapshot."""
@@ -188,6 +197,7 @@ class CategorySync:
         PlanBook(self.store).save(plan, changes)
         if direction is TO_C2:
             self.state.settle_intents(self.key)
+        self.state.settle_unlinks(self.key)
         return plan, changes
 
     def plan_undo(self, direction: Direction, run_id: str) -> tuple[Plan, pl.DataFrame]:
@@ -305,5 +315,5 @@ class CategorySync:
         return Applied(plan, writer.outcomes, calls)
 
 
-__all__ = ["Applied", "CategorySync", "GuardRefused", "MappingInvalid", "StalePlan",
+__all__ = ["Applied", "CategorySync", "GuardRefused", "MappingInvalid", "StalePlan", "StoredCategory",
            "UnknownPlan", "full_read_day", "open_clients"]

@@ -4,9 +4,10 @@ the summary and guard that decide whether a change set may be written.
 A change row is (action, item, target_id, target_version, model_key, field, old, new, reason):
 `item` is the source side's id (a CI toward Hector, an asset toward C2 ITSM) and `target_id`
 the item written. Every source item ends in exactly one of: a create, a link/update/move (or,
-toward Hector, the reactivation of an asset the sync retired), `unchanged`, or `skip` with a
-reason; every linked target whose source is gone ends in a retire or `missing`. The writeback
-groups rows by item into single API calls; the history keeps them.
+toward Hector, the reactivation of an asset the sync retired), the removal of the ref an
+operator unlinked, `unchanged`, or `skip` with a reason; every linked target whose source is
+gone ends in a retire or `missing`. The writeback groups rows by item into single API calls;
+the history keeps them.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from hector_sync.reconcile.normalize import CASELESS, comparable, lit, quoted
 
 ACTIONS: dict[Direction, tuple[str, ...]] = {
     Direction.C2_TO_HECTOR: (
-        "create_subcategory", "update_subcategory", "create_asset", "link_asset", "update_asset",
-        "revert_drift", "move_asset", "retire_asset", "reactivate_asset", "unchanged", "missing", "skip",
+        "create_subcategory", "update_subcategory", "create_asset", "link_asset", "unlink_asset",
+        "update_asset", "revert_drift", "move_asset", "retire_asset", "reactivate_asset", "unchanged", "missing",
+        "skip",
     ),
     Direction.HECTOR_TO_C2: (
-        "create_ci", "link_ci", "update_ci", "revert_drift", "retire_ci", "unchanged", "missing", "skip",
+        "create_ci", "link_ci", "unlink_ci", "update_ci", "revert_drift", "retire_ci", "unchanged", "missing",
+        "skip",
     ),
 }
 RISKY = ("move_asset", "retire_asset", "retire_ci")  # what the guard weighs

@@ -27,7 +27,8 @@ Row = dict[str, Any]
 Log = Callable[[str], None]
 OUTCOME_OF = {
     "create_subcategory": "created", "update_subcategory": "updated", "create_asset": "created",
-    "link_asset": "linked", "update_asset": "updated", "move_asset": "moved", "retire_asset": "retired",
+    "link_asset": "linked", "unlink_asset": "unlinked", "unlink_ci": "unlinked", "update_asset": "updated",
+    "move_asset": "moved", "retire_asset": "retired",
     "revert_drift": "reverted", "create_ci": "created", "link_ci": "linked", "update_ci": "updated",
     "retire_ci": "retired", "reactivate_asset": "reactivated", "reactivate_ci": "reactivated",
 }

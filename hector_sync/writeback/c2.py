@@ -14,8 +14,9 @@ blindly:
   (`reconcile.match`, `recovered`) and links it: the item is settled.
 - A journalled create planned again (its snapshot showed no CI to pair) is first looked up by
   its values, one listing for all of them. Exactly one CI: adopted. Several with its values, or
-  CIs of its name without them: held, as only an operator can tell which is ours (writing the
-  CI's id into the asset's c2 external ref settles it). None: the create never landed, and it
+  CIs of its name without them: held, as only an operator can tell which is ours (a pin,
+  `hector-sync link` of the asset and its CI, settles it: see `hector_sync.held`; so does writing
+  the CI's id into the asset's c2 external ref). None: the create never landed, and it
   is sent once more, journalled anew, but only if that listing is taken at least SETTLE_AFTER
   after the create was first held; until then it stays held. Both instants are on our clock
   (no clock difference enters), and SETTLE_AFTER is far longer than a gateway's backend takes
@@ -63,15 +64,18 @@ class C2Writeback(Writeback):
 
     def planned_calls(self, changes: pl.DataFrame) -> int:
         """A CI create is counted as one call (with the asset's external ref written after it)."""
-        return calls(changes, "create_ci") + calls(changes, "link_ci") + calls(changes, *CI_ACTIONS, by="target_id")
+        return (calls(changes, "create_ci") + calls(changes, "link_ci") + calls(changes, "unlink_ci")
+                + calls(changes, *CI_ACTIONS, by="target_id"))
 
     def write_all(self, changes: pl.DataFrame) -> None:
         creates = list(items(changes, "create_ci"))
         links = list(items(changes, "link_ci"))
-        ids = pl.Series([item for item, _ in creates + links], dtype=pl.Utf8)
+        unlinks = list(items(changes, "unlink_ci"))
+        ids = pl.Series([item for item, _ in creates + links + unlinks], dtype=pl.Utf8)
         self._assets = current_assets(self.store, self.plan.key, ids)
         self._create_cis(creates)
         self.each(links, self._link)
+        self.each(unlinks, self._unlink)
         self.each(items(changes, *CI_ACTIONS, by="target_id"), lambda _, rows: self._update_ci(rows))
         self.record_reports(changes)
 
@@ -146,8 +150,8 @@ class C2Writeback(Writeback):
                          else f"CIs named '{name}' whose values differ from its create's")
                 listed = ", ".join(sorted(str(ci["id"]) for ci in ours or named[asset]))
                 self._hold[asset] = (f"an earlier create of it may have landed: C2 ITSM lists {which} ({listed}) "
-                                     "modified since; it is not created again until it is settled: write the id of "
-                                     "its CI into the asset's c2 external ref in Hector")
+                                     "modified since; it is not created again until it is settled: pin its CI with "
+                                     f"hector-sync link --category {self.plan.key} CI_ID {asset}")
             elif held_since is not None and now < held_since + SETTLE_AFTER:
                 since, until = (t.astimezone(UTC) for t in (held_since, held_since + SETTLE_AFTER))
                 self._hold[asset] = (f"C2 ITSM gave no certain answer to its create (held since "
@@ -223,10 +227,17 @@ class C2Writeback(Writeback):
         else:
             self.done(rows, "conflict", "the asset changed since the snapshot; the next sync links it")
 
-    def _put_ref(self, asset_id: int, ci_id: str) -> bool:
-        """Give the asset the external ref to its CI, keeping its other refs."""
+    def _unlink(self, asset: str, rows: list[Row]) -> None:
+        if self._put_ref(int(asset), None):
+            self.done(rows, "unlinked")
+        else:
+            self.done(rows, "conflict", "the asset changed since the snapshot; the next sync removes its ref")
+
+    def _put_ref(self, asset_id: int, ci_id: str | None) -> bool:
+        """Give the asset the external ref to its CI (none: take its c2 ref away), keeping its other refs."""
         _, refs, version = self._assets.get(asset_id, ({}, [], 0))
-        body = {"external_refs": [r for r in refs if r.get("source") != "c2"] + [{"source": "c2", "id": ci_id}]}
+        ours = [{"source": "c2", "id": ci_id}] if ci_id else []
+        body = {"external_refs": [r for r in refs if r.get("source") != "c2"] + ours}
         try:
             self.hector.update_asset(asset_id, version, body)
         except (VersionConflict, NotFound, InvalidData):

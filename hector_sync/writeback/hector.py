@@ -17,7 +17,8 @@ from hector_sync.hector import HectorClient
 from hector_sync.reconcile.match import hector_models
 from hector_sync.writeback.base import Row, Writeback, calls, current_assets, items, typed
 
-ASSET_ACTIONS = ("link_asset", "update_asset", "revert_drift", "move_asset", "retire_asset", "reactivate_asset")
+ASSET_ACTIONS = ("link_asset", "unlink_asset", "update_asset", "revert_drift", "move_asset", "retire_asset",
+                 "reactivate_asset")
 
 
 @dataclass(kw_only=True)
@@ -144,7 +145,7 @@ class HectorWriteback(Writeback):
         self.agreed(item, asset_id, {r["field"]: r["new"] for r in rows})
 
     def _update_asset(self, rows: list[Row], current: dict) -> None:
-        """One PATCH per asset, whatever its rows link, update, move or retire."""
+        """One PATCH per asset, whatever its rows link, unlink, update, move or retire."""
         ci_id, asset_id = rows[0]["item"], int(rows[0]["target_id"])
         attributes, refs, _ = current.get(asset_id, ({}, [], 0))
         body = self._body(rows, "asset")
@@ -152,8 +153,9 @@ class HectorWriteback(Writeback):
             kept = self.resolved.hector_attributes("asset", {k: v for k, v in attributes.items() if v is not None})
             body["attributes"] = kept | body["attributes"]
         actions = {r["action"] for r in rows}
-        if "link_asset" in actions:
-            body["external_refs"] = [r for r in refs if r.get("source") != "c2"] + [{"source": "c2", "id": ci_id}]
+        if actions & {"link_asset", "unlink_asset"}:
+            others = [r for r in refs if r.get("source") != "c2"]
+            body["external_refs"] = others + ([{"source": "c2", "id": ci_id}] if "link_asset" in actions else [])
         if "move_asset" in actions:
             body["subcategory_id"] = self._models.get(next(r["model_key"] for r in rows if r["action"] == "move_asset"))
         if "retire_asset" in actions:
