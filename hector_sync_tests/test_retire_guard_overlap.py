@@ -15,7 +15,7 @@ import duckdb
 import pytest
 import yaml
 
-from hector_sync.config import CategoryConfig, ConfigError, Direction, SyncConfig, load_config
+from hector_sync.config import CategoryConfig, ConfigError, Direction, load_config
 from hector_sync.reconcile import Reconciler
 from hector_sync.reconcile.changes import summarize
 from hector_sync.runner import run_sync
