@@ -237,7 +237,7 @@ def test_one_category_launched_from_the_ui_changes_that_category_alone(
     expect(metadata_value(materialized, "plan_id")).to_have_text(plan_id)
     counts = page.locator("tr").filter(has=page.get_by_text("items_updated", exact=True)).first
     expect(counts).to_contain_text("1")
-    expect(page.locator('.chart-element.box[style*="accent-green"]')).to_be_visible()  # the step, drawn
+    expect(page.locator('.chart-element.box[style*="accent-green"]').first).to_be_visible()  # the steps, drawn
     page.screenshot(path=ARTIFACTS / "printers-run.png")
     page.get_by_placeholder("Filter…").fill("wrote C2 ITSM")
     expect(page.get_by_text(
@@ -275,7 +275,7 @@ def test_one_category_launched_from_the_ui_changes_that_category_alone(
     materialized = materialization(page)
     expect(metadata_value(materialized, "wrote_nothing")).to_contain_text(f"plan {plan_id} was applied by run {run_id}")
     expect(metadata_value(materialized, "plan_id")).to_have_text(plan_id)
-    expect(page.locator('.chart-element.box[style*="accent-green"]')).to_be_visible()
+    expect(page.locator('.chart-element.box[style*="accent-green"]').first).to_be_visible()
     page.screenshot(path=ARTIFACTS / "printers-rerun.png")
     page.get_by_placeholder("Filter…").fill("wrote nothing")
     expect(page.get_by_text(
@@ -313,3 +313,39 @@ def metadata_value(scope: Page | Locator, key: str) -> Locator:
     """The value shown for metadata entry `key` in the metadata tables within `scope`."""
     label = (scope if isinstance(scope, Page) else scope.page).get_by_text(key, exact=True)
     return scope.locator("tr").filter(has=label).locator("td").nth(1)
+
+
+def test_a_held_match_shows_on_its_change_set_and_a_pin_settles_it(
+    page: Page, demo: DemoUi, demo_config: SyncConfig,
+) -> None:
+    """The demo's one laptop whose serial matches two hand-entered assets: held, shown in the UI
+    with its candidates, pinned from the command line, and linked by the next sync."""
+    open_page(page, "/assets/hector_change_set?view=partitions&partition=laptops")
+    held = metadata_value(page, "held_preview")
+    expect(held.get_by_role("columnheader")).to_have_text(["held", "system", "id", "name", "value", "reason"])
+    expect(held.get_by_text(re.compile(r"identify_by value .* matches several unlinked assets")).first).to_be_visible()
+    held.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "laptops-held.png")
+    ci = held.get_by_role("row").filter(has_text="C2 ITSM CI").get_by_role("cell").nth(2).inner_text()
+    rows = held.get_by_role("row").filter(has_text="Hector asset")
+    candidates = [rows.nth(i).get_by_role("cell").nth(2).inner_text() for i in range(rows.count())]
+    assert ci.startswith("ci-") and len(candidates) == 2, (ci, candidates)
+
+    pinned = hector_sync("--config", str(demo.config), "link", "--category", "laptops", ci, candidates[1],
+                         cwd=demo.folder)
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+    synced = hector_sync("--config", str(demo.config), "sync", "--category", "laptops", cwd=demo.folder)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    _, assets, _ = hector_state(demo_config, "Laptops")
+    assert [a["id"] for a in assets if ci in refs(a)] == [int(candidates[1])], "the pin was not what got linked"
+
+    # the writeback's partition shows the link written; the history says it was the operator's pin
+    open_page(page, "/assets/hector_writeback?view=partitions&partition=laptops")
+    written = metadata_value(page, "changes_written").get_by_role("row").filter(has_text="link_asset")
+    expect(written).to_contain_text(ci)
+    expect(written).to_contain_text("linked")
+    told = hector_sync("--config", str(demo.config), "history", ci, cwd=demo.folder)
+    assert re.search(r"link_asset +linked .*pinned by \S+ with hector-sync link", told.stdout), told.stdout
+    open_page(page, "/assets/hector_change_set?view=partitions&partition=laptops")
+    expect(metadata_value(page, "held")).to_have_text("0")
+    page.screenshot(path=ARTIFACTS / "laptops-pinned.png")
