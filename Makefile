@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP)
 
+# The UI on :3000, or on a free port when 3000 is busy; `make demo PORT=3001` chooses (only on
+# the command line: a PORT variable in the environment is some other program's).
 demo: $(STAMP)
-	$(BIN)/hector-sync demo --ui
+	$(BIN)/hector-sync demo --ui $(if $(filter command line,$(origin PORT)),--port $(PORT))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -24,7 +26,7 @@ test: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak --timeout 1800
 
-# Every figure of the README's performance section at 1,000,000 CIs (about 20 minutes on 2
+# Every figure of docs/performance.md at 1,000,000 CIs (about 20 minutes on 2
 # cores); BENCH_ARGS="--size 20000" for a quick look.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --json benchmarks/last-run.json $(BENCH_ARGS)

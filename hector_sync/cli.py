@@ -1,7 +1,8 @@
 """hector-sync: the operator's command line (docs/configuration.md, "Commands").
 
-Exit status: 0 all went well; 1 a category failed (the others still ran); 2 the configuration
-or the command line is wrong.
+Exit status: 0 all went well; 1 a category failed (the others still ran), or a link or unlink
+was refused (nothing written); 2 the configuration or the command line is wrong, a port it names
+busy included.
 """
 
 from __future__ import annotations
@@ -10,20 +11,20 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
-from hector_sync.config import CONFIG_ENV_VAR, ConfigError, Direction, SyncConfig, load_config
-from hector_sync.errors import ApiError
+from hector_sync.config import CONFIG_ENV_VAR, ConfigError, SyncConfig, load_config, load_for_discover
+from hector_sync.ports import C2_SIMULATOR, DAGSTER_UI, HECTOR_SIMULATOR, LOOPBACK, PortChooser, PortUnavailable
 from hector_sync.progress import INTERVAL_ENV, INTERVAL_S
 from hector_sync.textsafe import UNPRINTABLE, text
 
 if TYPE_CHECKING:
     from hector_sync.plans import Plan
     from hector_sync.runner import CategoryResult
-    from hector_sync.sync import CategorySync
 
 CONFIG_HELP = "configuration file (default: $HECTOR_SYNC_CONFIG, else the embedded demo configuration)"
 DESCRIPTION = f"""Keeps IT inventory in step between C2 ITSM and Hector, through Dagster.
@@ -33,18 +34,19 @@ then the writeback toward the category's direction. Long reads and writebacks lo
 progress (pages and items done, rate, time left) every {INTERVAL_S:g} s on stderr and in
 the Dagster run log. `hector-sync COMMAND --help` tells more about each command."""
 EXAMPLES = f"""examples:
-  hector-sync demo --ui                       # sample data, a full sync, the Dagster UI on :3000
+  hector-sync demo --ui                       # sample data, a full sync, the Dagster UI (:3000 if free)
   hector-sync --config my.yaml discover --write-config starter.yaml      # a config to fill in
   hector-sync --config my.yaml validate       # do the mapped names exist in both systems?
   hector-sync --config my.yaml plan --category printers      # what a sync would change
   hector-sync --config my.yaml sync --full    # every category, reading everything
   hector-sync --config my.yaml sync --category printers --allow-large-change
+  hector-sync --config my.yaml held           # what waits for a person to pick the right pair
 
 exit status:
   0  all went well
-  1  a category failed (the others still ran), a mapped name does not exist, or a system
-     cannot be used
-  2  the configuration or the command line is wrong
+  1  a category failed (the others still ran), a mapped name does not exist, a system
+     cannot be used, or a link or unlink was refused
+  2  the configuration or the command line is wrong (a port given to demo or simulate is busy)
 
 environment:
   HECTOR_SYNC_CONFIG            the configuration file when --config is not given
@@ -58,21 +60,27 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": (
         "start the simulators, sync every demo category, print the summary",
         """\
-Starts the bundled C2 ITSM and Hector simulators with sample data on loopback (ports 8701
-and 8702), runs a full sync of every demo category through Dagster and prints the summary.
-With --ui it then serves the Dagster UI on the same instance until Ctrl-C.""",
+Starts the bundled C2 ITSM and Hector simulators with sample data on loopback, runs a full
+sync of every demo category through Dagster and prints the summary. With --ui it then serves
+the Dagster UI on the same instance until Ctrl-C. It listens on ports 8701, 8702 and 3000,
+or on free ones where those are busy (another demo, a Dagster UI), and prints the URLs; a
+port given as an option must be free. The configuration it runs, the embedded one with its
+simulators' URLs, is written to .hector-sync/demo.yaml: other commands reach the demo's
+simulators with --config .hector-sync/demo.yaml.""",
         """\
   hector-sync demo                 # sync the sample data once and print the summary
-  hector-sync demo --ui            # the same, then browse the runs at http://127.0.0.1:3000
-  hector-sync demo --ui --port 3001""",
+  hector-sync demo --ui            # the same, then browse the runs at the URL it prints
+  hector-sync demo --ui --port 3001 --c2-port 8711 --hector-port 8712
+  hector-sync demo --ui --port 0   # any free port for the UI""",
     ),
     "discover": (
         "list CMDBs, categories and fields in C2; categories, attributes, stockrooms in Hector",
         """\
-Reads both systems named in the configuration (their url and credentials only) and prints
-what a mapping can name: CMDBs, categories and fields in C2 ITSM; categories, attributes
-and stockrooms in Hector. --write-config FILE also writes a starter configuration with
-every category at direction: none, to fill in (an existing FILE is never overwritten).""",
+Reads both systems named in the configuration (their url and credentials only: a file with
+just the c2 and hector sections will do) and prints what a mapping can name: CMDBs,
+categories and fields in C2 ITSM; categories, attributes and stockrooms in Hector.
+--write-config FILE also writes a starter configuration with every category at direction:
+none, to fill in (an existing FILE is never overwritten).""",
         """\
   hector-sync --config my.yaml discover
   hector-sync --config my.yaml discover --write-config starter.yaml
@@ -92,10 +100,11 @@ or a system cannot be used; 2: the file is wrong or a secret is unset.""",
     "plan": (
         "compute and print the change set; writes nothing to either system",
         """\
-Reads both systems and prints, per category and direction, what a sync would create,
-update, move and retire, the drift it would put back, and whether the guard would hold it
-back. Writes nothing to C2 ITSM or Hector (only the local DuckDB snapshots). The plan goes
-to stdout, the progress of the reads to stderr.""",
+Runs each category's Dagster job up to its change sets and their blocking checks (never the
+writebacks), then prints per category and direction what a sync would create, update, move
+and retire, the drift it would put back, and whether the guard holds it back. Writes nothing
+to C2 ITSM or Hector (only the local DuckDB snapshots). The plan goes to stdout, the progress
+of the reads to stderr; a failed check or read exits 1, without a failure e-mail.""",
         """\
   hector-sync --config my.yaml plan
   hector-sync --config my.yaml plan --category printers --full
@@ -149,15 +158,53 @@ the field with old → new, the outcome and the reason.""",
   hector-sync --config my.yaml history 1234           # a Hector asset id
   hector-sync --config my.yaml history PRN-0042       # an asset tag""",
     ),
+    "held": (
+        "list what the sync holds back for a person to settle, with the candidates",
+        """\
+Lists, per category, what the sync will not decide alone: an identify_by value that matches
+several unlinked items (each item involved is skipped), and a C2 ITSM create whose outcome is
+unknown while C2 ITSM may list more than one CI that could be it. Each comes with the reason
+and its candidates (system, id, name, key value), read from the latest snapshots: it calls
+neither system. Settle one with `hector-sync link`.""",
+        """\
+  hector-sync --config my.yaml held
+  hector-sync --config my.yaml held --category laptops""",
+    ),
+    "link": (
+        "pin a CI and an asset as one item; the next sync links them",
+        """\
+Pins CI_ID and ASSET_ID of the category as one item, once both are in its latest snapshots and
+neither is linked to something else. The next sync links them like any pair: the asset gets
+the CI's external ref and the fields sync as usual, under the guard and If-Match. A pinned
+held create is never created again. Recorded in the history with the OS user; plans computed
+before it are stale.""",
+        """\
+  hector-sync --config my.yaml held --category laptops      # the candidates
+  hector-sync --config my.yaml link --category laptops ci-20000024 9004""",
+    ),
+    "unlink": (
+        "take back a pin or a linked pair; they are then matched as new items",
+        """\
+Takes CI_ID and ASSET_ID of the category apart. A pin no sync wrote yet is dropped, and the
+next sync matches both as new items. A pair the asset's external ref records in Hector is taken
+apart by the next sync, which removes the ref (under If-Match) and leaves both alone otherwise;
+from the sync after, both are matched as new items. Recorded in the history with the OS user.""",
+        """\
+  hector-sync --config my.yaml unlink --category laptops ci-20000024 9004""",
+    ),
     "simulate": (
         "serve the two simulators alone on loopback, for trying things by hand",
         """\
 Serves the bundled C2 ITSM (http://127.0.0.1:8701) and Hector (http://127.0.0.1:8702)
-simulators with sample data until Ctrl-C, and prints their demo logins. The embedded demo
-configuration points at them, so the other commands work against them without --config.""",
+simulators with sample data until Ctrl-C, and prints their URLs and demo logins. The embedded
+demo configuration points at these ports, so the other commands work against them without
+--config; a busy port stops it (exit status 2). On other ports (--c2-port, --hector-port; 0 for
+any free port), give the other commands a file with their URLs: the c2 and hector sections of
+the demo configuration are enough for discover.""",
         """\
   hector-sync simulate             # then, in another terminal:
-  hector-sync plan --category printers""",
+  hector-sync plan --category printers
+  hector-sync simulate --c2-port 8711 --hector-port 8712""",
     ),
 }
 COMMAND_OPTIONS = {
@@ -183,10 +230,16 @@ def _parser() -> argparse.ArgumentParser:
         )
         for name, (short, long, examples) in COMMANDS.items()
     }
-    for name in ("discover", "validate", "plan", "sync", "apply", "undo", "history"):  # also accepted after the command
+    for name in ("discover", "validate", "plan", "sync", "apply", "undo", "history", "held", "link", "unlink"):
+        # also accepted after the command
         subs[name].add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)
     subs["demo"].add_argument("--ui", action="store_true", help="then serve the Dagster UI on the same instance until Ctrl-C")
-    subs["demo"].add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default 3000)")
+    subs["demo"].add_argument("--port", type=_port, metavar="PORT",
+                              help="port of the Dagster UI (default 3000, or a free one when 3000 is busy)")
+    for name, fallback in (("demo", ", or a free one when it is busy"), ("simulate", "")):
+        for listener in (C2_SIMULATOR, HECTOR_SIMULATOR):
+            subs[name].add_argument(listener.option, type=_port, metavar="PORT",
+                                    help=f"port of the {listener.name} (default {listener.default}{fallback})")
     subs["discover"].add_argument(
         "--write-config", metavar="FILE", help="write a starter configuration there, every category direction: none")
     for name in ("plan", "sync"):
@@ -205,65 +258,46 @@ def _parser() -> argparse.ArgumentParser:
                               help="only this category of the run (repeatable; default: every category it wrote)")
     subs["undo"].add_argument("--yes", action="store_true", help="apply the inverse plan (without it: only show it)")
     subs["history"].add_argument("item", metavar="ITEM", help="a C2 ITSM CI id, a Hector asset id or an asset tag")
+    subs["held"].add_argument("--category", action="append", metavar="KEY",
+                              help="only this category (repeatable; default: every category that syncs)")
+    for name in ("link", "unlink"):
+        subs[name].add_argument("--category", required=True, metavar="KEY", help="the category of the pair")
+        subs[name].add_argument("ci_id", metavar="CI_ID", help="the C2 ITSM CI id")
+        subs[name].add_argument("asset_id", metavar="ASSET_ID", type=int, help="the Hector asset id")
     return parser
+
+
+def _port(text: str) -> int:
+    """A TCP port from the command line; 0 asks for any free one."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port: give 1 to 65535, or 0 for any free port")
+    return int(text)
 
 
 def _keys(config: SyncConfig, chosen: list[str] | None) -> list[str]:
     return [config.category(k).key for k in chosen] if chosen else [c.key for c in config.categories]
 
 
-PlanStep = Callable[["CategorySync", Direction], tuple["Plan", pl.DataFrame]]
-
-
-def _plan_categories(
-    config: SyncConfig, keys: list[str], mode: str, holder: str,
-    directions: Callable[[CategorySync], Sequence[Direction]], step: PlanStep,
-) -> tuple[int, list[Plan]]:
-    """For each category: under its lock, read both systems, then plan and print each of
-    `directions` with `step`. A failed category is printed and the others go on."""
-    from hector_sync.store import CategoryBusy, Store
-    from hector_sync.sync import CategorySync, MappingInvalid, open_clients
-
-    store = Store(config.storage.duckdb_path)
-    status, plans = 0, []
-    with (pl.Config(tbl_rows=40, tbl_width_chars=160, fmt_str_lengths=40, tbl_hide_dataframe_shape=True),
-          open_clients(config) as (c2, hector)):
-        for key in keys:
-            sync = CategorySync(config, config.category(key), store, c2, hector, log=_to_stderr)
-            try:
-                with store.category_lock(key, holder):
-                    sync.resolve_catalog()
-                    sync.snapshot_c2(mode)  # type: ignore[arg-type]
-                    sync.snapshot_hector(mode)  # type: ignore[arg-type]
-                    for direction in directions(sync):
-                        plan, changes = step(sync, direction)
-                        _print_plan(sync, direction, plan, changes)
-                        plans.append(plan)
-            except (ApiError, MappingInvalid, CategoryBusy) as failed:
-                print(f"{key}: FAILED: {text(failed)}\n")
-                status = 1
-    return status, plans
-
-
-def _plan(config: SyncConfig, keys: list[str], full: bool) -> int:
-    def derive_and_plan(sync: CategorySync, direction: Direction) -> tuple[Plan, pl.DataFrame]:
-        sync.derive(direction)
-        return sync.plan(direction)
+def _plan(config: SyncConfig, path: str | None, keys: list[str], full: bool) -> int:
+    """Each category's job up to its change sets, through Dagster like a sync; then its plans."""
+    from hector_sync.runner import run_sync
 
     parked = [k for k in keys if not config.category(k).direction.flows]
     for key in parked:
         print(f"{key}: direction {config.category(key).direction.value}: nothing to plan\n")
     flowing = [k for k in keys if k not in parked]
-    status, _ = _plan_categories(config, flowing, "full" if full else "auto", "hector-sync plan",
-                                 lambda sync: sync.category.direction.flows, derive_and_plan)
-    return status
+    if not flowing:
+        return 0
+    results = run_sync(config, path, flowing, full=full, plan_only=True)
+    _print_plans(config, results)
+    return _print_failures(results)
 
 
 def _undo(config: SyncConfig, path: str | None, run_id: str, chosen: list[str] | None, *, apply: bool,
           allow_large: bool) -> int:
     """Show the inverse plan of what run `run_id` applied, per category it wrote; apply it with --yes."""
     from hector_sync.plans import PlanBook
-    from hector_sync.runner import run_plan
+    from hector_sync.runner import run_undo
     from hector_sync.store import Store
 
     if not config.storage.duckdb_path.exists():
@@ -278,34 +312,51 @@ def _undo(config: SyncConfig, path: str | None, run_id: str, chosen: list[str] |
         print(f"hector-sync: run {run_id} applied nothing{where} that the history of "
               f"{config.storage.duckdb_path} records; nothing to undo", file=sys.stderr)
         return 1
-    status, plans = _plan_categories(config, keys, "full", f"hector-sync undo {run_id}",
-                                     lambda sync: touched[sync.key], lambda sync, way: sync.plan_undo(way, run_id))
-    if not apply:
-        if plans:
-            print("Nothing was written. Run the same command with --yes to apply these plans.")
-        return status
-    results = [run_plan(config, path, plan, allow_large_change=allow_large) for plan in plans]
-    return max(status, _print_results(results))
+    results = run_undo(config, path, run_id, keys, apply=apply, allow_large_change=allow_large)
+    _print_plans(config, results)
+    if apply:
+        return _print_results(results)
+    if any(r.plan_id for r in results):
+        print("Nothing was written. Run the same command with --yes to apply these plans.")
+    return _print_failures(results)
 
 
-def _to_stderr(line: str) -> None:
-    """Progress of `plan`: on stderr, so the plan on stdout stays clean."""
-    print(line, file=sys.stderr, flush=True)
+def _print_plans(config: SyncConfig, results: list[CategoryResult]) -> None:
+    """The plan each run computed, read back from the sync's file as the run left it."""
+    from hector_sync.plans import PlanBook
+    from hector_sync.store import Store
+
+    book = PlanBook(Store(config.storage.duckdb_path))
+    with pl.Config(tbl_rows=40, tbl_width_chars=160, fmt_str_lengths=40, tbl_hide_dataframe_shape=True):
+        for result in results:
+            if result.plan_id:
+                plan = book.get(result.plan_id)
+                _print_plan(plan, book.rows(plan))
 
 
-def _print_plan(sync: CategorySync, direction: Direction, plan: Plan, changes: pl.DataFrame) -> None:
-    """One direction's change set: its plan id, counts, drift, what the guard would hold back, the rows."""
-    summary = sync.summary(direction, changes)
-    counts = ", ".join(f"{n} {a}" for a, n in summary.counts.items() if n)
-    print(f"{sync.key} ({direction.value}): {counts or 'nothing'}")
+def _print_failures(results: list[CategoryResult]) -> int:
+    """Each failed run of a command that writes nothing, with its reason; the exit status."""
+    for result in results:
+        if result.error:
+            print(f"{result.key}: FAILED (run {result.run_id}): {text(result.error)}\n")
+    return 0 if all(r.success for r in results) else 1
+
+
+def _print_plan(plan: Plan, changes: pl.DataFrame) -> None:
+    """One direction's change set: its plan id, counts, drift, what the guard holds back, the rows."""
+    from hector_sync.reconcile.changes import ACTIONS, item_counts
+
+    counts = ", ".join(f"{n} {a}" for a, n in item_counts(changes, plan.direction).items() if n)
+    print(f"{plan.category_key} ({plan.direction.value}): {counts or 'nothing'}")
     print(f"  plan {plan.plan_id}" + (f", the undo of run {plan.undo_of}" if plan.undo_of else "")
           + f" (from {plan.describe_reads()})")
+    order = {a: i for i, a in enumerate(ACTIONS[plan.direction])}
+    changes = changes.sort(pl.col("action").replace_strict(order, default=len(order)), "item", "field")
     drift = changes.filter(pl.col("action") == "revert_drift")
     for item, reason in drift.select("item", "reason").iter_rows():
         print(f"  drift on {text(item)}: {text(reason)}")
-    refusal = sync.guard_refusal(direction, summary)
-    if refusal:
-        print(f"  the guard would hold this back: {refusal} (--allow-large-change lets it through)")
+    if plan.guard_refusal:
+        print(f"  the guard holds this back: {plan.guard_refusal} (--allow-large-change lets it through)")
     shown = changes.filter(pl.col("action") != "unchanged")
     if shown.height:
         print(_escaped(shown.select("action", "item", "target_id", "field", "old", "new", "reason")))
@@ -360,21 +411,35 @@ def _apply(config: SyncConfig, path: str | None, plan_id: str, allow_stale: bool
     return status
 
 
-def _demo(ui: bool, port: int) -> int:
-    from hector_sync.demo import DEMO_C2_PORT, DEMO_HECTOR_PORT
+def _demo(ui_port: int | None, c2_port: int | None, hector_port: int | None, *, ui: bool) -> int:
+    """The simulators, a full sync of the demo categories and, with `ui`, the Dagster UI.
+
+    Every port is settled before anything starts. The configuration it runs is the embedded one
+    with the URLs of the simulators it started (`write_demo_copy`): named in HECTOR_SYNC_CONFIG,
+    the `dagster dev` it starts runs against them too.
+    """
+    from hector_sync.demo import write_demo_copy
     from hector_sync.runner import dagster_home
     from hector_sync.simulators.serve import start_simulators
 
-    os.environ.pop(CONFIG_ENV_VAR, None)
-    config = load_config(None)
-    with start_simulators(c2_port=DEMO_C2_PORT, hector_port=DEMO_HECTOR_PORT) as sims:
+    chooser = PortChooser(fallback=True)
+    ui_at = chooser.choose(DAGSTER_UI, ui_port) if ui else None
+    c2_at, hector_at = chooser.choose(C2_SIMULATOR, c2_port), chooser.choose(HECTOR_SIMULATOR, hector_port)
+    for note in chooser.notes:
+        print(note)
+    with start_simulators(c2_port=c2_at, hector_port=hector_at) as sims:
+        path = write_demo_copy(sims.c2_url, sims.hector_url)
+        os.environ[CONFIG_ENV_VAR] = str(path)
+        config = load_config(path)
         print(f"C2 ITSM simulator: {sims.c2_url}\nHector simulator:  {sims.hector_url}\n")
-        status = _sync(config, None, _keys(config, None), full=True, allow=False)
-        if ui:
+        status = _sync(config, str(path), _keys(config, None), full=True, allow=False)
+        if ui_at is not None:
             home = dagster_home(config)
-            print(f"\nDagster UI on http://127.0.0.1:{port} (instance {home}); Ctrl-C to stop.", flush=True)
+            shown = path.relative_to(Path.cwd())
+            print(f"\nDagster UI on http://{LOOPBACK}:{ui_at} (instance {home}); Ctrl-C to stop.\n"
+                  f"Other commands reach this demo with: hector-sync --config {shown} COMMAND", flush=True)
             command = [sys.executable, "-m", "dagster", "dev", "-m", "hector_sync.definitions",
-                       "-h", "127.0.0.1", "-p", str(port)]
+                       "-h", LOOPBACK, "-p", str(ui_at)]
             try:
                 subprocess.run(command, check=False)
             except KeyboardInterrupt:
@@ -382,21 +447,28 @@ def _demo(ui: bool, port: int) -> int:
     return status
 
 
+def _simulate(c2_port: int | None, hector_port: int | None) -> None:
+    """Both simulators until Ctrl-C, on the ports the embedded configuration names unless given."""
+    from hector_sync.simulators.serve import serve_forever
+
+    chooser = PortChooser(fallback=False)
+    serve_forever(c2_port=chooser.choose(C2_SIMULATOR, c2_port),
+                  hector_port=chooser.choose(HECTOR_SIMULATOR, hector_port))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            sys.exit(_demo(args.ui, args.port))
+            sys.exit(_demo(args.port, args.c2_port, args.hector_port, ui=args.ui))
         if args.command == "simulate":
-            from hector_sync.simulators.serve import serve_forever
-
-            serve_forever()
+            _simulate(args.c2_port, args.hector_port)
             return
-        config = load_config(args.config)
         if args.command == "discover":
             from hector_sync.discovery import discover
 
-            sys.exit(discover(config, args.write_config))
+            sys.exit(discover(load_for_discover(args.config), args.write_config))
+        config = load_config(args.config)
         if args.command == "validate":
             from hector_sync.validation import validate
 
@@ -407,13 +479,23 @@ def main(argv: Sequence[str] | None = None) -> None:
             from hector_sync.history import print_history
 
             sys.exit(print_history(config, args.item))
+        if args.command == "held":
+            from hector_sync.held import print_held
+
+            flowing = [c.key for c in config.categories if c.direction.flows]
+            sys.exit(print_held(config, _keys(config, args.category) if args.category else flowing))
+        if args.command in ("link", "unlink"):
+            from hector_sync.held import change_pin
+
+            sys.exit(change_pin(config, args.category, args.ci_id.strip(), args.asset_id,
+                                link=args.command == "link"))
         if args.command == "undo":
             sys.exit(_undo(config, args.config, args.run_id, args.category, apply=args.yes,
                            allow_large=args.allow_large_change))
         keys = _keys(config, args.category)
         if args.command == "plan":
-            sys.exit(_plan(config, keys, args.full))
+            sys.exit(_plan(config, args.config, keys, args.full))
         sys.exit(_sync(config, args.config, keys, args.full, args.allow_large_change))
-    except ConfigError as wrong:
+    except (ConfigError, PortUnavailable) as wrong:
         print(f"hector-sync: {wrong}", file=sys.stderr)
         sys.exit(2)

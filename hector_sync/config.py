@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Hashable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,7 +35,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV
+from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV, DEMO_FOLDER, is_demo_file
 
 CONFIG_ENV_VAR = "HECTOR_SYNC_CONFIG"
 DEFAULT_MAX_PLAN_AGE = timedelta(hours=6)
@@ -543,13 +543,20 @@ class StorageSettings(_Strict):
         return (base / value.expanduser()).resolve()
 
 
-class SyncConfig(BaseModel):
-    """The whole file. Unknown top-level keys are ignored: the format may grow there (docs/configuration.md)."""
+class SystemsConfig(BaseModel):
+    """The two systems alone: all that `discover` needs, the first command a new user runs, before
+    any category or storage exists (`load_for_discover`). Unknown top-level keys are ignored."""
 
     model_config = ConfigDict(frozen=True)
 
     c2: C2Settings
     hector: HectorSettings
+    source: Path
+
+
+class SyncConfig(SystemsConfig):
+    """The whole file. Unknown top-level keys are ignored: the format may grow there (docs/configuration.md)."""
+
     notify_on_error: Email
     smtp: SmtpSettings
     default_stockroom: Text
@@ -566,7 +573,6 @@ class SyncConfig(BaseModel):
     dagster_url: Url | None = None
     cmdbs: list[Text] = Field(min_length=1)
     categories: list[CategoryConfig] = Field(min_length=1)
-    source: Path
 
     @field_validator("max_plan_age", "max_read_time", mode="before")
     @classmethod
@@ -639,6 +645,9 @@ def _refuse_shared_targets(categories: list[CategoryConfig]) -> None:
                 )
 
 
+Loaded = TypeVar("Loaded", bound=SystemsConfig)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last)."""
 
@@ -660,21 +669,40 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_config(path: str | os.PathLike[str] | None = None) -> SyncConfig:
     """Read the configuration: `path`, else $HECTOR_SYNC_CONFIG, else the embedded demo file.
 
-    The demo file is special in two ways: its demonstration credentials are put in the
-    environment (unless already set), and its relative duckdb_path lands in ./.hector-sync,
+    The demo files are special: their demonstration credentials are put in the environment
+    (unless already set), and the embedded file's relative duckdb_path lands in ./.hector-sync,
     because the package folder may be read-only. Any other file's relative duckdb_path is
-    relative to the file's own folder.
+    relative to the file's own folder (the copy the demo runs is in ./.hector-sync).
     """
+    file, data = _read(path)
+    return _validate(SyncConfig, file, data)
+
+
+def load_for_discover(path: str | os.PathLike[str] | None = None) -> SystemsConfig:
+    """The file as `discover` reads it: c2 and hector are enough, so a new user lists both
+    systems before writing anything else. A file with more than those is checked whole, as
+    every other command checks it, and comes back a SyncConfig whose settings a starter file
+    carries over."""
+    file, data = _read(path)
+    whole = any(key in SyncConfig.model_fields and key not in SystemsConfig.model_fields for key in data)
+    return _validate(SyncConfig if whole else SystemsConfig, file, data)
+
+
+def _read(path: str | os.PathLike[str] | None) -> tuple[Path, dict[Any, Any]]:
+    """Which file, and its top-level mapping; a demo file's credentials set in the environment."""
     from_env = path is None and bool(os.environ.get(CONFIG_ENV_VAR))
     file = Path(path if path is not None else os.environ.get(CONFIG_ENV_VAR) or DEMO_CONFIG_PATH)
-    is_demo = file.resolve() == DEMO_CONFIG_PATH.resolve()
-    if is_demo:
+    if is_demo_file(file):
         for name, value in DEMO_ENV.items():
             os.environ.setdefault(name, value)
-    data = _read_yaml(file, from_env)
-    base_dir = Path.cwd() / ".hector-sync" if is_demo else file.resolve().parent
+    return file, _read_yaml(file, from_env)
+
+
+def _validate(model: type[Loaded], file: Path, data: dict[Any, Any]) -> Loaded:
+    is_embedded = file.resolve() == DEMO_CONFIG_PATH.resolve()
+    base_dir = Path.cwd() / DEMO_FOLDER if is_embedded else file.resolve().parent
     try:
-        return SyncConfig.model_validate(data | {"source": file.resolve()}, context={"base_dir": base_dir})
+        return model.model_validate(data | {"source": file.resolve()}, context={"base_dir": base_dir})
     except ValidationError as exc:
         # `from None`: the pydantic error holds the offending input, possibly a secret in clear.
         raise _translate(exc.errors()[0], data, file) from None
@@ -713,7 +741,10 @@ def _translate(error: ErrorDetails, data: dict[Any, Any], file: Path) -> ConfigE
     elif loc and not category:
         section, loc = str(loc[0]), loc[1:]
     field = ".".join(str(part) for part in loc) or None
-    return ConfigError(_message(error), file=file, category=category, section=section, field=field)
+    message = _message(error)
+    if error["type"] == "missing" and section and not loc and section not in SystemsConfig.model_fields:
+        message += " (`discover` alone runs on a file with only the c2 and hector sections)"
+    return ConfigError(message, file=file, category=category, section=section, field=field)
 
 
 def _category_label(data: dict[Any, Any], index: int) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from hector_sync.c2 import C2Category, C2Client, C2Cmdb, C2Field
-from hector_sync.config import REQUIRED_MODEL_FIELDS, Direction, SyncConfig
+from hector_sync.config import REQUIRED_MODEL_FIELDS, Direction, SyncConfig, SystemsConfig
 from hector_sync.errors import ApiError
 from hector_sync.hector import HectorAttribute, HectorCategory, HectorClient, HectorStockroom
 from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD
@@ -44,6 +44,14 @@ ASSET_GUESSES: dict[str, tuple[str, ...]] = {
     "end_of_life_date": ("endoflifedate", "endoflife", "eoldate"),
 }
 SERIAL_ATTRIBUTE = "Serial number"  # where any C2 field named Serial... goes, if Hector has it
+# What a starter written from a file with only c2 and hector says for the rest: values that load,
+# for the operator to make their own before switching a category on.
+PLACEHOLDER_NOTIFY: dict[str, Any] = {
+    "notify_on_error": "it-ops@example.org",
+    "smtp": {"host": "localhost", "port": 25, "sender": "hector-sync@example.org"},
+}
+PLACEHOLDER_SCHEDULE = {"cron": "0 21 * * *", "timezone": "UTC", "full_sync_weekday": "friday"}
+PLACEHOLDER_STORAGE = {"duckdb_path": "hector_sync.duckdb"}  # relative: beside the starter file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,7 +78,7 @@ class Inventory:
     stockrooms: list[HectorStockroom]
 
 
-def read_inventory(config: SyncConfig) -> Inventory:
+def read_inventory(config: SystemsConfig) -> Inventory:
     """Read the lists of both systems (raises ApiError, or ConfigError for an unset secret)."""
     c2 = C2Client.from_settings(config.c2)
     hector = HectorClient.from_settings(config.hector)
@@ -90,7 +98,7 @@ def read_inventory(config: SyncConfig) -> Inventory:
 # discover
 
 
-def discover(config: SyncConfig, write_config: str | None) -> int:
+def discover(config: SystemsConfig, write_config: str | None) -> int:
     """Print what both systems hold; with `write_config`, also write a starter configuration.
 
     Exit status: 0 done, 1 a system failed (its message is printed), 2 the file already exists
@@ -141,7 +149,7 @@ def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) 
     return "\n".join(lines if rows else [*lines, "  (none)"])
 
 
-def inventory_tables(config: SyncConfig, inventory: Inventory) -> str:
+def inventory_tables(config: SystemsConfig, inventory: Inventory) -> str:
     """Both systems' lists as tables: C2's CMDBs, categories and fields, then Hector's lists."""
     blocks = [table(f"C2 ITSM ({config.c2.url}): CMDBs", ("id", "name"), [(c.id, c.name) for c in inventory.cmdbs])]
     for cmdb in inventory.cmdbs:
@@ -291,36 +299,52 @@ def _defaults(settings: Any, defaults: dict[str, Any]) -> set[str]:
     return {key for key, value in defaults.items() if getattr(settings, key) == value}
 
 
-def starter_config(config: SyncConfig, inventory: Inventory, target: Path) -> str:
+def starter_config(config: SystemsConfig, inventory: Inventory, target: Path) -> str:
     """The text of a starter configuration: the current connection settings, every C2 category.
 
     Secrets stay the `{env: VAR}` references of the current configuration (a Secret holds no
-    value). duckdb_path is written absolute, so it names the same database wherever the file goes.
-    `allow_insecure_http: true` is carried over (an http:// url is refused without it), `false`,
-    the default, left out.
+    value). `allow_insecure_http: true` is carried over (an http:// url is refused without it),
+    `false`, the default, left out. A whole configuration's other settings are carried over, its
+    duckdb_path written absolute so it names the same database wherever the file goes; a file
+    with only c2 and hector gets placeholders (PLACEHOLDER_*) and Hector's first stockroom.
     """
     plain_http_off = {"allow_insecure_http": False}
-    connection = {
+    connection: dict[str, Any] = {
         "c2": config.c2.model_dump(mode="json", exclude_none=True, exclude=_defaults(config.c2, plain_http_off)),
         "hector": config.hector.model_dump(
             mode="json", exclude_none=True, exclude=_defaults(config.hector, plain_http_off)
         ),
-        "notify_on_error": config.notify_on_error,
-        "smtp": config.smtp.model_dump(mode="json", exclude_none=True),
     }
-    running = {
-        "default_stockroom": config.default_stockroom,
-        "schedule": config.schedule.model_dump(mode="json"),
-        "storage": config.storage.model_dump(mode="json"),
-        "cmdbs": [c.name for c in inventory.cmdbs],
-    }
-    header = f"""\
-Starter configuration of hector-sync (docs/configuration.md in the hector_sync repository), written by `hector-sync discover`
-on {date.today()} from C2 ITSM {config.c2.url} and Hector {config.hector.url}.
+    running: dict[str, Any]
+    if isinstance(config, SyncConfig):
+        connection |= {"notify_on_error": config.notify_on_error,
+                       "smtp": config.smtp.model_dump(mode="json", exclude_none=True)}
+        running = {
+            "default_stockroom": config.default_stockroom,
+            "schedule": config.schedule.model_dump(mode="json"),
+            "storage": config.storage.model_dump(mode="json"),
+        }
+        settings = f"""\
 The connection, e-mail, schedule and storage settings are those of {config.source}; secrets are
 read from the environment variables named by {{env: VAR}}. duckdb_path is that configuration's
 database: give this file a database of its own if both configurations will run.
 """
+    else:
+        connection |= PLACEHOLDER_NOTIFY
+        first_stockroom = inventory.stockrooms[0].name if inventory.stockrooms else "Main warehouse"
+        running = {"default_stockroom": first_stockroom, "schedule": PLACEHOLDER_SCHEDULE,
+                   "storage": PLACEHOLDER_STORAGE}
+        settings = f"""\
+The connection settings are those of {config.source}; secrets are read from the environment
+variables named by {{env: VAR}}. notify_on_error, smtp, default_stockroom and schedule are
+placeholders: make them yours before switching a category on. duckdb_path is relative to this
+file's folder.
+"""
+    running["cmdbs"] = [c.name for c in inventory.cmdbs]
+    header = f"""\
+Starter configuration of hector-sync (docs/configuration.md in the hector_sync repository), written by `hector-sync discover`
+on {date.today()} from C2 ITSM {config.c2.url} and Hector {config.hector.url}.
+{settings}"""
     stockrooms = ", ".join(s.name for s in inventory.stockrooms) or "none"
     how_to = f"""\
 One entry per C2 category, all `direction: none`: nothing syncs until you switch a category on.

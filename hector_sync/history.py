@@ -21,7 +21,8 @@ from hector_sync.textsafe import text, value
 
 # Rows of one instant in the order the writeback applies them; unlisted actions sort last.
 ACTION_ORDER = [
-    "create_asset", "create_ci", "link_asset", "link_ci", "update_asset", "update_ci", "revert_drift",
+    "link", "unlink", "create_asset", "create_ci", "link_asset", "link_ci", "unlink_asset", "unlink_ci",
+    "update_asset", "update_ci", "revert_drift",
     "move_asset", "retire_asset", "retire_ci", "reactivate_asset", "reactivate_ci", "unchanged",
     "missing", "skip",
 ]
@@ -89,7 +90,8 @@ def _line(row: Row) -> tuple[str, ...]:
     change = f"{text(row['field'])}: {value(row['old'])} → {value(row['new'])}" if row["field"] else ""
     return (
         when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if isinstance(when, datetime) else text(when),
-        text(row["run_id"] or "-"), text(row["plan_id"] or "-"), text(row["category_key"]),
+        text(row["run_id"] or (f"by {row['operator']}" if row.get("operator") else "-")),
+        text(row["plan_id"] or "-"), text(row["category_key"]),
         text(row["action"]), text(row["outcome"]),
         " — ".join(p for p in (change, text(row["message"])) if p),  # an undo's reason names the run it undoes
     )

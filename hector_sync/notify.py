@@ -1,8 +1,10 @@
-"""The operator's failure e-mail: which category, which step, what went wrong, how to rerun.
+"""The operator's e-mails: a failed run (which category, which step, what went wrong, how to
+rerun) and a sync that did not run (which categories, their last success, what to do).
 
-Built from the run's own event log, so the run-failure sensor (with a daemon) and
-`hector-sync sync` (without one) send the same words. Every known secret value is masked
-before anything leaves, as a last line of defence behind errors that never hold one.
+The failure e-mail is built from the run's own event log, so the run-failure sensor (with a
+daemon) and `hector-sync sync` (without one) send the same words. The stale-sync e-mail says
+what the freshness check says (freshness.Freshness.describe). Every known secret value is
+masked before anything leaves, as a last line of defence behind errors that never hold one.
 
 TLS (STARTTLS or implicit) verifies the server's certificate and host name with
 `ssl.create_default_context()`: the system's CAs, or the bundle $SSL_CERT_FILE names. An e-mail
@@ -16,11 +18,14 @@ import socket
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from hector_sync.config import ConfigError, SmtpSettings, SyncConfig
+from hector_sync.config import ConfigError, Direction, SmtpSettings, SyncConfig
 from hector_sync.defs.tags import PARTITION_TAG
+from hector_sync.freshness import Freshness, Limit, span
 
 # Without dagster_url the e-mail cannot know where the UI is served: it says how to open it.
 UI_HINT = ("served by `dagster dev` or `hector-sync demo --ui` on the sync's machine; "
@@ -28,8 +33,17 @@ UI_HINT = ("served by `dagster dev` or `hector-sync demo --ui` on the sync's mac
 
 
 class EmailNotSent(OSError):
-    """The failure e-mail did not leave: the SMTP server is unreachable, its certificate or name
+    """An e-mail did not leave: the SMTP server is unreachable, its certificate or name
     does not verify, it refused the login or the message. One sentence, no secret."""
+
+
+class Report(Protocol):
+    """What an e-mail to notify_on_error says: its subject, and a body that may link the UI."""
+
+    @property
+    def subject(self) -> str: ...
+
+    def body(self, dagster_url: str | None = None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,56 @@ class FailureReport:
             f"  {rerun}",
             f"or in the Dagster UI ({ui}):",
             f"  Runs > {self.run_id} > Re-execute, or materialize partition '{self.category}' of the writeback asset.",
+        ]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class StaleCategory:
+    """A category that became stale, with what the instance says of its runs."""
+
+    freshness: Freshness
+    direction: Direction
+    queued: int  # its runs waiting in the queue: a stuck queue shows here
+
+
+@dataclass(frozen=True)
+class StaleReport:
+    """The e-mail of categories whose sync did not run: sent once when they become stale."""
+
+    categories: list[StaleCategory]
+    still_stale: list[str]  # keys e-mailed before and not synced since
+    schedules: dict[str, str]  # the schedule of each of their directions: its state in words
+    limit: Limit
+    zone: ZoneInfo
+
+    @property
+    def subject(self) -> str:
+        keys = ", ".join(f"'{c.freshness.key}'" for c in self.categories)
+        noun = "category" if len(self.categories) == 1 else "categories"
+        return f"hector-sync: no sync of {noun} {keys} for over {span(self.limit.total)}"
+
+    def body(self, dagster_url: str | None = None) -> str:
+        ui = dagster_url or UI_HINT
+        lines = [
+            f"No sync of these categories has succeeded for longer than {self.limit}:",
+            "",
+            *(f"  - {c.freshness.describe(self.zone)}; direction {c.direction.value}"
+              + (f"; {c.queued} of its runs wait in the queue" if c.queued else "") for c in self.categories),
+            "",
+            "A failed run sends its own e-mail: if none came, these runs did not start or did not finish.",
+            *(f"Schedule {name}: {state}" for name, state in self.schedules.items()),
+            "",
+            "What to do:",
+            f"  - switch the schedule on if it is off: in the Dagster UI ({ui}), "
+            f"Automation > {', '.join(self.schedules)};",
+            "  - make sure the Dagster daemon runs (`dagster-daemon run`; `dagster dev` starts one) "
+            "and that queued runs start (Runs > Queued);",
+            "  - sync now from the command line:",
+            *(f"      hector-sync sync --category {c.freshness.key}" for c in self.categories),
+            "",
+            *([f"Still stale, e-mailed before: {', '.join(self.still_stale)}", ""] if self.still_stale else []),
+            "This is the only e-mail about them until they sync again.",
         ]
         return "\n".join(lines)
 
@@ -156,7 +220,7 @@ def send_email(smtp: SmtpSettings, to: str, subject: str, body: str) -> None:
         raise EmailNotSent(f"{server_name} {'cannot be reached' if unreachable else 'failed'}: {reason}") from None
 
 
-def send_report(report: FailureReport, config: SyncConfig) -> None:
+def send_report(report: Report, config: SyncConfig) -> None:
     body = mask_secrets(report.body(config.dagster_url), config)
     try:
         send_email(config.smtp, config.notify_on_error, mask_secrets(report.subject, config), body)

@@ -10,7 +10,7 @@ States of a change row:
 | --- | --- |
 | `planned` | computed, not yet sent |
 | `sending` | its batch was handed to the writers; a rerun looks for what it may have created before sending again |
-| `applied` | the system took it (created, updated, moved, retired, linked, or found already there) |
+| `applied` | the system took it (created, updated, moved, retired, linked, unlinked, or found already there) |
 | `conflict` | the target changed since the plan (If-Match refused it); the next plan looks again |
 | `failed` | refused by the system, or held because a create's outcome is unknown |
 | `skipped` | a reported skip or a missing item: nothing to send |
@@ -18,7 +18,9 @@ States of a change row:
 
 A plan is refused at writeback when it is older than `max_plan_age`, when either side has been
 read again since it was computed, or when another plan wrote to the category after those reads
-(a change set rematerialized alone re-plans from snapshots taken before the last writeback).
+(a change set rematerialized alone re-plans from snapshots taken before the last writeback), or
+an operator pinned or unpinned a pair of it (`hector-sync link`, `unlink`): a plan made before
+an unlink would write the very link the operator took back.
 Applying it could retire an item that has come back, or create one that exists now. The plan
 computed from the same reads toward the other system (per_field) is no such writer: the two are
 made together and never touch one item. An operator who has looked can let a stale plan
@@ -41,7 +43,8 @@ PlanKind = Literal["sync", "undo"]
 # Where each history outcome leaves the row it came from.
 STATE_OF_OUTCOME = {
     "created": "applied", "updated": "applied", "moved": "applied", "retired": "applied",
-    "reactivated": "applied", "linked": "applied", "reverted": "applied", "already_there": "applied",
+    "reactivated": "applied", "linked": "applied", "unlinked": "applied", "reverted": "applied",
+    "already_there": "applied",
     "conflict": "conflict", "refused": "failed", "held": "failed", "skipped": "skipped", "reported": "skipped",
 }
 APPLIED_OUTCOMES = tuple(o for o, state in STATE_OF_OUTCOME.items() if state == "applied")
@@ -59,7 +62,11 @@ class UnknownPlan(Exception):
 
 @dataclass(frozen=True)
 class Plan:
-    """One plan's identity: who computed it, when, and from which reads."""
+    """One plan's identity: who computed it, when, from which reads, and the guard's verdict.
+
+    The change-size guard is weighed once, when the plan is made (`CategorySync.new_plan`):
+    the change set's check, `plan`'s output and every writeback of the plan read this verdict.
+    """
 
     plan_id: str
     kind: PlanKind
@@ -72,6 +79,9 @@ class Plan:
     hector_read_run_id: str | None
     hector_read_at: datetime | None
     undo_of: str | None = None
+    linked: int | None = None  # the active linked targets the guard weighed the plan against
+    risky: int | None = None  # the items the plan retires or moves
+    guard_refusal: str | None = None  # why the guard holds the plan back, in words; None: it may be written
     finished_by: str | None = None
     finished_at: datetime | None = None
 
@@ -107,8 +117,8 @@ class Plan:
                 return (f"{head} is superseded: {SYSTEM_NAMES[system]} was read again at "
                         f"{at:%Y-%m-%d %H:%M:%S} UTC by run {run or '(plan command)'}, after the read it was computed from")
         if written is not None:
-            run, at = written
-            return (f"{head} is superseded: run {run or '(apply command)'} wrote to category '{self.category_key}' "
+            who, at = written
+            return (f"{head} is superseded: {who or 'run (apply command)'} wrote to category '{self.category_key}' "
                     f"at {at:%Y-%m-%d %H:%M:%S} UTC, after the reads it was computed from")
         return None
 
@@ -211,15 +221,17 @@ class PlanBook:
 
     def written_since_reads(self, plan: Plan) -> tuple[str | None, datetime] | None:
         """The first change applied to the plan's category after its reads by another plan,
-        other than its sibling toward the other system (same reads, made together)."""
+        other than its sibling toward the other system (same reads, made together), or by an
+        operator's pin or unpin; as (who: "run <id>" or "hector-sync link by <user>", when)."""
         reads = [at for _, at in plan.reads().values() if at is not None]
         if not reads:
             return None
         frame = self.store.query(
             """
-            SELECT h.run_id, h.recorded_at FROM change_history h LEFT JOIN plan p ON p.plan_id = h.plan_id
+            SELECT coalesce('run ' || h.run_id, 'hector-sync ' || h.action || ' by ' || h.operator), h.recorded_at
+            FROM change_history h LEFT JOIN plan p ON p.plan_id = h.plan_id
             WHERE h.category_key = ? AND h.recorded_at > ? AND h.plan_id IS DISTINCT FROM ?
-              AND h.outcome IN (SELECT unnest(?::VARCHAR[]))
+              AND (h.outcome IN (SELECT unnest(?::VARCHAR[])) OR h.operator IS NOT NULL)
               AND NOT coalesce(p.direction <> ? AND p.c2_read_at IS NOT DISTINCT FROM ?
                                AND p.hector_read_at IS NOT DISTINCT FROM ?, false)
             ORDER BY h.recorded_at LIMIT 1

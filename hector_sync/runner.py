@@ -1,7 +1,7 @@
 """Runs categories through Dagster from the command line, recorded in a persistent instance.
 
 Without a daemon nothing would e-mail a failure, so a failed run here sends the same e-mail the
-run-failure sensor sends. Runs land in `$DAGSTER_HOME`, else in a `dagster/` folder next to the
+run-failure sensor sends (but for a plan's: `plan` prints its failure to whoever asked). Runs land in `$DAGSTER_HOME`, else in a `dagster/` folder next to the
 DuckDB file, so `hector-sync demo --ui` and `dagster dev` show them afterwards.
 """
 
@@ -17,8 +17,8 @@ from filelock import FileLock
 
 from hector_sync.config import ConfigError, Direction, SyncConfig
 from hector_sync.defs.assets import WRITEBACK_ASSET
-from hector_sync.defs.jobs import JOB_OF
-from hector_sync.defs.tags import ALLOW_LARGE_CHANGE_TAG, READ_TAG, SYSTEM_TAGS
+from hector_sync.defs.jobs import JOB_OF, UNDO_JOB, planning_selection
+from hector_sync.defs.tags import ALLOW_LARGE_CHANGE_TAG, PLAN_TAG, READ_TAG, SYSTEM_TAGS
 from hector_sync.definitions import build_definitions
 from hector_sync.notify import failure_report, send_report
 from hector_sync.plans import Plan, PlanBook
@@ -64,16 +64,22 @@ class CategoryResult:
     success: bool
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    plan_id: str | None = None  # the plan the run computed or applied
 
 
 def run_sync(
     config: SyncConfig, config_path: str | None, keys: list[str], *, full: bool = False,
-    allow_large_change: bool = False,
+    allow_large_change: bool = False, plan_only: bool = False,
 ) -> list[CategoryResult]:
-    """One Dagster run per category, in its direction's job; a failed category does not stop the others."""
+    """One Dagster run per category, in its direction's job; a failed category does not stop the others.
+
+    `plan_only` (`hector-sync plan`) stops each run before its writebacks: the same steps and
+    blocking checks as a sync, so a plan fails where the sync would, and e-mails nobody."""
     tags = {READ_TAG: "full"} if full else {}
     if allow_large_change:
         tags[ALLOW_LARGE_CHANGE_TAG] = "true"
+    if plan_only:
+        tags[PLAN_TAG] = "true"
     runs = Runs(config, config_path)
     results = []
     with runs.instance() as instance, ExitStack() as clients:
@@ -84,11 +90,38 @@ def run_sync(
                 results.append(CategoryResult(key, direction.value, "", True, dict.fromkeys(SUMMARY_COLUMNS, 0)))
                 continue
             job = runs.defs.resolve_job_def(JOB_OF[direction])
+            if plan_only:
+                job = job.get_subset(asset_selection=set(planning_selection(direction)))
             outcome = job.execute_in_process(
                 partition_key=key, instance=instance, tags=tags, raise_on_error=False, run_config=QUIET,
                 resources=shared,
             )
-            results += runs.results(instance, outcome, key, direction.flows)
+            results += runs.results(instance, outcome, key, direction.flows, notify=not plan_only)
+    return results
+
+
+def run_undo(
+    config: SyncConfig, config_path: str | None, run_id: str, keys: list[str], *, apply: bool,
+    allow_large_change: bool = False,
+) -> list[CategoryResult]:
+    """`undo_run` per category: the inverse plan of what run `run_id` applied, shown only (the
+    run writes nothing, like a plan's) or applied under the guard and If-Match."""
+    tags = {ALLOW_LARGE_CHANGE_TAG: "true"} if allow_large_change else {}
+    if not apply:
+        tags[PLAN_TAG] = "true"
+    run_config = QUIET | {"ops": {"undo_category": {"config": {"run_id": run_id, "apply": apply}}}}
+    runs = Runs(config, config_path)
+    touched = runs.book.applied_by(run_id)
+    results = []
+    with runs.instance() as instance, ExitStack() as clients:
+        shared = runs.shared_clients(clients)
+        job = runs.defs.resolve_job_def(UNDO_JOB)
+        for key in keys:
+            outcome = job.execute_in_process(
+                partition_key=key, instance=instance, tags=tags, raise_on_error=False, run_config=run_config,
+                resources=shared,
+            )
+            results += runs.results(instance, outcome, key, tuple(touched[key]), notify=apply)
     return results
 
 
@@ -142,19 +175,21 @@ class Runs:
 
     def results(
         self, instance: dg.DagsterInstance, outcome: dg.ExecuteInProcessResult, key: str,
-        directions: tuple[Direction, ...], plan_id: str | None = None,
+        directions: tuple[Direction, ...], plan_id: str | None = None, *, notify: bool = True,
     ) -> list[CategoryResult]:
+        """A row per direction of the run; a failure is e-mailed as the sensor would (`notify`)."""
         rows = []
         for way in directions:
             applied = plan_id or planned_by(self.book, outcome.run_id, key, way)
             counts = SyncState(self.store).outcome_counts(key, way.value, outcome.run_id, applied)
-            rows.append(CategoryResult(key, way.value, outcome.run_id, outcome.success, counts))
+            rows.append(CategoryResult(key, way.value, outcome.run_id, outcome.success, counts, plan_id=applied))
         if not outcome.success:
             report = failure_report(instance, outcome.run_id)
             error = "; ".join(report.errors)
-            try:
-                send_report(report, self.config)
-            except OSError as unsent:
-                error += f" (the failure e-mail to {self.config.notify_on_error} could not be sent: {unsent})"
+            if notify:
+                try:
+                    send_report(report, self.config)
+                except OSError as unsent:
+                    error += f" (the failure e-mail to {self.config.notify_on_error} could not be sent: {unsent})"
             rows[-1].error = error
         return rows

@@ -3,7 +3,8 @@
 Here are the questions the steps ask of the file and the facts they note in it: which read each
 snapshot was and with which resolution (`snapshot_state`), the kept resolutions
 (`category_catalog`), the CI ↔ asset links and the per_field baseline, the journal of CI creates
-in flight (`pending_create`), and what a run did to items (`outcome_counts`). The plans and
+in flight (`pending_create`), what a run did to items (`outcome_counts`), and an operator's pins
+and unlinks (`hector_sync.held`). The plans and
 their rows are `hector_sync.plans.PlanBook`'s.
 
 Why a separate class: `store.Store` is the file itself (schema, locked short-lived connections,
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import duckdb
 
 from hector_sync.store import Store, scalar
 
@@ -93,7 +96,7 @@ class SyncState:
             """
             SELECT CASE WHEN outcome IN ('refused', 'conflict', 'held') THEN 'failed'
                         WHEN outcome IN ('created', 'already_there') AND action IN ('create_asset', 'create_ci') THEN 'created'
-                        WHEN outcome IN ('linked', 'reverted', 'reactivated')
+                        WHEN outcome IN ('linked', 'unlinked', 'reverted', 'reactivated')
                              OR (outcome = 'updated' AND action IN ('update_asset', 'update_ci')) THEN 'updated'
                         WHEN outcome IN ('moved', 'retired', 'skipped') THEN outcome END AS kind,
                    count(DISTINCT item) AS n
@@ -117,7 +120,8 @@ class SyncState:
         with self.store.connect() as con:
             con.execute("BEGIN")
             con.executemany(
-                "INSERT OR REPLACE INTO link VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO link (category_key, ci_id, asset_id, linked_at, run_id, pinned_by) "
+                "VALUES (?, ?, ?, ?, ?, NULL)",  # written by a sync: no longer a pin
                 [(category_key, ci, asset, now, run_id) for ci, asset in links],
             )
             con.execute(
@@ -178,8 +182,57 @@ class SyncState:
                     [category_key, asset_ids],
                 )
 
+    # --- an operator's pins and unlinks (see hector_sync.held) -------------------------------
+
+    def pin(self, category_key: str, ci_id: str, asset_id: int, note: dict[str, object]) -> None:
+        """Pin CI ↔ asset in the link table, where the next sync finds it (match `pinned`),
+        instead of any stale link of either and any unlink of this very pair; `note` goes to the
+        history in the same transaction."""
+        with self.store.connect() as con:
+            con.execute("BEGIN")
+            con.execute("DELETE FROM link WHERE category_key = ? AND (ci_id = ? OR asset_id = ?)",
+                        [category_key, ci_id, asset_id])
+            con.execute("DELETE FROM unlink WHERE category_key = ? AND ci_id = ? AND asset_id = ?",
+                        [category_key, ci_id, asset_id])
+            con.execute("INSERT INTO link (category_key, ci_id, asset_id, linked_at, pinned_by) VALUES (?, ?, ?, ?, ?)",
+                        [category_key, ci_id, asset_id, note["recorded_at"], note["operator"]])
+            _note(con, note)
+            con.execute("COMMIT")
+
+    def unpin(self, category_key: str, ci_id: str, asset_id: int, note: dict[str, object], *, remove_ref: bool) -> None:
+        """Take a pair back out of the link table; with `remove_ref` (the asset carries the CI's
+        ref) ask the next sync to remove the ref, until a read shows it gone (`settle_unlinks`)."""
+        with self.store.connect() as con:
+            con.execute("BEGIN")
+            con.execute("DELETE FROM link WHERE category_key = ? AND ci_id = ? AND asset_id = ?",
+                        [category_key, ci_id, asset_id])
+            if remove_ref:
+                con.execute("INSERT OR REPLACE INTO unlink VALUES (?, ?, ?, ?, ?)",
+                            [category_key, ci_id, asset_id, note["recorded_at"], note["operator"]])
+            _note(con, note)
+            con.execute("COMMIT")
+
+    def settle_unlinks(self, category_key: str) -> None:
+        """An unlink is done once a Hector snapshot read after it shows its asset without the
+        CI's ref (one read before it may predate the very write that put the ref there)."""
+        with self.store.connect() as con:
+            con.execute(
+                """DELETE FROM unlink u WHERE category_key = $key
+                   AND requested_at < (SELECT read_at FROM snapshot_state
+                                       WHERE category_key = $key AND system = 'hector')
+                   AND NOT EXISTS (SELECT 1 FROM hector_asset h WHERE h.category_key = $key AND h.id = u.asset_id
+                                   AND h.c2_ref = u.ci_id)""",
+                {"key": category_key},
+            )
+
     def _put(self, table: str, rows: list[tuple[object, ...]]) -> None:
         """INSERT OR REPLACE whole `rows`, in `table`'s column order; nothing at all for none."""
         if rows:
             with self.store.connect() as con:
                 con.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
+
+
+def _note(con: duckdb.DuckDBPyConnection, row: dict[str, object]) -> None:
+    """Append one row, named column by column, to the history."""
+    columns, marks = ", ".join(row), ", ".join("?" * len(row))
+    con.execute(f"INSERT INTO change_history ({columns}) VALUES ({marks})", list(row.values()))

@@ -20,8 +20,9 @@ Schema (one table per concept, `category_key` on every row):
 | `desired_ci`, `rejected_asset` | derived: what C2 ITSM should hold, and why assets were left out |
 | `plan` | one row per plan: its id, kind (sync or undo), the run and reads it came from, when it was finished |
 | `change_set` | the rows of the current plans, field by field, each with its state (see `hector_sync.plans`) and the request it makes (`method`, `target`, JSON `body`; see `hector_sync.reconcile.requests`) |
-| `change_history` | append-only: every change applied or refused, with run, plan, outcome and time |
-| `link` | CI id ↔ Hector asset id, as last agreed |
+| `change_history` | append-only: every change applied or refused, with run, plan, outcome and time; an operator's pins (`hector-sync link`, `unlink`) with who (`operator`) |
+| `link` | CI id ↔ Hector asset id, as last agreed, or as an operator pinned it (`hector-sync link`, `pinned_by`) until a sync writes it |
+| `unlink` | pairs an operator unlinked whose asset still carries the CI's external ref: the next sync removes it |
 | `baseline` | per_field: per linked pair and field, the value both sides last agreed on |
 | `pending_create` | CIs about to be created from assets: how a rerun finds a CI whose answer was lost |
 """
@@ -93,6 +94,9 @@ CREATE TABLE IF NOT EXISTS change_history (
 ALTER TABLE change_set ADD COLUMN IF NOT EXISTS plan_id VARCHAR;
 ALTER TABLE change_set ADD COLUMN IF NOT EXISTS state VARCHAR;
 ALTER TABLE change_history ADD COLUMN IF NOT EXISTS plan_id VARCHAR;
+ALTER TABLE plan ADD COLUMN IF NOT EXISTS linked BIGINT;
+ALTER TABLE plan ADD COLUMN IF NOT EXISTS risky BIGINT;
+ALTER TABLE plan ADD COLUMN IF NOT EXISTS guard_refusal VARCHAR;
 -- Files written before change rows carried their request gain it (their old rows have none).
 ALTER TABLE change_set ADD COLUMN IF NOT EXISTS method VARCHAR;
 ALTER TABLE change_set ADD COLUMN IF NOT EXISTS target VARCHAR;
@@ -117,6 +121,12 @@ CREATE TABLE IF NOT EXISTS category_catalog (
     category_key VARCHAR NOT NULL, catalog_id VARCHAR NOT NULL, run_id VARCHAR, resolved_at TIMESTAMPTZ NOT NULL,
     mapping VARCHAR NOT NULL, resolution JSON NOT NULL, PRIMARY KEY (category_key, catalog_id));
 ALTER TABLE snapshot_state ADD COLUMN IF NOT EXISTS catalog_id VARCHAR;
+-- Who wrote a row by hand (hector-sync link, unlink): the OS user; a run's rows leave it NULL.
+ALTER TABLE change_history ADD COLUMN IF NOT EXISTS operator VARCHAR;
+ALTER TABLE link ADD COLUMN IF NOT EXISTS pinned_by VARCHAR;
+CREATE TABLE IF NOT EXISTS unlink (
+    category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, asset_id BIGINT NOT NULL,
+    requested_at TIMESTAMPTZ NOT NULL, requested_by VARCHAR NOT NULL, PRIMARY KEY (category_key, asset_id));
 """
 
 # Column order of the snapshot tables, so staged frames insert by name, never by position.

@@ -65,43 +65,23 @@ def open_clients(config: SyncConfig) -> Iterator[tuple[C2Client, HectorClient]]:
 
 
 @dataclass
-class CategorySync:
-    """One category's steps over the clients it is handed: one pair serves every step of a run,
-    so a run logs in once, paces all its calls on one limiter and trips one breaker."""
+class StoredCategory:
+    """One category as the DuckDB file keeps it: its kept resolutions and the reconciler over
+    its snapshots. It holds no client, so a command that only reads or notes things in the file
+    (`hector-sync held`, `link`) pairs items by the very rules of a run, without calling either
+    system."""
 
     config: SyncConfig
     category: CategoryConfig
     store: Store
-    c2: C2Client
-    hector: HectorClient
-    log: Log = print
-    run_id: str | None = None
 
     @property
     def key(self) -> str:
         return self.category.key
 
-    def flows(self, direction: Direction | None = None) -> bool:
-        """Whether the category syncs at all, or toward `direction`."""
-        flows = self.category.direction.flows
-        return bool(flows) if direction is None else direction in flows
-
-    def problems(self) -> list[str]:
-        """What the mapping names that the live systems lack now (the check before a writeback)."""
-        return Catalog(self.config, self.c2, self.hector).problems(self.category)
-
     @cached_property
     def state(self) -> SyncState:
         return SyncState(self.store)
-
-    def resolve_catalog(self) -> tuple[str, ResolvedCategory]:
-        """Resolve the category's names against both live systems and keep the resolution: the
-        `category_catalog` asset, and `plan` before its reads. Raises MappingInvalid."""
-        resolved = Catalog(self.config, self.c2, self.hector).resolve(self.category)
-        mapping = mapping_of(self.config, self.category)
-        catalog_id = self.state.save_catalog(self.key, self.run_id, mapping, resolved.to_json())
-        self.__dict__["latest_catalog"] = (catalog_id, resolved)  # what this sync's reads then read with
-        return catalog_id, resolved
 
     def stored_catalog(self, catalog_id: str | None = None) -> tuple[str, ResolvedCategory]:
         """A kept resolution (`catalog_id`, else the latest), if the file still maps the category
@@ -140,6 +120,35 @@ class CategorySync:
             self.category, self.resolved.attribute_kinds, self.config.default_stockroom, c2_types,
             self.resolved.api_names,
         )
+
+
+@dataclass
+class CategorySync(StoredCategory):
+    """One category's steps over the clients it is handed: one pair serves every step of a run,
+    so a run logs in once, paces all its calls on one limiter and trips one breaker."""
+
+    c2: C2Client
+    hector: HectorClient
+    log: Log = print
+    run_id: str | None = None
+
+    def flows(self, direction: Direction | None = None) -> bool:
+        """Whether the category syncs at all, or toward `direction`."""
+        flows = self.category.direction.flows
+        return bool(flows) if direction is None else direction in flows
+
+    def problems(self) -> list[str]:
+        """What the mapping names that the live systems lack now (the check before a writeback)."""
+        return Catalog(self.config, self.c2, self.hector).problems(self.category)
+
+    def resolve_catalog(self) -> tuple[str, ResolvedCategory]:
+        """Resolve the category's names against both live systems and keep the resolution: the
+        `category_catalog` asset, and `plan` before its reads. Raises MappingInvalid."""
+        resolved = Catalog(self.config, self.c2, self.hector).resolve(self.category)
+        mapping = mapping_of(self.config, self.category)
+        catalog_id = self.state.save_catalog(self.key, self.run_id, mapping, resolved.to_json())
+        self.__dict__["latest_catalog"] = (catalog_id, resolved)  # what this sync's reads then read with
+        return catalog_id, resolved
 
     def since(self, system: str, mode: ReadMode) -> datetime | None:
         """None for a full read: forced, on full_sync_weekday, or with no earlier snapshot."""
@@ -186,10 +195,11 @@ class CategorySync:
         with self.store.connect() as con:
             changes = self.reconciler.changes(con, direction, full_read=state.get("read_kind") == "full")
             self.reconciler.agree(con, self.run_id)
-        plan = self.new_plan(direction, "sync")
+        plan = self.new_plan(direction, "sync", changes)
         PlanBook(self.store).save(plan, changes)
         if direction is TO_C2:
             self.state.settle_intents(self.key)
+        self.state.settle_unlinks(self.key)
         return plan, changes
 
     def plan_undo(self, direction: Direction, run_id: str) -> tuple[Plan, pl.DataFrame]:
@@ -197,19 +207,26 @@ class CategorySync:
         a plan of kind undo (it does not replace the category's sync plan)."""
         with self.store.connect() as con:
             changes = self.reconciler.undo(con, direction, run_id)
-        plan = self.new_plan(direction, "undo", undo_of=run_id)
+        plan = self.new_plan(direction, "undo", changes, undo_of=run_id)
         PlanBook(self.store).save(plan, changes)
         return plan, changes
 
-    def new_plan(self, direction: Direction, kind: PlanKind, undo_of: str | None = None) -> Plan:
-        """A plan's identity: this run, now, and the reads of both sides it is computed from."""
+    def new_plan(self, direction: Direction, kind: PlanKind, changes: pl.DataFrame, undo_of: str | None = None) -> Plan:
+        """A plan's identity: this run, now, the reads of both sides it is computed from, and
+        the guard's verdict on `changes`, weighed here once for every reader of the plan."""
         now = datetime.now(UTC)
         reads = self.latest_reads()
         (c2_run, c2_at), (hector_run, hector_at) = (reads.get(s, (None, None)) for s in ("c2", "hector"))
+        summary = self.summary(direction, changes)
+        state = self.state.snapshot_state(self.key, direction.source) or {}
+        guard = Guard(
+            self.category.max_change_fraction, int(state.get("row_count") or 0), state.get("previous_row_count"), direction
+        )
         return Plan(
             plan_id=Plan.new_id(self.key, direction, now), kind=kind, category_key=self.key, direction=direction,
             run_id=self.run_id, planned_at=now, undo_of=undo_of, c2_read_run_id=c2_run, c2_read_at=c2_at,
-            hector_read_run_id=hector_run, hector_read_at=hector_at,
+            hector_read_run_id=hector_run, hector_read_at=hector_at, linked=summary.linked, risky=summary.risky,
+            guard_refusal=guard.refusal(summary),
         )
 
     def latest_reads(self) -> dict[str, tuple[str | None, datetime]]:
@@ -253,13 +270,6 @@ class CategorySync:
         linked = self.store.query(sql, params).item()
         return summarize(changes, linked=int(linked or 0), direction=direction)
 
-    def guard_refusal(self, direction: Direction, summary: Summary) -> str | None:
-        state = self.state.snapshot_state(self.key, direction.source) or {}
-        guard = Guard(
-            self.category.max_change_fraction, int(state.get("row_count") or 0), state.get("previous_row_count"), direction
-        )
-        return guard.refusal(summary)
-
     def repeated_ci_ids(self) -> int:
         return int(self.store.query(
             "SELECT count(*) - count(DISTINCT ci_id) FROM c2_ci WHERE category_key = ?", [self.key]
@@ -272,17 +282,19 @@ class CategorySync:
         """Send what is left of a plan (the latest sync plan unless `plan_id` names one).
 
         A plan with nothing left writes nothing and says who finished it; a stale plan is
-        refused (StalePlan) unless `allow_stale_plan`; the guard weighs the whole plan.
+        refused (StalePlan) unless `allow_stale_plan`; so is one the guard held back when it was
+        made (GuardRefused), unless `allow_large_change`.
         """
         book = PlanBook(self.store)
         plan = self.chosen_plan(direction, plan_id)
-        every = book.rows(plan)
+        book.rows(plan)  # UnknownPlan once a newer plan has replaced its rows
         todo = book.open_rows(plan)
         if todo.is_empty():
             idle = (f"plan {plan.plan_id} was applied by run {plan.finished_by} at {plan.finished_at:%Y-%m-%d %H:%M:%S} UTC; "
                     "nothing is left to send" if plan.finished_at else f"plan {plan.plan_id} has nothing to send")
             return Applied(book.finish(plan, self.run_id), Counter(), {}, idle)
-        if todo.filter(pl.col("action").is_in(REQUESTING) & pl.col("method").is_null()).height:
+        requesting = todo.filter(pl.col("action").is_in(REQUESTING))
+        if requesting.height and requesting["method"].null_count() == requesting.height:
             raise UnknownPlan(f"plan {plan.plan_id} was computed by an earlier hector_sync, before change rows carried "
                               "their requests; nothing was written: plan again")
         stale = plan.staleness(datetime.now(UTC), self.config.max_plan_age, self.latest_reads(),
@@ -291,10 +303,9 @@ class CategorySync:
             raise StalePlan(f"category '{self.key}': {stale}. Nothing was written. For a fresh plan, run the whole "
                             "chain for this category (its job, or hector-sync plan and then apply); or, once you have "
                             "checked this one, let it through with allow_stale_plan (hector-sync apply --allow-stale-plan).")
-        refusal = self.guard_refusal(direction, self.summary(direction, every))
-        if refusal and not allow_large_change:
+        if plan.guard_refusal and not allow_large_change:
             raise GuardRefused(
-                f"category '{self.key}' ({direction.value}): {refusal}. "
+                f"category '{self.key}' ({direction.value}): {plan.guard_refusal}. "
                 "Rerun with --allow-large-change to let it through."
             )
         common = {"store": self.store, "plan": self.reconciler.plan, "applying": plan, "run_id": self.run_id, "log": self.log}
@@ -310,5 +321,5 @@ class CategorySync:
         return Applied(plan, writer.outcomes, calls)
 
 
-__all__ = ["Applied", "CategorySync", "GuardRefused", "MappingInvalid", "StalePlan",
+__all__ = ["Applied", "CategorySync", "GuardRefused", "MappingInvalid", "StalePlan", "StoredCategory",
            "UnknownPlan", "full_read_day", "open_clients"]

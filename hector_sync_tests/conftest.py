@@ -2,10 +2,8 @@
 
 import signal
 import socket
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -15,7 +13,6 @@ from typing import Any
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
-from filelock import FileLock
 
 from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
@@ -71,14 +68,6 @@ def default_signals() -> None:
     so a pytest started as one) ignores SIGINT, and an ignored signal is inherited across exec."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
-
-
-@contextmanager
-def demo_ports() -> Iterator[None]:
-    """The demo's fixed ports (8701, 8702) for one test at a time, across the suite's workers:
-    `hector-sync demo` and `simulate` listen there whatever the test does."""
-    with FileLock(Path(tempfile.gettempdir()) / "hector-sync-tests-demo-ports.lock", timeout=900):
-        yield
 
 
 def free_port(host: str = "127.0.0.1") -> int:

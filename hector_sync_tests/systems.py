@@ -31,6 +31,23 @@ PHONE_MODELS = [("Apple", "iPhone 15", "Smartphone 6.1-inch"), ("Samsung", "Gala
                 ("Cisco", "CP-8845", "IP desk phone")]
 
 
+def way(c2: str, direction: str) -> dict[str, str]:
+    return {"c2": c2, "direction": direction}
+
+
+PRINTERS_PER_FIELD = {  # maker/model/title/serial from C2 ITSM; asset tag and purchase date from Hector
+    "key": "printers", "cmdb": "Production", "c2_category": "Printers", "hector_category": "Printers",
+    "direction": "per_field",
+    "model": {"maker": way("Manufacturer", "c2_to_hector"), "model": way("Model", "c2_to_hector"),
+              "description": way("Description", "c2_to_hector")},
+    "asset": {"title": way("Name", "c2_to_hector"), "asset_tag": way("AssetTag", "hector_to_c2"),
+              "acquisition_date": way("PurchaseDate", "hector_to_c2")},
+    "asset_attributes": {"Serial number": way("SerialNumber", "c2_to_hector")},
+    "identify_by": {"c2": "SerialNumber", "hector": "Serial number"},
+    "on_missing": "ignore",
+}
+
+
 def configure(write_config: WriteConfig, sims: RunningSimulators, *categories: dict) -> SyncConfig:
     """The demo configuration pointed at `sims`, with exactly these categories."""
     def edit(data: dict) -> None:
@@ -168,3 +185,17 @@ def naive_valid(ci: dict) -> bool:
     except ValueError:
         return False
     return True
+
+
+def set_ci_status(config: SyncConfig, ci_ids: list[str], status: str) -> None:
+    """Retire or reactivate CIs as a person in C2 ITSM would."""
+    with C2Client.from_settings(config.c2) as c2:
+        for ci_id in ci_ids:
+            current = c2.get_ci(ci_id)
+            assert current is not None
+            c2.update_ci(ci_id, current["version"], status=status)  # type: ignore[arg-type]
+
+
+def linked_assets(config: SyncConfig, category: str) -> dict[str, dict]:
+    """Hector's assets of the category that hold a c2 ref, by that ref."""
+    return {refs(a)[0]: a for a in hector_state(config, category)[1] if refs(a)}

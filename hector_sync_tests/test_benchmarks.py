@@ -1,5 +1,5 @@
 """The benchmark script keeps working: a tiny run prints every figure and writes the JSON keys
-the README's performance section and the issue name. The figures themselves are measured by
+docs/performance.md and the issue name. The figures themselves are measured by
 `make bench`, not asserted here (timings on a shared CI machine prove nothing)."""
 
 from __future__ import annotations

@@ -15,12 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from hector_sync.config import SyncConfig, load_config
 from hector_sync_tests.conftest import demo_credentials
-from hector_sync_tests.console import DemoUi, demo_ui, hector_sync
+from hector_sync_tests.console import DemoUi, demo_ui, hector_sync, wait_for_run
 from hector_sync_tests.systems import c2_cis, hector_state, patch_ci, refs, writes
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -87,9 +86,9 @@ def page(chromium: Browser, demo: DemoUi) -> Iterator[Page]:
 
 @pytest.fixture
 def demo_config(demo: DemoUi, monkeypatch: pytest.MonkeyPatch) -> SyncConfig:
-    """The demo's configuration, to look at its simulators as an operator's script would."""
+    """The configuration the demo runs, to look at its simulators as an operator's script would."""
     demo_credentials(monkeypatch)
-    return load_config(None)
+    return load_config(demo.config)
 
 
 def open_page(page: Page, path: str) -> None:
@@ -169,11 +168,31 @@ def test_a_change_set_partition_shows_its_changes_its_skipped_cis_and_the_other_
     expect(page.get_by_role("row").filter(has_text="categories")).to_contain_text("printers (this one)")
 
 
-def test_the_daily_schedules_and_the_failure_sensor_are_on(page: Page) -> None:
+def test_the_daily_schedules_and_both_sensors_are_on(page: Page) -> None:
     open_page(page, "/automation")
-    for name in ("daily_c2_to_hector", "daily_hector_to_c2", "daily_per_field", "email_on_sync_failure"):
+    for name in ("daily_c2_to_hector", "daily_hector_to_c2", "daily_per_field", "email_on_sync_failure",
+                 "email_on_stale_sync"):
         row = page.locator("[data-index]").filter(has=page.get_by_text(name, exact=True))
         expect(row.locator("[class*=formatSwitch] input")).to_be_checked()
+
+
+def test_the_daemon_records_each_category_s_freshness_check_without_a_run(page: Page) -> None:
+    """The stale-sync sensor, ticking in the demo's daemon, records the check of every syncing
+    category on its writeback as soon as it first sees it: passed, minutes after the sync."""
+    succeeded = page.get_by_text("Succeeded", exact=True)  # under each check's name in the list
+    deadline = time.monotonic() + 120  # the daemon's first tick of the sensor
+    open_page(page, "/assets/hector_writeback?view=checks")
+    while time.monotonic() < deadline:
+        try:
+            expect(succeeded).to_have_count(len(HECTOR_CATEGORY), timeout=10_000)
+            break
+        except AssertionError:
+            page.reload()
+    for key in HECTOR_CATEGORY:
+        expect(page.get_by_text(f"{key}_synced_on_schedule", exact=True).first).to_be_visible()
+    expect(succeeded).to_have_count(len(HECTOR_CATEGORY))
+    expect(page.get_by_text(re.compile(r"^category '\w+' last synced .*: within the limit of 26 h"))).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "writeback-checks.png")
 
 
 def serials(config: SyncConfig, category: str) -> dict[str, str | None]:
@@ -194,7 +213,8 @@ def test_one_category_launched_from_the_ui_changes_that_category_alone(
         patch_ci(demo_config, ci["id"], SerialNumber=serial)
         edited[category] = ci["id"]
     # the operator looks at the plan of both: each now holds one update, nothing is written yet
-    planned = hector_sync("plan", "--category", "printers", "--category", "laptops", cwd=demo.folder)
+    planned = hector_sync("--config", str(demo.config), "plan", "--category", "printers", "--category", "laptops",
+                          cwd=demo.folder)
     assert planned.returncode == 0, planned.stderr
     for category in NEW_SERIAL:
         assert re.search(rf"^{category} \(c2_to_hector\): .*\b1 update_asset\b", planned.stdout, re.M), planned.stdout
@@ -217,7 +237,7 @@ def test_one_category_launched_from_the_ui_changes_that_category_alone(
     expect(metadata_value(materialized, "plan_id")).to_have_text(plan_id)
     counts = page.locator("tr").filter(has=page.get_by_text("items_updated", exact=True)).first
     expect(counts).to_contain_text("1")
-    expect(page.locator('.chart-element.box[style*="accent-green"]')).to_be_visible()  # the step, drawn
+    expect(page.locator('.chart-element.box[style*="accent-green"]').first).to_be_visible()  # the steps, drawn
     page.screenshot(path=ARTIFACTS / "printers-run.png")
     page.get_by_placeholder("Filter…").fill("wrote C2 ITSM")
     expect(page.get_by_text(
@@ -255,7 +275,7 @@ def test_one_category_launched_from_the_ui_changes_that_category_alone(
     materialized = materialization(page)
     expect(metadata_value(materialized, "wrote_nothing")).to_contain_text(f"plan {plan_id} was applied by run {run_id}")
     expect(metadata_value(materialized, "plan_id")).to_have_text(plan_id)
-    expect(page.locator('.chart-element.box[style*="accent-green"]')).to_be_visible()
+    expect(page.locator('.chart-element.box[style*="accent-green"]').first).to_be_visible()
     page.screenshot(path=ARTIFACTS / "printers-rerun.png")
     page.get_by_placeholder("Filter…").fill("wrote nothing")
     expect(page.get_by_text(
@@ -295,14 +315,37 @@ def metadata_value(scope: Page | Locator, key: str) -> Locator:
     return scope.locator("tr").filter(has=label).locator("td").nth(1)
 
 
-def wait_for_run(demo: DemoUi, run_id: str, timeout: float = 120) -> str:
-    """The run's final status, asked of the UI's own GraphQL endpoint."""
-    query = {"query": "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
-             "variables": {"id": run_id}}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = requests.post(demo.url + "/graphql", json=query, timeout=10).json()["data"]["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            return status
-        time.sleep(1)
-    return f"still running after {timeout} s"
+def test_a_held_match_shows_on_its_change_set_and_a_pin_settles_it(
+    page: Page, demo: DemoUi, demo_config: SyncConfig,
+) -> None:
+    """The demo's one laptop whose serial matches two hand-entered assets: held, shown in the UI
+    with its candidates, pinned from the command line, and linked by the next sync."""
+    open_page(page, "/assets/hector_change_set?view=partitions&partition=laptops")
+    held = metadata_value(page, "held_preview")
+    expect(held.get_by_role("columnheader")).to_have_text(["held", "system", "id", "name", "value", "reason"])
+    expect(held.get_by_text(re.compile(r"identify_by value .* matches several unlinked assets")).first).to_be_visible()
+    held.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "laptops-held.png")
+    ci = held.get_by_role("row").filter(has_text="C2 ITSM CI").get_by_role("cell").nth(2).inner_text()
+    rows = held.get_by_role("row").filter(has_text="Hector asset")
+    candidates = [rows.nth(i).get_by_role("cell").nth(2).inner_text() for i in range(rows.count())]
+    assert ci.startswith("ci-") and len(candidates) == 2, (ci, candidates)
+
+    pinned = hector_sync("--config", str(demo.config), "link", "--category", "laptops", ci, candidates[1],
+                         cwd=demo.folder)
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+    synced = hector_sync("--config", str(demo.config), "sync", "--category", "laptops", cwd=demo.folder)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    _, assets, _ = hector_state(demo_config, "Laptops")
+    assert [a["id"] for a in assets if ci in refs(a)] == [int(candidates[1])], "the pin was not what got linked"
+
+    # the writeback's partition shows the link written; the history says it was the operator's pin
+    open_page(page, "/assets/hector_writeback?view=partitions&partition=laptops")
+    written = metadata_value(page, "changes_written").get_by_role("row").filter(has_text="link_asset")
+    expect(written).to_contain_text(ci)
+    expect(written).to_contain_text("linked")
+    told = hector_sync("--config", str(demo.config), "history", ci, cwd=demo.folder)
+    assert re.search(r"link_asset +linked .*pinned by \S+ with hector-sync link", told.stdout), told.stdout
+    open_page(page, "/assets/hector_change_set?view=partitions&partition=laptops")
+    expect(metadata_value(page, "held")).to_have_text("0")
+    page.screenshot(path=ARTIFACTS / "laptops-pinned.png")

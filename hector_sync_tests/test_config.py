@@ -18,14 +18,19 @@ from hector_sync.config import (
     IdentifyBy,
     Secret,
     SyncConfig,
+    SystemsConfig,
     load_config,
+    load_for_discover,
 )
 from hector_sync.demo import (
     DEMO_C2_PASSWORD,
     DEMO_C2_PORT,
+    DEMO_COPY_NAME,
     DEMO_ENV,
+    DEMO_FOLDER,
     DEMO_HECTOR_API_KEY,
     DEMO_HECTOR_PORT,
+    write_demo_copy,
 )
 
 # The contract's example configuration file, verbatim (docs/configuration.md, "Example"): a file
@@ -226,6 +231,43 @@ def test_demo_credentials_are_only_set_for_the_demo_file(tmp_path: Path) -> None
     config = load_config(write(tmp_path, doc))
     with pytest.raises(ConfigError, match="HECTOR_SYNC_DEMO_C2_PASSWORD is not set"):
         config.c2.password.reveal()
+
+
+def test_the_demo_copy_is_the_embedded_file_with_its_simulators_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What `hector-sync demo` runs when its simulators took other ports; its credentials are
+    the demo's, and its database is the embedded file's, in ./.hector-sync."""
+    monkeypatch.chdir(tmp_path)
+    copy = write_demo_copy("http://127.0.0.1:40001", "http://127.0.0.1:40002")
+
+    assert copy == tmp_path / DEMO_FOLDER / DEMO_COPY_NAME
+    config, embedded = load_config(copy), load_config()
+    assert (config.c2.url, config.hector.url) == ("http://127.0.0.1:40001", "http://127.0.0.1:40002")
+    assert config.c2.password.reveal() == DEMO_C2_PASSWORD
+    unchanged = {"c2": {"url"}, "hector": {"url"}, "source": True}
+    assert config.model_dump(exclude=unchanged) == embedded.model_dump(exclude=unchanged)
+
+
+def test_discover_needs_only_the_two_systems(tmp_path: Path) -> None:
+    doc = spec_doc()
+    systems = write(tmp_path, {"c2": doc["c2"], "hector": doc["hector"]})
+
+    config = load_for_discover(systems)
+    assert type(config) is SystemsConfig and config.c2.url == "https://acme.c2atom.example"
+    assert isinstance(load_for_discover(write(tmp_path, SPEC_EXAMPLE, "whole.yaml")), SyncConfig)
+    # every other command needs the rest, and says which section is missing
+    assert_refused(systems, "section 'notify_on_error'", None,
+                   "required, but missing from the file (`discover` alone runs on a file with only the c2 "
+                   "and hector sections)")
+
+
+def test_discover_checks_whole_a_file_with_more_than_the_two_systems(tmp_path: Path) -> None:
+    """A section beyond c2 and hector means a configuration in the writing: all of it is checked."""
+    doc = spec_doc()
+    path = write(tmp_path, {"c2": doc["c2"], "hector": doc["hector"], "storage": doc["storage"]})
+    with pytest.raises(ConfigError, match="section 'notify_on_error': required, but missing"):
+        load_for_discover(path)
 
 
 def test_hector_sync_config_variable_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

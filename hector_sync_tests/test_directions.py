@@ -23,26 +23,13 @@ from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync.store import Store
 from hector_sync_tests.conftest import WriteConfig
 from hector_sync_tests.systems import (
-    PHONES, c2_cis, configure, hector_state, history, kill_when, patch_asset, patch_ci, refs, reset, seed_phones, sync,
-    writes,
+    PHONES, PRINTERS_PER_FIELD, c2_cis, configure, hector_state, history, kill_when, patch_asset, patch_ci, refs, reset,
+    seed_phones, sync, writes,
 )
 
 HECTOR_SYNC = str(Path(sys.executable).with_name("hector-sync"))
-def way(c2: str, direction: str) -> dict[str, str]:
-    return {"c2": c2, "direction": direction}
 
 
-PRINTERS_PER_FIELD = {  # maker/model/title/serial from C2 ITSM; asset tag and purchase date from Hector
-    "key": "printers", "cmdb": "Production", "c2_category": "Printers", "hector_category": "Printers",
-    "direction": "per_field",
-    "model": {"maker": way("Manufacturer", "c2_to_hector"), "model": way("Model", "c2_to_hector"),
-              "description": way("Description", "c2_to_hector")},
-    "asset": {"title": way("Name", "c2_to_hector"), "asset_tag": way("AssetTag", "hector_to_c2"),
-              "acquisition_date": way("PurchaseDate", "hector_to_c2")},
-    "asset_attributes": {"Serial number": way("SerialNumber", "c2_to_hector")},
-    "identify_by": {"c2": "SerialNumber", "hector": "Serial number"},
-    "on_missing": "ignore",
-}
 @pytest.fixture
 def sims() -> Iterator[RunningSimulators]:
     """C2 ITSM with no phones (Hector is their source here) and 40 printers."""

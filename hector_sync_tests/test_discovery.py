@@ -20,7 +20,7 @@ from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_CONFIG_PATH, DEMO_ENV, DEMO_
 from hector_sync.discovery import category_key, guess_mappings
 from hector_sync.hector import HectorAttribute
 from hector_sync.simulators.serve import RunningSimulators
-from hector_sync_tests.conftest import default_signals, demo_ports
+from hector_sync_tests.conftest import default_signals
 
 HECTOR_SYNC = Path(sys.executable).with_name("hector-sync")
 
@@ -203,26 +203,44 @@ def test_mapping_guesses_follow_obvious_names() -> None:
     }
 
 
-def test_discover_lists_what_hector_sync_simulate_serves(tmp_path: Path) -> None:
-    """The two commands as an operator runs them by hand: `simulate` in one shell, `discover`."""
-    script = Path(sys.executable).with_name("hector-sync")
+def test_discover_needs_only_c2_and_hector(tmp_path: Path) -> None:
+    """A new user's first steps, by hand: `simulate` in one shell (on free ports), then `discover`
+    on a file that names only the two systems, before any category or storage exists."""
     env = {k: v for k, v in os.environ.items() if k != "HECTOR_SYNC_CONFIG"} | {"PYTHONUNBUFFERED": "1"}
-    with demo_ports():  # `simulate` listens on the demo's fixed ports
-        discover_from_simulate(script, env, tmp_path)
-
-
-def discover_from_simulate(script: Path, env: dict[str, str], tmp_path: Path) -> None:
-    sim = subprocess.Popen([str(script), "simulate"], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
-                           env=env, start_new_session=True, preexec_fn=default_signals)
+    sim = subprocess.Popen([str(HECTOR_SYNC), "simulate", "--c2-port", "0", "--hector-port", "0"],
+                           stdout=subprocess.PIPE, text=True, cwd=tmp_path, env=env, start_new_session=True,
+                           preexec_fn=default_signals)
     try:
         assert sim.stdout is not None
-        urls = [sim.stdout.readline().split()[-1] for _ in range(2)]
-        assert urls == ["http://127.0.0.1:8701", "http://127.0.0.1:8702"]
-        shown = subprocess.run([str(script), "discover"], capture_output=True, text=True, cwd=tmp_path,
-                               env=env, timeout=120)
+        c2_url, hector_url = (sim.stdout.readline().split()[-1] for _ in range(2))
+        demo = yaml.safe_load(DEMO_CONFIG_PATH.read_text(encoding="utf-8"))
+        systems = tmp_path / "systems.yaml"
+        systems.write_text(yaml.safe_dump({"c2": demo["c2"] | {"url": c2_url},
+                                           "hector": demo["hector"] | {"url": hector_url}}), encoding="utf-8")
+
+        shown = hector_sync(systems, "discover")
         assert shown.returncode == 0, shown.stderr
         for name in ("Production", "Lab", "Printers", "Laptops", "Servers", "Serial number", "Main warehouse"):
             assert name in shown.stdout
+        assert f"C2 ITSM ({c2_url}): CMDBs" in shown.stdout and f"Hector ({hector_url}): categories" in shown.stdout
+
+        # the starter it writes loads and validates as it is: placeholders where the file had nothing
+        starter = tmp_path / "starter.yaml"
+        written = hector_sync(systems, "discover", "--write-config", str(starter))
+        assert written.returncode == 0, written.stderr
+        config = load_config(starter)
+        assert (config.c2.url, config.hector.url) == (c2_url, hector_url)
+        assert config.default_stockroom == "Main warehouse"  # Hector's first stockroom
+        assert config.storage.duckdb_path == tmp_path / "hector_sync.duckdb"  # beside the starter
+        assert all(c.direction is Direction.NONE for c in config.categories)
+        checked = hector_sync(starter, "validate")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
     finally:
         os.killpg(sim.pid, signal.SIGTERM)
         sim.wait(timeout=30)
+
+    # every other command still needs the rest, and says which section is missing
+    refused = hector_sync(systems, "validate")
+    assert refused.returncode == 2
+    assert refused.stderr == (f"hector-sync: {systems}: section 'notify_on_error': required, but missing from the "
+                              "file (`discover` alone runs on a file with only the c2 and hector sections)\n")

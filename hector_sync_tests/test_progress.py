@@ -37,7 +37,7 @@ from hector_sync_tests.console import HECTOR_SYNC, hector_sync
 from hector_sync_tests.systems import PHONES, seed_phones
 
 PRINTERS = 1100  # three C2 pages of 500 (the client's page size), and 1,100 asset creates
-COMMANDS = ["demo", "discover", "validate", "plan", "sync", "simulate"]
+COMMANDS = ["demo", "discover", "validate", "plan", "sync", "simulate", "held", "link", "unlink"]
 
 
 class FakeClock:

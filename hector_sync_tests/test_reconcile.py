@@ -233,7 +233,8 @@ def test_a_ci_created_by_a_killed_run_is_found_again_not_created_twice(con) -> N
     journal = datetime(2026, 11, 19, 23, 55, tzinfo=UTC)  # the killed run journalled 9001 and 9003
     con.execute("INSERT INTO pending_create VALUES ('printers', 9001, 'PRN-1', ?, 'r1'), "
                 "('printers', 9003, 'PRN-3', ?, 'r1')", [journal, journal])
-    con.execute("INSERT INTO link VALUES ('printers', 'c2', 9002, ?, 'r1')", [journal])  # linked, ref not written
+    con.execute("INSERT INTO link (category_key, ci_id, asset_id, linked_at, run_id) "
+                "VALUES ('printers', 'c2', 9002, ?, 'r1')", [journal])  # linked, ref not written
     changes = plan_c2(con, unlinked)
     got = actions(changes)
     assert got["link_ci"] == ["9001", "9002"], "a CI the killed run made would be made twice"

@@ -20,6 +20,7 @@ from hector_sync.config import TO_C2, TO_HECTOR, CategoryConfig, SyncConfig, loa
 from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV
 from hector_sync.reconcile import Reconciler
 from hector_sync.reconcile.mapping import ApiNames
+from hector_sync.reconcile.requests import PER_TARGET
 from hector_sync.simulators.sample_data import ci_id
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync.store import Store, create_schema
@@ -73,11 +74,18 @@ def add_asset(con: duckdb.DuckDBPyConnection, asset: int, c2_ref: str | None, at
 
 
 def requests_of(changes: pl.DataFrame, action: str) -> dict[str, tuple[str, str, int | None, Any]]:
-    """Item → (method, target, If-Match version, body) of the rows of `action`, each item's rows
-    carrying one request."""
-    rows = changes.filter(pl.col("action") == action).select("item", "method", "target", "target_version", "body")
-    assert rows.group_by("item").agg(pl.struct(pl.exclude("item")).n_unique().alias("n"))["n"].max() == 1
-    return {item: (method, target, version, json.loads(body)) for item, method, target, version, body in rows.unique().rows()}
+    """Item → (method, target, If-Match version, body) of the call each row of `action` belongs
+    to: the request sits on the call's first row only (per target for PATCHes of one asset or
+    CI, else per item), and every call has exactly one."""
+    call = pl.when(pl.col("action").is_in(PER_TARGET[TO_HECTOR] + PER_TARGET[TO_C2])).then(
+        pl.concat_str(pl.lit("target:"), "target_id")).otherwise(pl.concat_str(pl.lit("item:"), "item"))
+    keyed = changes.with_columns(call=call)
+    leads = keyed.filter(pl.col("method").is_not_null())
+    assert leads["call"].is_unique().all(), "a call carries more than one request"
+    rows = keyed.filter(pl.col("action") == action).select("item", "call").unique().join(
+        leads.select("call", "method", "target", "target_version", "body"), on="call", how="left")
+    return {item: (method, target, version, json.loads(body))
+            for item, _, method, target, version, body in rows.rows()}
 
 
 def test_creates_and_a_merged_patch_toward_hector_carry_typed_complete_bodies(con) -> None:
@@ -198,7 +206,8 @@ def test_the_simulator_receives_exactly_the_stored_request(config: SyncConfig, m
         steps.apply(TO_HECTOR)
 
     stored = Store(config.storage.duckdb_path).query(
-        "SELECT DISTINCT item, method, target, target_version, body FROM change_set WHERE plan_id = ? AND item IN (?, ?)",
+        "SELECT item, method, target, target_version, body FROM change_set WHERE plan_id = ? AND item IN (?, ?) "
+        "AND method IS NOT NULL",
         [plan.plan_id, edited, new_ci])
     assert stored.height == 2, stored
     calls = [(method, path, body) for method, path, _, body in received]

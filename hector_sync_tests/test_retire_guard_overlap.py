@@ -15,8 +15,7 @@ import duckdb
 import pytest
 import yaml
 
-from hector_sync.c2 import C2Client
-from hector_sync.config import CategoryConfig, ConfigError, Direction, SyncConfig, load_config
+from hector_sync.config import CategoryConfig, ConfigError, Direction, load_config
 from hector_sync.reconcile import Reconciler
 from hector_sync.reconcile.changes import summarize
 from hector_sync.runner import run_sync
@@ -25,7 +24,7 @@ from hector_sync.store import create_schema
 from hector_sync_tests.conftest import WriteConfig
 from hector_sync_tests.console import hector_sync
 from hector_sync_tests.systems import (
-    PHONES, c2_cis, configure, hector_state, history, patch_asset, refs, reset, seed_phones, sync, writes,
+    PHONES, c2_cis, configure, history, linked_assets, patch_asset, reset, seed_phones, set_ci_status, sync, writes,
 )
 
 
@@ -53,20 +52,6 @@ def sims() -> Iterator[RunningSimulators]:
     with start_simulators(size=40, sizes={"Phones": 0}) as running:
         yield running
 
-
-
-def set_ci_status(config: SyncConfig, ci_ids: list[str], status: str) -> None:
-    """Retire or reactivate CIs as a person in C2 ITSM would."""
-    with C2Client.from_settings(config.c2) as c2:
-        for ci_id in ci_ids:
-            current = c2.get_ci(ci_id)
-            assert current is not None
-            c2.update_ci(ci_id, current["version"], status=status)  # type: ignore[arg-type]
-
-
-def linked_assets(config: SyncConfig, category: str) -> dict[str, dict]:
-    """Hector's assets of the category that hold a c2 ref, by that ref."""
-    return {refs(a)[0]: a for a in hector_state(config, category)[1] if refs(a)}
 
 
 # ----------------------------------------------------------------------------------------------

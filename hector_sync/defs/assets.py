@@ -10,7 +10,7 @@ The catalog resolves the category's names once per run; the snapshots read with 
 later step works from the resolution its snapshots used (`CategorySync.catalog`).
 
 Each asset runs one step of `CategorySync`, which knows nothing of Dagster; `hector-sync plan`
-runs the same steps. A category materializes only the steps of its direction (per_field: both);
+materializes these same assets up to the change sets (defs/jobs.planning_selection). A category materializes only the steps of its direction (per_field: both);
 the others record that they had nothing to do. How their metadata reads in the UI (the previews
 as tables) is defs/metadata.py's.
 """
@@ -31,8 +31,9 @@ from hector_sync.defs.metadata import (
 )
 from hector_sync.defs.resources import StoreResource, SyncConfigResource
 from hector_sync.defs.tags import ALLOW_LARGE_CHANGE_TAG, READ_TAG
-from hector_sync.reconcile.changes import ACTIONS, CHANGE_SCHEMA
+from hector_sync.reconcile.changes import CHANGE_SCHEMA, item_counts
 from hector_sync.hector import HectorClient
+from hector_sync.held import HELD_SCHEMA, held_items
 from hector_sync.plans import PlanBook
 from hector_sync.state import SyncState
 from hector_sync.sync import CategorySync, GuardRefused, MappingInvalid, ReadMode, StalePlan, UnknownPlan
@@ -185,7 +186,8 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
         check_specs=change_set_checks(name, direction),
         description=f"The planned changes {direction.arrow}, field by field with old → new and a reason: "
         f"{what}, unchanged and skipped items (table change_set). Under per_field, drift (a field "
-        "written on the side that does not own it) shows as revert_drift. Its checks must pass "
+        "written on the side that does not own it) shows as revert_drift. held_preview lists what "
+        "waits for a person to pin the right pair (hector-sync held, link). Its checks must pass "
         "before the writeback runs.",
     )
     def _change_set(context: dg.AssetExecutionContext, settings: SyncConfigResource, store: StoreResource,
@@ -198,13 +200,15 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
         started = time.monotonic()
         problems = sync.problems()
         changes = pl.DataFrame(schema=CHANGE_SCHEMA)  # nothing planned on a broken mapping
+        held = pl.DataFrame(schema=HELD_SCHEMA)
         identity: dict[str, object] = {"plan_id": "none: the mapping is broken, so nothing was planned"}
+        plan = None
         if not problems:
             plan, changes = sync.plan(direction)
             identity = plan_metadata(plan) | {"catalog_id": sync.catalog[0]}
-        summary = sync.summary(direction, changes)
+            held = held_items(sync.store, sync.reconciler.plan)
         writes = changes.filter(~pl.col("action").is_in(["unchanged", "skip"]))
-        counts = {a: summary.counts[a] for a in ACTIONS[direction]}
+        counts = item_counts(changes, direction)
         sync.log(f"{sync.key}: planned {direction.arrow}: " + (", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing"))
         yield dg.MaterializeResult(
             metadata={
@@ -213,12 +217,14 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
                 **{f"items_{a}": n for a, n in counts.items()},
                 **change_table(writes).metadata("changes_preview"),
                 **skipped_table(changes).metadata("skipped_preview"),
+                "held": held["held"].n_unique(),  # for a person to settle: hector-sync held, link
+                **preview_table(held).metadata("held_preview"),
                 **change_table(writes.filter(pl.col("action") == "revert_drift")).metadata("drift_preview"),
                 "categories": partition_links(context),
                 "duration_s": round(time.monotonic() - started, 2),
             }
         )
-        yield from evaluate_change_set(sync, direction, problems, summary, allowed=large_change_allowed(context))
+        yield from evaluate_change_set(sync, direction, problems, plan, allowed=large_change_allowed(context))
 
     return _change_set
 

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 import dagster as dg
 
 from hector_sync.config import Direction
-from hector_sync.reconcile.changes import Summary
+from hector_sync.plans import Plan
 from hector_sync.sync import CategorySync
-
 
 
 def change_set_checks(asset: str, direction: Direction) -> list[dg.AssetCheckSpec]:
@@ -30,26 +29,31 @@ def change_set_checks(asset: str, direction: Direction) -> list[dg.AssetCheckSpe
 
 
 def evaluate_change_set(
-    sync: CategorySync, direction: Direction, problems: list[str] | None, summary: Summary | None, *, allowed: bool
+    sync: CategorySync, direction: Direction, problems: list[str] | None, plan: Plan | None, *, allowed: bool
 ) -> Iterator[dg.AssetCheckResult]:
-    """The three checks; a category with nothing to sync this way passes them all, saying so."""
-    if summary is None:
+    """The three checks; a category with nothing to sync this way passes them all, saying so.
+    The guard's is the verdict the plan was made with: what its writeback will find."""
+    if problems is None:
         for name in ("mapping_valid", "unique_ci_ids", "change_size_guard"):
             yield dg.AssetCheckResult(check_name=name, passed=True, description="nothing to sync this way")
         return
     yield dg.AssetCheckResult(
         check_name="mapping_valid", passed=not problems,
-        description="; ".join(problems or []) or "all names resolved",
+        description="; ".join(problems) or "all names resolved",
     )
     repeated = sync.repeated_ci_ids()
     yield dg.AssetCheckResult(
         check_name="unique_ci_ids", passed=repeated == 0, metadata={"repeated_ci_ids": repeated},
         description=f"C2 ITSM listed {repeated} CI ids more than once" if repeated else "every CI id is unique",
     )
-    refusal = sync.guard_refusal(direction, summary)
+    if plan is None:  # a broken mapping: nothing was planned, so nothing can be too large
+        yield dg.AssetCheckResult(check_name="change_size_guard", passed=True, description="nothing was planned")
+        return
+    refusal, risky, linked = plan.guard_refusal, plan.risky or 0, plan.linked or 0
     yield dg.AssetCheckResult(
         check_name="change_size_guard", passed=refusal is None or allowed,
-        metadata={"retire_or_move": summary.risky, "linked": summary.linked, "fraction": round(summary.fraction, 4)},
+        metadata={"retire_or_move": risky, "linked": linked, "fraction": round(risky / linked if linked else 0.0, 4),
+                  "plan_id": plan.plan_id},
         description=(f"{refusal} (let through by --allow-large-change)" if refusal and allowed
-                     else refusal or f"{summary.risky} of {summary.linked} linked {direction.target_items} retired or moved"),
+                     else refusal or f"{risky} of {linked} linked {direction.target_items} retired or moved"),
     )

@@ -32,12 +32,21 @@ JOB_OF: dict[Direction, str] = {
     Direction.PER_FIELD: "per_field_sync",
 }
 C2_TO_HECTOR_JOB = JOB_OF[Direction.C2_TO_HECTOR]
+UNDO_JOB = "undo_run"
 
 SELECTION = {
     Direction.C2_TO_HECTOR: (TO_HECTOR_ASSETS, "C2 ITSM → Hector for one category: snapshots, change set, writeback."),
     Direction.HECTOR_TO_C2: (TO_C2_ASSETS, "Hector → C2 ITSM for one category: snapshots, change set, writeback."),
     Direction.PER_FIELD: (ALL_ASSETS, "Both ways for one per_field category, each field from the side that owns it."),
 }
+
+
+def planning_selection(direction: Direction) -> list[dg.AssetKey]:
+    """The assets of the direction's job up to its change sets and their checks: what
+    `hector-sync plan` runs, so a plan takes exactly the steps a sync takes before it writes."""
+    writebacks = set(WRITEBACK_ASSET.values())
+    assets, _ = SELECTION[direction]
+    return [a.key for a in assets if a.key.to_user_string() not in writebacks]
 
 
 class UndoConfig(dg.Config):
@@ -78,15 +87,18 @@ def undo_category(context: dg.OpExecutionContext, config: UndoConfig, settings: 
 
 
 def build_jobs(partitions: dg.PartitionsDefinition) -> list[dg.JobDefinition]:
+    # The writebacks' checks weigh every category's last sync against the clock (defs/freshness.py):
+    # the stale-sync sensor records them, and one category's run has nothing to add about the others.
+    freshness = dg.AssetSelection.checks_for_assets(*WRITEBACK_ASSET.values())
     sync_jobs = [
         dg.define_asset_job(
-            JOB_OF[direction], selection=dg.AssetSelection.assets(*assets),
+            JOB_OF[direction], selection=dg.AssetSelection.assets(*assets) - freshness,
             executor_def=dg.in_process_executor, description=description, tags=SYSTEM_TAGS,
         )
         for direction, (assets, description) in SELECTION.items()
     ]
 
-    @dg.job(partitions_def=partitions, executor_def=dg.in_process_executor, tags=SYSTEM_TAGS,
+    @dg.job(name=UNDO_JOB, partitions_def=partitions, executor_def=dg.in_process_executor, tags=SYSTEM_TAGS,
             description="Takes back what one run applied in one category (hector-sync undo RUN_ID in the UI).")
     def undo_run() -> None:
         undo_category()

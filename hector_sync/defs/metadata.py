@@ -26,7 +26,8 @@ PREVIEW_ROWS = 20
 PREVIEW_CHARS = 80
 # The preview shows the first rows: changes to what exists come before creates, the riskiest first.
 PREVIEW_ORDER = ["revert_drift", "retire_asset", "retire_ci", "move_asset", "update_asset", "update_ci",
-                 "update_subcategory", "link_asset", "link_ci", "create_subcategory", "create_asset", "create_ci"]
+                 "update_subcategory", "unlink_asset", "unlink_ci", "link_asset", "link_ci", "create_subcategory",
+                 "create_asset", "create_ci"]
 CHANGE_COLUMNS = ["action", "item", "target", "change", "reason"]
 
 

@@ -19,7 +19,7 @@ from hector_sync.config import SyncConfig, load_config
 from hector_sync.defs.tags import PARTITION_TAG
 from hector_sync.hector import HectorClient
 from hector_sync.http import JsonApi
-from hector_sync.notify import FailureReport, notify_failure
+from hector_sync.notify import FailureReport, StaleReport, notify_failure, send_report
 from hector_sync.store import CATEGORY_WAIT_S, Store
 
 
@@ -92,7 +92,7 @@ class StoreResource(dg.ConfigurableResource):
 
 
 class SmtpResource(dg.ConfigurableResource):
-    """Sends the operator's failure e-mail through the configured relay (TLS verified)."""
+    """Sends the operator's e-mails (a failed run, a stale sync) through the configured relay (TLS verified)."""
 
     settings: SyncConfigResource
 
@@ -102,6 +102,10 @@ class SmtpResource(dg.ConfigurableResource):
     def notify_failure(self, instance: dg.DagsterInstance, run_id: str) -> FailureReport:
         """Send the failure e-mail of `run_id`; `EmailNotSent` says why it did not leave."""
         return notify_failure(instance, run_id, self.settings.load())
+
+    def notify_stale(self, report: StaleReport) -> None:
+        """Send the stale-sync e-mail; `EmailNotSent` says why it did not leave."""
+        send_report(report, self.settings.load())
 
 
 def build_resources(config_path: str | None) -> dict[str, dg.ConfigurableResource]:

@@ -14,11 +14,16 @@ from hector_sync.defs.tags import READ_TAG
 from hector_sync.sync import full_read_day
 
 
+def schedule_name(direction: Direction) -> str:
+    """The schedule of a direction's job, as the UI lists it and the stale-sync e-mail names it."""
+    return f"daily_{direction.value}"
+
+
 def daily_schedule(config: SyncConfig, direction: Direction) -> dg.ScheduleDefinition:
     job = JOB_OF[direction]
 
     @dg.schedule(
-        name=f"daily_{direction.value}",
+        name=schedule_name(direction),
         job_name=job,
         cron_schedule=config.schedule.cron,
         execution_timezone=config.schedule.timezone,

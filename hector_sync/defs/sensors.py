@@ -7,13 +7,14 @@ is never offered again). An unsent e-mail therefore raises `FailureEmailNotSent`
 Dagster passes those through its user-code boundary, so the whole evaluation fails, the tick
 shows why, the cursor stays where it was and the next tick offers the same run again. The run
 records the outcome in its `hector_sync/failure_email` tag; one already `sent` is not sent
-twice when a tick is retried.
+twice when a tick is retried. The runs of `hector-sync plan` e-mail nobody: they write nothing,
+and whoever asked for the plan reads its failure in the command's output.
 """
 
 import dagster as dg
 
 from hector_sync.defs.resources import SmtpResource
-from hector_sync.defs.tags import EMAIL_TAG
+from hector_sync.defs.tags import EMAIL_TAG, PLAN_TAG
 from hector_sync.notify import EmailNotSent
 
 SENT = "sent"  # the value of EMAIL_TAG once the e-mail left
@@ -32,6 +33,9 @@ class FailureEmailNotSent(dg.DagsterError):
 def email_on_sync_failure(context: dg.RunFailureSensorContext, smtp: SmtpResource) -> None:
     run_id = context.dagster_run.run_id
     run = context.instance.get_run_by_id(run_id)
+    if run is not None and run.tags.get(PLAN_TAG) == "true":
+        context.log.info(f"run {run_id} only planned (hector-sync plan): no e-mail")
+        return
     if run is not None and run.tags.get(EMAIL_TAG) == SENT:
         context.log.info(f"the failure e-mail for run {run_id} was already sent")
         return

@@ -16,6 +16,11 @@ READ_TAG = "hector_sync/read"
 # (defs/assets.large_change_allowed).
 ALLOW_LARGE_CHANGE_TAG = "hector_sync/allow_large_change"
 
+# "true" on the runs of `hector-sync plan` (runner.run_sync): the category's job up to its change
+# sets and their checks, never its writebacks. Read by the run-failure sensor, which e-mails
+# nobody about them: whoever asked for the plan is reading its output. The Runs page filters by it.
+PLAN_TAG = "hector_sync/plan_only"
+
 # The external systems a run calls, "true" on every run: every job reads both snapshots. Set by
 # every job (defs/jobs.build_jobs) and by `hector-sync apply` (runner.run_plan, whose implicit
 # asset job has no tags of its own); read by the run queue of the production instance, which caps

@@ -2,8 +2,8 @@
 
 `Reconciler` runs the SQL of `normalize`, `match`, `to_hector` and `to_c2` (or `undo`), and
 then `requests`, on a DuckDB connection holding the documented tables (the sync's file, or an
-in-memory database in tests), so the Dagster assets and `hector-sync plan` compute exactly the
-same change sets, each row with the request it makes.
+in-memory database in tests): no step of a run, and no test, computes a change set any other
+way, and each row carries the request it makes.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ and the request it makes (method, target, body: see `reconcile.requests`): `item
 side's id (a CI toward Hector, an asset toward C2 ITSM), `target_id` the item written and
 `target_version` the version its request's If-Match carries. Every source item ends in exactly
 one of: a create, a link/update/move (or, toward Hector, the reactivation of an asset the sync
-retired), `unchanged`, or `skip` with a reason; every linked target whose source is gone ends in
-a retire or `missing`. The rows of one API call carry the same request, which the writeback
-sends; the history keeps the rows.
+retired), the removal of the ref an operator unlinked, `unchanged`, or `skip` with a reason;
+every linked target whose source is gone ends in a retire or `missing`. The rows of one API call
+carry the same request, which the writeback sends; the history keeps the rows.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ from hector_sync.reconcile.normalize import CASELESS, comparable, lit, quoted
 
 ACTIONS: dict[Direction, tuple[str, ...]] = {
     Direction.C2_TO_HECTOR: (
-        "create_subcategory", "update_subcategory", "create_asset", "link_asset", "update_asset",
-        "revert_drift", "move_asset", "retire_asset", "reactivate_asset", "unchanged", "missing", "skip",
+        "create_subcategory", "update_subcategory", "create_asset", "link_asset", "unlink_asset",
+        "update_asset", "revert_drift", "move_asset", "retire_asset", "reactivate_asset", "unchanged", "missing",
+        "skip",
     ),
     Direction.HECTOR_TO_C2: (
-        "create_ci", "link_ci", "update_ci", "revert_drift", "retire_ci", "unchanged", "missing", "skip",
+        "create_ci", "link_ci", "unlink_ci", "update_ci", "revert_drift", "retire_ci", "unchanged", "missing",
+        "skip",
     ),
 }
 RISKY = ("move_asset", "retire_asset", "retire_ci")  # what the guard weighs
@@ -139,9 +141,14 @@ class Summary:
         return self.risky / self.linked if self.linked else 0.0
 
 
-def summarize(changes: pl.DataFrame, linked: int, direction: Direction = Direction.C2_TO_HECTOR) -> Summary:
+def item_counts(changes: pl.DataFrame, direction: Direction) -> dict[str, int]:
+    """Items per action, in the direction's order of actions (every action, zero or not)."""
     per_item = changes.select("action", "item").unique()
-    counts = dict.fromkeys(ACTIONS[direction], 0) | dict(per_item.group_by("action").len().iter_rows())
+    return dict.fromkeys(ACTIONS[direction], 0) | dict(per_item.group_by("action").len().iter_rows())
+
+
+def summarize(changes: pl.DataFrame, linked: int, direction: Direction = Direction.C2_TO_HECTOR) -> Summary:
+    counts = item_counts(changes, direction)
     return Summary(counts=counts, linked=linked, risky=sum(counts.get(a, 0) for a in RISKY))
 
 

@@ -2,11 +2,15 @@
 of creates, then `identify_by`, never a guess.
 
 Following the identification rules of a CMDB reconciliation engine: a strong identifier (the
-`c2` external ref on the asset) wins; next come the local link and the journal of CI creates
-whose answer was lost (both written by this tool, see `hector_sync.store`); a weak identifier
+`c2` external ref on the asset) wins; next come the local link (a CI this tool created, or a
+pair an operator pinned with `hector-sync link`, see `hector_sync.held`) and the journal of CI
+creates whose answer was lost (both written by this tool, see `hector_sync.store`); a weak identifier
 (`identify_by`) links only when it names exactly one unclaimed asset and that asset is named by
 exactly one unclaimed CI; anything else is ambiguous and reported, because linking the wrong
 asset is worse than linking none. Both directions read the same `pairs()`, so they agree.
+
+A pair an operator unlinked (`hector-sync unlink`) whose asset still carries the CI's ref is no
+pair: the sync removes the ref, and matches neither item otherwise until a read shows it gone.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ CLOCK_SKEW = "INTERVAL 10 MINUTE"
 def hector_column(target: Target) -> str:
     """Where a target's value sits in the Hector snapshot tables."""
     return f"attributes[{lit(target.attribute)}]" if target.attribute else f'"{target.name}"'
+
+
+def identify_column(plan: CategoryPlan) -> str | None:
+    """Where an asset's `identify_by` value sits in the Hector snapshot (None without identify_by)."""
+    if not plan.identify_target:
+        return None
+    name = plan.identify_target.removeprefix(ATTRIBUTE_PREFIX)
+    return f"attributes[{lit(name)}]" if name != plan.identify_target else f'"{name}"'
 
 
 def hector_models(plan: CategoryPlan) -> str:
@@ -46,11 +58,8 @@ def hector_assets(plan: CategoryPlan) -> str:
         if t.scope == "asset" else f"m.h{i}, m.hr{i}"
         for i, t in enumerate(plan.targets)
     )
-    identify = "NULL"
-    if plan.identify_target:
-        name = plan.identify_target.removeprefix(ATTRIBUTE_PREFIX)
-        column = f"attributes[{lit(name)}]" if name != plan.identify_target else f'"{name}"'
-        identify = f"lower({trimmed('a.' + column)})"
+    column = identify_column(plan)
+    identify = f"lower({trimmed('a.' + column)})" if column else "NULL"
     return f"""
         SELECT a.id, a.version, a.status, a.c2_ref, a.attributes, a.external_refs, a.updated_at,
                a.status IS NOT DISTINCT FROM 'retired' AS retired, {trimmed('a.title')} AS title,
@@ -76,22 +85,36 @@ def _ambiguity(key: str, shared: str, these: str, other: str, those: str) -> str
 
 
 def pairs(plan: CategoryPlan) -> str:
-    """CTEs ending in `pair` (ci_id, asset_id, match) and the ambiguities of each side.
+    """CTEs ending in `pair` (ci_id, asset_id, match, pinned_by) and the ambiguities of each side.
 
-    `match` is linked (external ref), local (our link of a CI we created), recovered (a CI we
-    created whose answer was lost, found by the journal), or identified (`identify_by`).
+    `match` is linked (external ref), local (our link of a CI we created), pinned (an operator's
+    pin, `pinned_by` whom), recovered (a CI we created whose answer was lost, found by the
+    journal), or identified (`identify_by`). `unlinking` (ci_id, asset_id, version, reason)
+    holds the pairs an operator unlinked whose asset still carries the ref: neither item is
+    matched otherwise.
+    `ambiguous` (ci_id, asset_id, identify_value) holds every candidate pair identify_by could
+    not settle, `intent` every CI a journalled create may have made (asset_id, ci_id).
     Expects CTEs `c` (normalized CIs, every status) and `h` (hector_assets) in scope.
     """
     key = lit(plan.key)
     return f"""
-        ref_pair AS (
-            SELECT c.ci_id, min(h.id) AS asset_id FROM c JOIN h ON h.c2_ref = c.ci_id GROUP BY c.ci_id
+        unlinking AS (
+            SELECT u.ci_id, u.asset_id, h.version,
+                   'unlinked by ' || u.requested_by || ' with hector-sync unlink: the external ref is removed, '
+                   || 'and from the next sync on both items are matched as new ones' AS reason
+            FROM unlink u
+            JOIN h ON h.id = u.asset_id AND h.c2_ref = u.ci_id WHERE u.category_key = {key}
+        ), ref_pair AS (
+            SELECT c.ci_id, min(h.id) AS asset_id FROM c JOIN h ON h.c2_ref = c.ci_id
+            WHERE h.id NOT IN (SELECT asset_id FROM unlinking) GROUP BY c.ci_id
+        ), taken AS (
+            SELECT ci_id FROM ref_pair UNION ALL SELECT ci_id FROM unlinking
         ), unref AS (
             SELECT * FROM h WHERE c2_ref IS NULL
         ), local_pair AS (
-            SELECT l.ci_id, min(l.asset_id) AS asset_id FROM link l
+            SELECT l.ci_id, min(l.asset_id) AS asset_id, any_value(l.pinned_by) AS pinned_by FROM link l
             JOIN unref ON unref.id = l.asset_id JOIN c ON c.ci_id = l.ci_id
-            WHERE l.category_key = {key} AND l.ci_id NOT IN (SELECT ci_id FROM ref_pair)
+            WHERE l.category_key = {key} AND l.ci_id NOT IN (SELECT ci_id FROM taken)
             GROUP BY l.ci_id
         ), intent AS (
             SELECT p.asset_id, c.ci_id,
@@ -100,13 +123,13 @@ def pairs(plan: CategoryPlan) -> str:
             FROM pending_create p JOIN unref ON unref.id = p.asset_id
             JOIN c ON c.ci_name = p.name AND c.modified_at >= p.recorded_at - {CLOCK_SKEW}
             WHERE p.category_key = {key}
-              AND c.ci_id NOT IN (SELECT ci_id FROM ref_pair UNION ALL SELECT ci_id FROM local_pair)
+              AND c.ci_id NOT IN (SELECT ci_id FROM taken UNION ALL SELECT ci_id FROM local_pair)
               AND p.asset_id NOT IN (SELECT asset_id FROM local_pair)
         ), recovered_pair AS (
             SELECT ci_id, asset_id FROM intent WHERE cis_per_asset = 1 AND assets_per_ci = 1
         ), claimed AS (
             SELECT ci_id, asset_id FROM ref_pair UNION ALL SELECT ci_id, asset_id FROM local_pair
-            UNION ALL SELECT ci_id, asset_id FROM recovered_pair
+            UNION ALL SELECT ci_id, asset_id FROM recovered_pair UNION ALL SELECT ci_id, asset_id FROM unlinking
         ), candidates AS (
             SELECT c.ci_id, unref.id AS asset_id, c.identify_value,
                    count(*) OVER (PARTITION BY c.ci_id) AS assets_per_ci,
@@ -116,10 +139,11 @@ def pairs(plan: CategoryPlan) -> str:
               AND c.ci_id NOT IN (SELECT ci_id FROM claimed)
               AND unref.id NOT IN (SELECT asset_id FROM claimed)
         ), pair AS (
-            SELECT ci_id, asset_id, 'linked' AS match FROM ref_pair
-            UNION ALL SELECT ci_id, asset_id, 'local' FROM local_pair
-            UNION ALL SELECT ci_id, asset_id, 'recovered' FROM recovered_pair
-            UNION ALL SELECT ci_id, asset_id, 'identified' FROM candidates
+            SELECT ci_id, asset_id, 'linked' AS match, NULL AS pinned_by FROM ref_pair
+            UNION ALL SELECT ci_id, asset_id, CASE WHEN pinned_by IS NULL THEN 'local' ELSE 'pinned' END, pinned_by
+                FROM local_pair
+            UNION ALL SELECT ci_id, asset_id, 'recovered', NULL FROM recovered_pair
+            UNION ALL SELECT ci_id, asset_id, 'identified', NULL FROM candidates
                 WHERE assets_per_ci = 1 AND cis_per_asset = 1
         ), ambiguous AS (
             SELECT *,

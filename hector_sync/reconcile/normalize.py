@@ -74,16 +74,17 @@ def model_label(maker: str, model: str, description: str) -> str:
     return f"concat_ws(' / ', {maker}, {model}, {description})"
 
 
-def _raw(source: str) -> str:
+def c2_column(source: str) -> str:
+    """Where a C2 field's raw value sits in the C2 snapshot (`c2_ci`)."""
     return "name" if source == NAME_PSEUDO_FIELD else f"fields[{lit(source)}]"
 
 
 def normalized_cis(plan: CategoryPlan) -> str:
     """One row per CI id (the latest if C2 listed it twice), raw `r{i}` and canonical `v{i}`;
     `rejected` when a value bound for Hector cannot be synced."""
-    raws = ", ".join(f"{_raw(t.source)} AS r{i}" for i, t in enumerate(plan.targets))
+    raws = ", ".join(f"{c2_column(t.source)} AS r{i}" for i, t in enumerate(plan.targets))
     canons = ", ".join(f"{canon(f'r{i}', t.kind)} AS v{i}" for i, t in enumerate(plan.targets))
-    identify = f"lower({trimmed(_raw(plan.identify_source))})" if plan.identify_source else "NULL"
+    identify = f"lower({trimmed(c2_column(plan.identify_source))})" if plan.identify_source else "NULL"
     keys = [f"v{_index(plan, name)}" for name in MODEL_KEY_FIELDS]
     problems = " OR ".join(f"({c})" for c in _problem_conditions(plan).values()) or "false"
     return f"""

@@ -7,7 +7,9 @@ numbers, C2 ITSM fields by id, Hector attributes under Hector's own names, and a
 attributes and external refs sent whole, merged with what its snapshot holds). `target_version`
 is the version the PATCH's If-Match carries.
 
-The rows of one API call carry the same request: per item (PER_ITEM) a subcategory create or
+The first row of each API call carries its request, and the call's other rows none: a body is
+stored once, not once per field (a first sync of a million CIs plans ten million rows). A call
+is, per item (PER_ITEM) a subcategory create or
 update, an asset create, a CI create, or toward C2 ITSM the external ref of an asset linked to
 its CI; per target (PER_TARGET) everything one asset or CI gets (link, update, move, retire,
 reactivate), merged into one PATCH. Report rows (unchanged, skip, missing, conflict) carry none.
@@ -18,6 +20,9 @@ Two values no plan can know are left to the writers, which send everything else 
   create answered (`writeback.hector`);
 - the id of a CI the plan creates: the asset's external ref to it is written once C2 ITSM has
   answered (`writeback.c2`).
+
+An operator's unlink (`hector-sync unlink`) is a request like the others: the asset's external
+refs without the `c2` one (`unlink_asset` within the asset's PATCH, `unlink_ci` on its own).
 
 Everything here is set-wise SQL over the change rows and the snapshots, never a loop over rows:
 a first sync plans a million creates.
@@ -34,10 +39,12 @@ from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD, CategoryPlan
 from hector_sync.reconcile.match import hector_models
 from hector_sync.reconcile.normalize import lit
 
-ASSET_ACTIONS = ("link_asset", "update_asset", "revert_drift", "move_asset", "retire_asset", "reactivate_asset")
+ASSET_ACTIONS = ("link_asset", "unlink_asset", "update_asset", "revert_drift", "move_asset", "retire_asset",
+                 "reactivate_asset")
 CI_ACTIONS = ("update_ci", "revert_drift", "retire_ci", "reactivate_ci")
 PER_ITEM = {TO_HECTOR: ("create_subcategory", "update_subcategory", "create_asset"),
-            TO_C2: ("create_ci", "link_ci")}
+            TO_C2: ("create_ci", "link_ci", "unlink_ci")}
+REF_WRITES = ("link_ci", "unlink_ci")  # toward C2 ITSM, the calls that write an asset's external refs in Hector
 PER_TARGET = {TO_HECTOR: ASSET_ACTIONS, TO_C2: CI_ACTIONS}
 REQUESTING = frozenset(a for actions in (*PER_ITEM.values(), *PER_TARGET.values()) for a in actions)
 MAX_EXACT_INTEGER = 2**53  # a JSON number beyond which an integer is no longer exact in a double
@@ -65,11 +72,12 @@ def _table(columns: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> str:
     return f"SELECT * FROM (VALUES {', '.join(values)}) v({', '.join(columns)})"
 
 
-def _with_c2_ref(refs: str, ci_id: str) -> str:
+def _c2_ref(refs: str, ci_id: str) -> str:
     """SQL: an asset's external refs (JSON text, as the snapshot holds them) with the `c2` one
-    naming `ci_id`: the refs of other sources are kept, since Hector takes the list whole."""
+    naming `ci_id`, or none when `ci_id` is NULL (an operator's unlink): the refs of other
+    sources are kept, since Hector takes the list whole."""
     kept = f"list_filter(CAST(coalesce({refs}, '[]') AS JSON[]), lambda x: x->>'source' IS DISTINCT FROM 'c2')"
-    return f"to_json({kept} || [json_object('source', 'c2', 'id', {ci_id})])"
+    return f"to_json(CASE WHEN {ci_id} IS NULL THEN {kept} ELSE {kept} || [json_object('source', 'c2', 'id', {ci_id})] END)"
 
 
 def _hector(plan: CategoryPlan) -> str:
@@ -119,6 +127,7 @@ def _hector(plan: CategoryPlan) -> str:
             FROM (
                 SELECT call, call_key, any_value(target_id) AS target_id,
                        any_value(item) FILTER (WHERE action = 'link_asset') AS linked,
+                       bool_or(action = 'unlink_asset') AS unlinks,
                        any_value(model_key) FILTER (WHERE action IN ('create_asset', 'move_asset')) AS model_key,
                        bool_or(action = 'move_asset') AS moves,
                        coalesce(any_value(new) FILTER (WHERE action = 'reactivate_asset'),
@@ -126,7 +135,7 @@ def _hector(plan: CategoryPlan) -> str:
                 FROM r WHERE call IS NOT NULL GROUP BY call, call_key
             ) g
             LEFT JOIN models m ON m.model_key = g.model_key
-            LEFT JOIN hector_asset a ON g.linked IS NOT NULL AND a.category_key = {key}
+            LEFT JOIN hector_asset a ON (g.linked IS NOT NULL OR g.unlinks) AND a.category_key = {key}
                                      AND a.id = TRY_CAST(g.call_key AS BIGINT)
         ),
         entries AS (
@@ -141,7 +150,7 @@ def _hector(plan: CategoryPlan) -> str:
                 {{'key': 'stockroom_id', 'value': CASE WHEN call = 'create_asset' THEN {_json(api.stockroom_id)} END}},
                 {{'key': 'external_refs', 'value': CASE WHEN call = 'create_asset'
                                                      THEN json_array(json_object('source', 'c2', 'id', call_key))
-                                                     WHEN linked IS NOT NULL THEN {_with_c2_ref('refs', 'linked')} END}},
+                                                     WHEN linked IS NOT NULL OR unlinks THEN {_c2_ref('refs', 'linked')} END}},
                 {{'key': 'status', 'value': to_json(status)}}
             ], lambda e: e.value IS NOT NULL), recursive := true)
             FROM calls
@@ -165,9 +174,9 @@ def _c2(plan: CategoryPlan) -> str:
         calls AS (
             SELECT g.*, f.value AS fields, a.external_refs AS refs,
                    CASE g.call WHEN 'create_ci' THEN 'POST' ELSE 'PATCH' END AS method,
-                   CASE g.call WHEN 'create_ci' THEN {lit(path_of('cmdbs', api.cmdb_id, 'cis'))}
-                               WHEN 'link_ci' THEN '/assets/' || url_encode(g.call_key)
-                               ELSE '/cis/' || url_encode(g.call_key) END AS target
+                   CASE WHEN g.call = 'create_ci' THEN {lit(path_of('cmdbs', api.cmdb_id, 'cis'))}
+                        WHEN g.call IN {REF_WRITES} THEN '/assets/' || url_encode(g.call_key)
+                        ELSE '/cis/' || url_encode(g.call_key) END AS target
             FROM (
                 SELECT call, call_key, any_value(target_id) AS target_id,
                        any_value(new) FILTER (WHERE field = {lit(NAME_PSEUDO_FIELD)}) AS name,
@@ -176,7 +185,7 @@ def _c2(plan: CategoryPlan) -> str:
                 FROM r WHERE call IS NOT NULL GROUP BY call, call_key
             ) g
             LEFT JOIN fields f USING (call, call_key)
-            LEFT JOIN hector_asset a ON g.call = 'link_ci' AND a.category_key = {key}
+            LEFT JOIN hector_asset a ON g.call IN {REF_WRITES} AND a.category_key = {key}
                                      AND a.id = TRY_CAST(g.call_key AS BIGINT)
         ),
         entries AS (
@@ -185,7 +194,8 @@ def _c2(plan: CategoryPlan) -> str:
                 {{'key': 'name', 'value': to_json(CASE WHEN call = 'create_ci' THEN coalesce(name, '') ELSE name END)}},
                 {{'key': 'status', 'value': to_json(status)}},
                 {{'key': 'fields', 'value': CASE WHEN call = 'create_ci' THEN coalesce(fields, '{{}}'::JSON) ELSE fields END}},
-                {{'key': 'external_refs', 'value': CASE WHEN call = 'link_ci' THEN {_with_c2_ref('refs', 'target_id')} END}}
+                {{'key': 'external_refs', 'value': CASE call WHEN 'link_ci' THEN {_c2_ref('refs', 'target_id')}
+                                                            WHEN 'unlink_ci' THEN {_c2_ref('refs', 'NULL')} END}}
             ], lambda e: e.value IS NOT NULL), recursive := true)
             FROM calls
         )"""
@@ -208,7 +218,10 @@ def with_requests(plan: CategoryPlan, direction: Direction, rows: str, order: st
             SELECT c.call, c.call_key, c.method, c.target, CAST(coalesce(b.body, '{{}}'::JSON) AS VARCHAR) AS body
             FROM calls c LEFT JOIN bodies b USING (call, call_key)
         )
-        SELECT r.* EXCLUDE (call, call_key), q.method, q.target, q.body
-        FROM r LEFT JOIN request q USING (call, call_key)
+        SELECT r.* EXCLUDE (call, call_key, lead),
+               CASE WHEN lead THEN q.method END AS method, CASE WHEN lead THEN q.target END AS target,
+               CASE WHEN lead THEN q.body END AS body
+        FROM (SELECT *, row_number() OVER (PARTITION BY call, call_key ORDER BY action, field) = 1 AS lead FROM r) r
+        LEFT JOIN request q USING (call, call_key)
         ORDER BY {order}
     """

@@ -67,8 +67,9 @@ def c2_change_set(plan: CategoryPlan, *, full_read: bool) -> str:
     """SQL for the whole change set of one category toward C2 ITSM; `full_read` is Hector's."""
     key = lit(plan.key)
     creates = str(plan.creates_toward(TO_C2)).lower()
-    # The external ref is a Hector write: the Hector change set puts it wherever there is one
-    # (so the two writebacks never PATCH one asset in one run); only hector_to_c2 puts it here.
+    # The external ref is a Hector write: the Hector change set puts (or, for an unlink, removes)
+    # it wherever there is one (so the two writebacks never PATCH one asset in one run); only
+    # hector_to_c2 does it here.
     links = str(plan.direction is TO_C2).lower()
     every = tuple(range(len(plan.targets)))
     flowing = plan.toward(TO_C2)
@@ -82,16 +83,18 @@ def c2_change_set(plan: CategoryPlan, *, full_read: bool) -> str:
         FROM pairs WHERE ci_id IS NOT NULL
     """
     return f"""
-        WITH da AS (SELECT * FROM desired_ci WHERE category_key = {key}),
-        hm AS MATERIALIZED ({hector_models(plan)}),
+        WITH hm AS MATERIALIZED ({hector_models(plan)}),
         h AS MATERIALIZED ({hector_assets(plan)}),
         c AS MATERIALIZED ({normalized_cis(plan)}),
         {pairs(plan)},
+        da AS (  -- an asset whose ref an unlink removes in this run waits for the next one
+            SELECT * FROM desired_ci WHERE category_key = {key} AND asset_id NOT IN (SELECT asset_id FROM unlinking)
+        ),
         pairs AS (
             SELECT da.asset_id, da.fields, da.identify_value AS desired_identify, h.c2_ref, h.version AS asset_version,
                    CASE WHEN p.match IS NOT NULL THEN p.match WHEN h.c2_ref IS NOT NULL THEN 'dangling'
                         WHEN a.asset_id IS NOT NULL THEN 'ambiguous' ELSE 'new' END AS match,
-                   a.ambiguity, c.* EXCLUDE (version), c.version AS ci_version
+                   a.ambiguity, p.pinned_by, c.* EXCLUDE (version), c.version AS ci_version
             FROM da JOIN h ON h.id = da.asset_id LEFT JOIN pair p ON p.asset_id = da.asset_id
             LEFT JOIN asset_ambiguity a ON a.asset_id = da.asset_id LEFT JOIN c ON c.ci_id = p.ci_id
         ),
@@ -107,9 +110,15 @@ def c2_change_set(plan: CategoryPlan, *, full_read: bool) -> str:
                    asset_version AS target_version,
                    CASE match WHEN 'identified' THEN 'identify_by matched ' || {quoted('desired_identify')}
                               WHEN 'local' THEN 'created from this asset; its external ref was not written yet'
+                              WHEN 'pinned' THEN 'pinned by ' || pinned_by || ' with hector-sync link'
                               ELSE 'created from this asset by an interrupted run, found again by its name' END AS reason,
                    'external_ref' AS field, NULL AS old, 'c2:' || ci_id AS new
-            FROM pairs WHERE match IN ('identified', 'local', 'recovered') AND {links}
+            FROM pairs WHERE match IN ('identified', 'local', 'pinned', 'recovered') AND {links}
+        ),
+        unlink_rows AS (
+            SELECT 'unlink_ci' AS action, CAST(asset_id AS VARCHAR) AS item, ci_id AS target_id, reason,
+                   'external_ref' AS field, 'c2:' || ci_id AS old, NULL AS new
+            FROM unlinking WHERE {links}
         ),
         update_rows AS ({with_drift(field_rows, plan, TO_C2, ci_column='target_id', names=_names(plan))}),
         reactivate_rows AS (
@@ -156,6 +165,7 @@ def c2_change_set(plan: CategoryPlan, *, full_read: bool) -> str:
             WHERE l.category_key = {key} AND l.asset_id NOT IN (SELECT id FROM h) AND NOT c.retired
               AND {creates} AND {str(full_read).lower()}
         ),
-        {assemble(plan, TO_C2, ["create_rows", "link_rows", "update_rows", "reactivate_rows", "gone_rows",
+        {assemble(plan, TO_C2, ["create_rows", "link_rows", "unlink_rows", "update_rows", "reactivate_rows",
+                                "gone_rows",
                                 "unchanged_rows", "skip_rows"])}
     """

@@ -18,6 +18,7 @@ from hector_sync.reconcile.normalize import lit, model_label, normalized_cis, qu
 LINK_REASONS = {
     "identified": "'identify_by matched ' || {value}",
     "local": "'C2 ITSM CI created from this asset by an earlier run'",
+    "pinned": "'pinned by ' || pinned_by || ' with hector-sync link'",
     "recovered": "'C2 ITSM CI created from this asset by an interrupted run'",
 }
 
@@ -100,12 +101,15 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
         FROM pairs WHERE id IS NOT NULL
     """
     return f"""
-        WITH d AS (SELECT * FROM desired_asset WHERE category_key = {key}),
-        dm AS (SELECT * FROM desired_model WHERE category_key = {key}),
+        WITH dm AS (SELECT * FROM desired_model WHERE category_key = {key}),
         hm AS MATERIALIZED ({hector_models(plan)}),
         h AS MATERIALIZED ({hector_assets(plan)}),
         c AS MATERIALIZED ({normalized_cis(plan)}),
         {pairs(plan)},
+        d AS (  -- a CI whose asset's ref an unlink removes in this run waits for the next one
+            SELECT * FROM desired_asset
+            WHERE category_key = {key} AND ci_id NOT IN (SELECT ci_id FROM unlinking)
+        ),
         sub AS (
             SELECT dm.model_key, dm.fields, s.id, s.version, s.* EXCLUDE (id, version, model_key)
             FROM dm LEFT JOIN (SELECT * FROM hm QUALIFY row_number() OVER (
@@ -128,6 +132,7 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
         {_tag_clashes(plan)},
         pairs AS (
             SELECT d.ci_id, coalesce(p.match, CASE WHEN a.ci_id IS NOT NULL THEN 'ambiguous' ELSE 'new' END) AS match,
+                   p.pinned_by,
                    a.ambiguity, d.model_key AS desired_key, d.fields, d.identify_value AS desired_identify,
                    {desired_label} AS desired_label, h.*
             FROM d LEFT JOIN pair p USING (ci_id) LEFT JOIN ci_ambiguity a USING (ci_id)
@@ -156,7 +161,13 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
             SELECT 'link_asset' AS action, ci_id AS item, CAST(id AS VARCHAR) AS target_id,
                    version AS target_version, desired_key AS model_key, {link_reason} AS reason,
                    'external_ref' AS field, NULL AS old, 'c2:' || ci_id AS new
-            FROM pairs WHERE match IN ('identified', 'local', 'recovered')
+            FROM pairs WHERE match IN ('identified', 'local', 'pinned', 'recovered')
+        ),
+        unlink_rows AS (
+            SELECT 'unlink_asset' AS action, ci_id AS item, CAST(asset_id AS VARCHAR) AS target_id,
+                   version AS target_version, NULL AS model_key, reason,
+                   'external_ref' AS field, 'c2:' || ci_id AS old, NULL AS new
+            FROM unlinking
         ),
         {_retired_by_sync(plan)},
         reactivate_rows AS (
@@ -200,9 +211,9 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
                    CASE WHEN {lit(plan.on_missing)} = 'retire' THEN 'retired' END AS new
             FROM h LEFT JOIN c ON c.ci_id = h.c2_ref
             WHERE h.c2_ref IS NOT NULL AND h.c2_ref NOT IN (SELECT ci_id FROM d)
-              AND NOT h.retired AND {str(creates).lower()}
+              AND NOT h.retired AND {str(creates).lower()} AND h.id NOT IN (SELECT asset_id FROM unlinking)
               AND (c.retired OR (c.ci_id IS NULL AND {str(full_read).lower()}))
         ),
-        {assemble(plan, TO_HECTOR, ["sub_rows", "create_rows", "link_rows", "update_rows", "move_rows",
+        {assemble(plan, TO_HECTOR, ["sub_rows", "create_rows", "link_rows", "unlink_rows", "update_rows", "move_rows",
                                     "gone_rows", "reactivate_rows", "unchanged_rows", "skip_rows"])}
     """

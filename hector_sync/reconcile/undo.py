@@ -25,6 +25,8 @@ INVERSE = {
 KEPT = {
     "link_asset": "the link is kept: it records that the CI and the asset are one item",
     "link_ci": "the link is kept: it records that the asset and the CI are one item",
+    "unlink_asset": "the unlink is kept: an operator took the pair apart (hector-sync unlink)",
+    "unlink_ci": "the unlink is kept: an operator took the pair apart (hector-sync unlink)",
     "create_subcategory": "the subcategory is kept: undo retires the assets made in it, and Hector keeps models",
     "update_subcategory": "the subcategory is kept as it is: every asset of the model shares it",
 }

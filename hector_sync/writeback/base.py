@@ -30,7 +30,8 @@ Row = dict[str, Any]
 Log = Callable[[str], None]
 OUTCOME_OF = {
     "create_subcategory": "created", "update_subcategory": "updated", "create_asset": "created",
-    "link_asset": "linked", "update_asset": "updated", "move_asset": "moved", "retire_asset": "retired",
+    "link_asset": "linked", "unlink_asset": "unlinked", "unlink_ci": "unlinked", "update_asset": "updated",
+    "move_asset": "moved", "retire_asset": "retired",
     "revert_drift": "reverted", "create_ci": "created", "link_ci": "linked", "update_ci": "updated",
     "retire_ci": "retired", "reactivate_asset": "reactivated", "reactivate_ci": "reactivated",
 }
@@ -68,8 +69,9 @@ class Request:
 
     @classmethod
     def of(cls, rows: list[Row]) -> Request:
-        first = rows[0]
-        return cls(first["method"], first["target"], json.loads(first["body"]), first["target_version"])
+        """The request of a call's rows: its first row carries it (`reconcile.requests`)."""
+        lead = next(r for r in rows if r["method"] is not None)
+        return cls(lead["method"], lead["target"], json.loads(lead["body"]), lead["target_version"])
 
     def send(self, client: HectorClient | C2Client) -> dict[str, Any]:
         return client.send(self.method, self.target, self.body, self.version)

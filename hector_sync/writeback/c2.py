@@ -19,8 +19,9 @@ blindly:
   (`reconcile.match`, `recovered`) and links it: the item is settled.
 - A journalled create planned again (its snapshot showed no CI to pair) is first looked up by
   its values, one listing for all of them. Exactly one CI: adopted. Several with its values, or
-  CIs of its name without them: held, as only an operator can tell which is ours (writing the
-  CI's id into the asset's c2 external ref settles it). None: the create never landed, and it
+  CIs of its name without them: held, as only an operator can tell which is ours (a pin,
+  `hector-sync link` of the asset and its CI, settles it: see `hector_sync.held`; so does writing
+  the CI's id into the asset's c2 external ref). None: the create never landed, and it
   is sent once more, journalled anew, but only if that listing is taken at least SETTLE_AFTER
   after the create was first held; until then it stays held. Both instants are on our clock
   (no clock difference enters), and SETTLE_AFTER is far longer than a gateway's backend takes
@@ -69,13 +70,15 @@ class C2Writeback(Writeback):
 
     def planned_calls(self, changes: pl.DataFrame) -> int:
         """A CI create is counted as one call (with the asset's external ref written after it)."""
-        return calls(changes, "create_ci") + calls(changes, "link_ci") + calls(changes, *CI_ACTIONS, by="target_id")
+        return (calls(changes, "create_ci") + calls(changes, "link_ci") + calls(changes, "unlink_ci")
+                + calls(changes, *CI_ACTIONS, by="target_id"))
 
     def write_all(self, changes: pl.DataFrame) -> None:
         creates = list(items(changes, "create_ci"))
         self._assets = self._refs([int(asset) for asset, _ in creates])
         self._create_cis(creates)
         self.each(items(changes, "link_ci"), self._link)
+        self.each(items(changes, "unlink_ci"), self._unlink)
         self.each(items(changes, *CI_ACTIONS, by="target_id"), lambda _, rows: self._update_ci(rows))
         self.record_reports(changes)
 
@@ -150,8 +153,8 @@ class C2Writeback(Writeback):
                          else f"CIs named '{name}' whose values differ from its create's")
                 listed = ", ".join(sorted(str(ci["id"]) for ci in ours or named[asset]))
                 self._hold[asset] = (f"an earlier create of it may have landed: C2 ITSM lists {which} ({listed}) "
-                                     "modified since; it is not created again until it is settled: write the id of "
-                                     "its CI into the asset's c2 external ref in Hector")
+                                     "modified since; it is not created again until it is settled: pin its CI with "
+                                     f"hector-sync link --category {self.plan.key} CI_ID {asset}")
             elif held_since is not None and now < held_since + SETTLE_AFTER:
                 since, until = (t.astimezone(UTC) for t in (held_since, held_since + SETTLE_AFTER))
                 self._hold[asset] = (f"C2 ITSM gave no certain answer to its create (held since "
@@ -225,6 +228,12 @@ class C2Writeback(Writeback):
             self.link(rows[0]["target_id"], int(asset))
         else:
             self.done(rows, "conflict", "the asset changed since the snapshot; the next sync links it")
+
+    def _unlink(self, asset: str, rows: list[Row]) -> None:
+        if self._ref_written(Request.of(rows)):
+            self.done(rows, "unlinked")
+        else:
+            self.done(rows, "conflict", "the asset changed since the snapshot; the next sync removes its ref")
 
     def _put_ref(self, asset_id: int, ci_id: str) -> bool:
         """Give the asset the external ref to the CI just created for it, keeping its other refs."""

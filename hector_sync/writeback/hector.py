@@ -57,7 +57,7 @@ class HectorWriteback(Writeback):
         so they are not in `changes`, and the snapshot was read before they existed. Found in
         Hector by the values that create sent; without them the assets of those models could
         not be created (or moved) by the rerun."""
-        needing = changes.filter(pl.col("action").is_in(MODEL_ACTIONS)
+        needing = changes.filter(pl.col("action").is_in(MODEL_ACTIONS) & pl.col("method").is_not_null()
                                  & pl.col("body").str.json_path_match("$.subcategory_id").is_null())["model_key"]
         missing = set(needing.drop_nulls().to_list()) - set(self._models)
         if not missing:
@@ -130,7 +130,7 @@ class HectorWriteback(Writeback):
         self.agreed(item, asset_id, {r["field"]: r["new"] for r in rows})
 
     def _update_asset(self, rows: list[Row]) -> None:
-        """One PATCH per asset, whatever its rows link, update, move or retire."""
+        """One PATCH per asset, whatever its rows link, unlink, update, move or retire."""
         ci_id, asset_id = rows[0]["item"], int(rows[0]["target_id"])
         request = self._with_model(rows)
         if self.write(rows, lambda: request.send(self.hector)):
