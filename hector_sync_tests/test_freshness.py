@@ -7,6 +7,7 @@ moves through the definitions' clock; each sensor tick is evaluated as the daemo
 """
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -219,16 +220,23 @@ def test_a_per_field_category_is_stale_until_both_its_writebacks_succeed(
                     "Schedule daily_per_field: ")
 
 
+@contextmanager
+def watching(path: Path) -> Iterator[tuple[Clock, Daemon, datetime]]:
+    """The stale-sync sensor of the file at `path`, ticked by a daemon, on a clock the test moves;
+    and the instant the clock starts at."""
+    started = datetime.now(UTC)
+    clock = Clock(started)
+    defs = build_definitions(str(path), clock=clock)
+    with dg.DagsterInstance.get() as instance:
+        yield clock, Daemon(defs, path, instance), started
+
+
 def test_a_category_never_synced_gets_one_limit_from_when_the_sensor_first_saw_it(
     write_config: WriteConfig, mailbox: Mailbox,
 ) -> None:
     """A new deployment does not alarm before its first scheduled run could have happened."""
     path = write_config("http://127.0.0.1:9", "http://127.0.0.1:9", edit=keep("laptops", "servers"))
-    started = datetime.now(UTC)
-    clock = Clock(started)
-    defs = build_definitions(str(path), clock=clock)
-    with dg.DagsterInstance.get() as instance:
-        daemon = Daemon(defs, path, instance)
+    with watching(path) as (clock, daemon, started):
         daemon.tick()
         clock.now = started + 25 * HOURS
         daemon.tick()
@@ -251,11 +259,7 @@ def test_an_unsent_stale_email_fails_the_tick_and_is_sent_on_the_next(
         data["smtp"]["port"] = free_port()  # nothing listens there
 
     path = write_config("http://127.0.0.1:9", "http://127.0.0.1:9", edit=relay_down)
-    started = datetime.now(UTC)
-    clock = Clock(started)
-    defs = build_definitions(str(path), clock=clock)
-    with dg.DagsterInstance.get() as instance:
-        daemon = Daemon(defs, path, instance)
+    with watching(path) as (clock, daemon, started):
         daemon.tick()
         clock.now = started + 27 * HOURS
         unsent = f"about laptops to {NOTIFY} could not be sent: .*next tick tries again"
