@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -17,14 +16,14 @@ from requests.adapters import HTTPAdapter
 
 from hector_sync.c2 import C2Client
 from hector_sync.config import TO_C2, TO_HECTOR, CategoryConfig, SyncConfig, load_config
-from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV
 from hector_sync.reconcile import Reconciler
 from hector_sync.reconcile.mapping import ApiNames
 from hector_sync.reconcile.requests import PER_TARGET
 from hector_sync.simulators.sample_data import ci_id
-from hector_sync.simulators.serve import RunningSimulators, start_simulators
+from hector_sync.simulators.serve import start_simulators
 from hector_sync.store import Store, create_schema
 from hector_sync.sync import CategorySync, open_clients
+from hector_sync_tests.conftest import WriteConfig
 from hector_sync_tests.systems import patch_ci, sync
 
 API = ApiNames(
@@ -158,20 +157,10 @@ def test_an_undo_row_carries_the_request_that_takes_the_change_back(con) -> None
 
 
 @pytest.fixture
-def sims() -> Iterator[RunningSimulators]:
-    with start_simulators(size=60) as running:
-        yield running
-
-
-@pytest.fixture
-def config(sims: RunningSimulators, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SyncConfig:
-    for name, value in DEMO_ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
-    text = DEMO_CONFIG_PATH.read_text().replace("http://127.0.0.1:8701", sims.c2_url).replace(
-        "http://127.0.0.1:8702", sims.hector_url)
-    (tmp_path / "hector_sync.yaml").write_text(text)
-    return load_config(tmp_path / "hector_sync.yaml")
+def config(write_config: WriteConfig) -> Iterator[SyncConfig]:
+    """The demo configuration on simulators of 60 CIs a category, running for the test."""
+    with start_simulators(size=60) as sims:
+        yield load_config(write_config(sims.c2_url, sims.hector_url))
 
 
 def test_the_simulator_receives_exactly_the_stored_request(config: SyncConfig, monkeypatch: pytest.MonkeyPatch) -> None:
