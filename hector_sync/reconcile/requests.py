@@ -214,14 +214,17 @@ def with_requests(plan: CategoryPlan, direction: Direction, rows: str, order: st
         ),
         {requests},
         bodies AS (SELECT call, call_key, json_group_object(key, value) AS body FROM entries GROUP BY call, call_key),
+        leads AS (  -- the row of each call that carries its request: its first by action, then field
+            SELECT call, call_key, min({{'action': action, 'field': coalesce(field, '')}}) AS lead
+            FROM r WHERE call IS NOT NULL GROUP BY call, call_key
+        ),
         request AS (
-            SELECT c.call, c.call_key, c.method, c.target, CAST(coalesce(b.body, '{{}}'::JSON) AS VARCHAR) AS body
-            FROM calls c LEFT JOIN bodies b USING (call, call_key)
+            SELECT c.call, c.call_key, l.lead.action AS lead_action, l.lead.field AS lead_field, c.method, c.target,
+                   CAST(coalesce(b.body, '{{}}'::JSON) AS VARCHAR) AS body
+            FROM calls c JOIN leads l USING (call, call_key) LEFT JOIN bodies b USING (call, call_key)
         )
-        SELECT r.* EXCLUDE (call, call_key, lead),
-               CASE WHEN lead THEN q.method END AS method, CASE WHEN lead THEN q.target END AS target,
-               CASE WHEN lead THEN q.body END AS body
-        FROM (SELECT *, row_number() OVER (PARTITION BY call, call_key ORDER BY action, field) = 1 AS lead FROM r) r
-        LEFT JOIN request q USING (call, call_key)
+        SELECT r.* EXCLUDE (call, call_key), q.method, q.target, q.body
+        FROM r LEFT JOIN request q ON q.call = r.call AND q.call_key = r.call_key AND q.lead_action = r.action
+                                  AND q.lead_field = coalesce(r.field, '')
         ORDER BY {order}
     """
