@@ -1,8 +1,9 @@
 """Runs categories through Dagster from the command line, recorded in a persistent instance.
 
 Without a daemon nothing would e-mail a failure, so a failed run here sends the same e-mail the
-run-failure sensor sends (but for a plan's: `plan` prints its failure to whoever asked). Runs land in `$DAGSTER_HOME`, else in a `dagster/` folder next to the
-DuckDB file, so `hector-sync demo --ui` and `dagster dev` show them afterwards.
+run-failure sensor sends (but for a plan's: `plan` prints its failure to whoever asked). Runs
+land in `$DAGSTER_HOME`, else in a `dagster/` folder next to the DuckDB file, so
+`hector-sync demo --ui` and `dagster dev` show them afterwards.
 """
 
 from __future__ import annotations

@@ -56,9 +56,10 @@ class HectorWriteback(Writeback):
         """The ids of subcategories an earlier attempt at this plan created: their rows are done,
         so they are not in `changes`, and the snapshot was read before they existed. Found in
         Hector by the values that create sent; without them the assets of those models could
-        not be created (or moved) by the rerun."""
-        needing = changes.filter(pl.col("action").is_in(MODEL_ACTIONS) & pl.col("method").is_not_null()
-                                 & pl.col("body").str.json_path_match("$.subcategory_id").is_null())["model_key"]
+        not be created (or moved) by the rerun. Every row of a create or move names its model (a
+        move's request may sit on the row of another action of its PATCH), and only the models this
+        plan created are looked for."""
+        needing = changes.filter(pl.col("action").is_in(MODEL_ACTIONS))["model_key"]
         missing = set(needing.drop_nulls().to_list()) - set(self._models)
         if not missing:
             return
