@@ -49,18 +49,28 @@ def entries(plan: CategoryPlan, indexes: tuple[int, ...], field: str, old: str, 
     `new` is `old`: the same value, so no difference, and the old spelling is what is agreed.
     """
 
-    def fill(template: str, i: int) -> str:
-        t = plan.targets[i]
-        return template.format(i=i, name=lit(t.name), source=lit(t.source))
-
     def new_value(i: int) -> str:
-        kind, was, value = plan.targets[i].kind, fill(old, i), fill(new, i)
+        kind, was, value = plan.targets[i].kind, _fill(plan, old, i), _fill(plan, new, i)
         if kind not in CASELESS:
             return value
         return f"CASE WHEN {comparable(was, kind)} = {comparable(value, kind)} THEN {was} ELSE {value} END"
 
-    items = [f"{{'field': {fill(field, i)}, 'old': {fill(old, i)}, 'new': {new_value(i)}}}" for i in indexes]
+    items = [f"{{'field': {_fill(plan, field, i)}, 'old': {_fill(plan, old, i)}, 'new': {new_value(i)}}}" for i in indexes]
     return "[" + ", ".join(items) + "]" if items else "[]::STRUCT(field VARCHAR, old VARCHAR, new VARCHAR)[]"
+
+
+def _fill(plan: CategoryPlan, template: str, i: int) -> str:
+    t = plan.targets[i]
+    return template.format(i=i, name=lit(t.name), source=lit(t.source))
+
+
+def differs(plan: CategoryPlan, indexes: tuple[int, ...], old: str, new: str) -> str:
+    """SQL: some target of `indexes` holds another value in `old` than in `new` (templates as
+    in `entries`). Most pairs agree: this one comparison per field spares them building the
+    entry list that `differing` would only empty again."""
+    terms = [f"{comparable(_fill(plan, old, i), plan.targets[i].kind)} IS DISTINCT FROM "
+             f"{comparable(_fill(plan, new, i), plan.targets[i].kind)}" for i in indexes]
+    return "(" + " OR ".join(terms) + ")" if terms else "false"
 
 
 def differing(entry_list: str) -> str:

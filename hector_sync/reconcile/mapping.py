@@ -109,7 +109,11 @@ class CategoryPlan:
         return tuple(t for t in self.targets if t.scope == scope)
 
     def target(self, name: str) -> Target:
-        return next(t for t in self.targets if t.name == name)
+        return self.targets[self.index(name)]
+
+    def index(self, name: str) -> int:
+        """The position of target `name`: its `r{i}`, `v{i}`, `h{i}` and `fields[i + 1]` in SQL."""
+        return next(i for i, t in enumerate(self.targets) if t.name == name)
 
 
 def build_plan(

@@ -50,19 +50,25 @@ def hector_models(plan: CategoryPlan) -> str:
     """
 
 
-def hector_assets(plan: CategoryPlan) -> str:
+def hector_assets(plan: CategoryPlan, *, whole: bool = True) -> str:
     """Hector's assets of the category with their model identity and, for every target (model
-    ones through the subcategory), canonical `h{i}` and raw `hr{i}` values."""
+    ones through the subcategory), canonical `h{i}` and, when `whole`, raw `hr{i}` values.
+
+    Only `whole` rows carry the title, attributes, refs and update time: the change set toward
+    Hector reads none of them, and leaving them out spares a million-asset category a second
+    copy of its attributes."""
     values = ", ".join(
-        f"{canon('a.' + hector_column(t), t.kind)} AS h{i}, {trimmed('a.' + hector_column(t))} AS hr{i}"
-        if t.scope == "asset" else f"m.h{i}, m.hr{i}"
+        (f"{canon('a.' + hector_column(t), t.kind)} AS h{i}"
+         + (f", {trimmed('a.' + hector_column(t))} AS hr{i}" if whole else ""))
+        if t.scope == "asset" else f"m.h{i}" + (f", m.hr{i}" if whole else "")
         for i, t in enumerate(plan.targets)
     )
     column = identify_column(plan)
     identify = f"lower({trimmed('a.' + column)})" if column else "NULL"
+    snapshot = (f"a.attributes, a.external_refs, a.updated_at, {trimmed('a.title')} AS title, " if whole else "")
     return f"""
-        SELECT a.id, a.version, a.status, a.c2_ref, a.attributes, a.external_refs, a.updated_at,
-               a.status IS NOT DISTINCT FROM 'retired' AS retired, {trimmed('a.title')} AS title,
+        SELECT a.id, a.version, a.status, a.c2_ref, {snapshot}
+               a.status IS NOT DISTINCT FROM 'retired' AS retired,
                m.model_key, m.model_label, {identify} AS identify_value, {values or 'NULL AS none'}
         FROM hector_asset a LEFT JOIN ({hector_models(plan)}) m ON m.id = a.subcategory_id
         WHERE a.category_key = {lit(plan.key)}

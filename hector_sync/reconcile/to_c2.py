@@ -10,7 +10,7 @@ Hector owns maker, model and description.
 from __future__ import annotations
 
 from hector_sync.config import TO_C2
-from hector_sync.reconcile.changes import assemble, differing, entries, with_drift
+from hector_sync.reconcile.changes import assemble, differing, differs, entries, with_drift
 from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD, CategoryPlan
 from hector_sync.reconcile.match import hector_assets, hector_models, pairs
 from hector_sync.reconcile.normalize import EXPECTED, lit, normalized_cis, quoted
@@ -80,7 +80,7 @@ def c2_change_set(plan: CategoryPlan, *, full_read: bool) -> str:
         SELECT 'update_ci' AS action, CAST(asset_id AS VARCHAR) AS item, ci_id AS target_id,
                ci_version AS target_version, NULL AS reason,
                {differing(entries(plan, flowing, '{source}', 'v{i}', 'fields[{name}]'))}
-        FROM pairs WHERE ci_id IS NOT NULL
+        FROM pairs WHERE ci_id IS NOT NULL AND {differs(plan, flowing, 'v{i}', 'fields[{name}]')}
     """
     return f"""
         WITH hm AS MATERIALIZED ({hector_models(plan)}),

@@ -9,11 +9,11 @@ asset the sync retired comes back (`reactivate_asset`) once its CI is listed act
 
 from __future__ import annotations
 
-from hector_sync.reconcile.changes import assemble, differing, entries, with_drift
+from hector_sync.reconcile.changes import assemble, differing, differs, entries, with_drift
 from hector_sync.config import TO_HECTOR
 from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, CategoryPlan
 from hector_sync.reconcile.match import hector_assets, hector_models, pairs
-from hector_sync.reconcile.normalize import lit, model_label, normalized_cis, quoted
+from hector_sync.reconcile.normalize import listed_cis, lit, model_label, quoted
 
 LINK_REASONS = {
     "identified": "'identify_by matched ' || {value}",
@@ -23,6 +23,11 @@ LINK_REASONS = {
 }
 
 
+def _tag_index(plan: CategoryPlan) -> int | None:
+    """The target index of the asset tag when it flows toward Hector (it must be unique there)."""
+    return next((i for i, t in enumerate(plan.targets) if t.name == "asset_tag" and t.direction is TO_HECTOR), None)
+
+
 def _tag_clashes(plan: CategoryPlan) -> str:
     """CTE `clash`: CIs whose asset tag another CI also claims, or another asset already holds
     (`tag` as C2 ITSM holds it).
@@ -30,27 +35,30 @@ def _tag_clashes(plan: CategoryPlan) -> str:
     Hector keeps asset tags unique in a category (409 otherwise): such a CI is skipped, naming
     who else has the tag, rather than planned into a write Hector would refuse.
     """
-    if "asset_tag" not in {t.name for t in plan.targets} or plan.target("asset_tag").direction is not TO_HECTOR:
+    i = _tag_index(plan)
+    if i is None:
         return "clash AS (SELECT NULL AS ci_id, NULL AS tag, NULL AS field, NULL AS reason WHERE false)"
-    i = next(i for i, t in enumerate(plan.targets) if t.name == "asset_tag")
-    source = plan.target("asset_tag").source
+    source = plan.targets[i].source
     return f"""
-        tags AS (
-            SELECT ci_id, fields['asset_tag'] AS tag,
-                   string_agg(ci_id, ', ' ORDER BY ci_id) OVER (PARTITION BY fields['asset_tag']) AS cis,
-                   count(*) OVER (PARTITION BY fields['asset_tag']) AS claims
-            FROM d WHERE fields['asset_tag'] IS NOT NULL
+        tag_of AS (
+            SELECT ci_id, fields[{i + 1}] AS tag FROM d WHERE fields[{i + 1}] IS NOT NULL
+        ),
+        shared_tag AS (  -- counted first: listing the CIs of each of a million tags costs seconds
+            SELECT tag, string_agg(ci_id, ', ' ORDER BY ci_id) AS cis FROM tag_of
+            WHERE tag IN (SELECT tag FROM tag_of GROUP BY tag HAVING count(*) > 1) GROUP BY tag
+        ),
+        held_tag AS (
+            SELECT t.ci_id, any_value(h.id) AS holder FROM tag_of t LEFT JOIN pair p USING (ci_id)
+            JOIN h ON h.h{i} = t.tag AND h.id IS DISTINCT FROM p.asset_id GROUP BY t.ci_id
         ),
         clash AS (
-            SELECT t.ci_id, any_value(CAST(c.r{i} AS VARCHAR)) AS tag, {lit(source)} AS field,
+            SELECT t.ci_id, CAST(c.r{i} AS VARCHAR) AS tag, {lit(source)} AS field,
                    {lit(source + ' ')} || {quoted('t.tag')} || CASE
-                       WHEN t.claims > 1 THEN ' is also the asset tag of CIs ' || t.cis
-                       ELSE ' is already the asset tag of asset ' || any_value(h.id) END
+                       WHEN s.cis IS NOT NULL THEN ' is also the asset tag of CIs ' || s.cis
+                       ELSE ' is already the asset tag of asset ' || k.holder END
                    || '; Hector keeps asset tags unique in a category' AS reason
-            FROM tags t JOIN c USING (ci_id) LEFT JOIN pair p ON p.ci_id = t.ci_id
-            LEFT JOIN h ON h.h{i} = t.tag AND h.id IS DISTINCT FROM p.asset_id
-            WHERE t.claims > 1 OR h.id IS NOT NULL
-            GROUP BY t.ci_id, t.tag, t.claims, t.cis
+            FROM tag_of t JOIN c USING (ci_id) LEFT JOIN shared_tag s USING (tag) LEFT JOIN held_tag k USING (ci_id)
+            WHERE s.cis IS NOT NULL OR k.holder IS NOT NULL
         )"""
 
 
@@ -81,12 +89,14 @@ def _retired_by_sync(plan: CategoryPlan) -> str:
 def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom: str) -> str:
     """SQL for the whole change set of one category toward Hector."""
     key = lit(plan.key)
+    tag_raw = () if (tag := _tag_index(plan)) is None else (tag,)  # pairing needs only the tag's raw value
     creates = plan.creates_toward(TO_HECTOR)
     model = tuple(i for i, t in enumerate(plan.targets) if t.scope == "model")
     asset = tuple(i for i, t in enumerate(plan.targets) if t.scope == "asset")
     flowing = set(plan.toward(TO_HECTOR))
+    written = tuple(i for i in asset if i in flowing)
     kept = ", ".join(lit(k) for k in MODEL_KEY_FIELDS)
-    desired_label = model_label(*(f"dm.fields[{lit(k)}]" for k in MODEL_KEY_FIELDS))
+    desired_label = model_label(*(f"dm.fields[{plan.index(k) + 1}]" for k in MODEL_KEY_FIELDS))
     gone_reason = (
         "CASE WHEN c.retired THEN 'the CI is retired in C2 ITSM' "
         "ELSE 'the CI is no longer listed in C2 ITSM' END"
@@ -97,14 +107,14 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
     field_rows = f"""
         SELECT 'update_asset' AS action, ci_id AS item, CAST(id AS VARCHAR) AS target_id,
                version AS target_version, desired_key AS model_key, NULL AS reason,
-               {differing(entries(plan, tuple(i for i in asset if i in flowing), '{name}', 'h{i}', 'fields[{name}]'))}
-        FROM pairs WHERE id IS NOT NULL
+               {differing(entries(plan, written, '{name}', 'h{i}', 'fields[{i} + 1]'))}
+        FROM pairs WHERE id IS NOT NULL AND {differs(plan, written, 'h{i}', 'fields[{i} + 1]')}
     """
     return f"""
         WITH dm AS (SELECT * FROM desired_model WHERE category_key = {key}),
         hm AS MATERIALIZED ({hector_models(plan)}),
-        h AS MATERIALIZED ({hector_assets(plan)}),
-        c AS MATERIALIZED ({normalized_cis(plan)}),
+        h AS MATERIALIZED ({hector_assets(plan, whole=False)}),
+        c AS MATERIALIZED ({listed_cis(plan, raw=tag_raw)}),
         {pairs(plan)},
         d AS (  -- a CI whose asset's ref an unlink removes in this run waits for the next one
             SELECT * FROM desired_asset
@@ -119,14 +129,14 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
         sub_rows AS (
             SELECT 'create_subcategory' AS action, model_key AS item, NULL AS target_id,
                    NULL::BIGINT AS target_version, model_key, NULL AS reason,
-                   {differing(entries(plan, model, '{name}', 'NULL', 'fields[{name}]'))}
+                   {differing(entries(plan, model, '{name}', 'NULL', 'fields[{i} + 1]'))}
             FROM sub WHERE id IS NULL
             UNION ALL BY NAME
             SELECT 'update_subcategory' AS action, model_key AS item, CAST(id AS VARCHAR) AS target_id,
                    version AS target_version, model_key, NULL AS reason,
                    {differing(entries(
                        plan, tuple(i for i in model if i in flowing), '{name}',
-                       f"CASE WHEN {{name}} IN ({kept}) THEN fields[{{name}}] ELSE h{{i}} END", 'fields[{name}]'))}
+                       f"CASE WHEN {{name}} IN ({kept}) THEN fields[{{i}} + 1] ELSE h{{i}} END", 'fields[{i} + 1]'))}
             FROM sub WHERE id IS NOT NULL
         ),
         {_tag_clashes(plan)},
@@ -134,7 +144,8 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
             SELECT d.ci_id, coalesce(p.match, CASE WHEN a.ci_id IS NOT NULL THEN 'ambiguous' ELSE 'new' END) AS match,
                    p.pinned_by,
                    a.ambiguity, d.model_key AS desired_key, d.fields, d.identify_value AS desired_identify,
-                   {desired_label} AS desired_label, h.*
+                   {desired_label} AS desired_label, h.id, h.version, h.retired, h.model_key, h.model_label,
+                   {', '.join(f'h.h{i}' for i in written)}
             FROM d LEFT JOIN pair p USING (ci_id) LEFT JOIN ci_ambiguity a USING (ci_id)
             LEFT JOIN dm USING (model_key) LEFT JOIN h ON h.id = p.asset_id
             WHERE d.ci_id NOT IN (SELECT ci_id FROM clash)
@@ -142,7 +153,7 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
         create_rows AS (
             SELECT 'create_asset' AS action, ci_id AS item, NULL AS target_id,
                    NULL::BIGINT AS target_version, desired_key AS model_key, NULL AS reason,
-                   unnest(list_filter({entries(plan, asset, '{name}', 'NULL', 'fields[{name}]')} || [
+                   unnest(list_filter({entries(plan, asset, '{name}', 'NULL', 'fields[{i} + 1]')} || [
                        {{'field': 'subcategory', 'old': NULL, 'new': desired_label}},
                        {{'field': 'stockroom', 'old': NULL, 'new': {lit(default_stockroom)}}},
                        {{'field': 'external_ref', 'old': NULL, 'new': 'c2:' || ci_id}}],
