@@ -42,7 +42,7 @@ from hector_sync.catalog import MappingInvalid
 from hector_sync.config import SYSTEM_NAMES, TO_C2, TO_HECTOR, SyncConfig
 from hector_sync.reconcile.mapping import CategoryPlan
 from hector_sync.reconcile.match import hector_assets, identify_column, pairs
-from hector_sync.reconcile.normalize import c2_column, lit, normalized_cis, quoted, trimmed
+from hector_sync.reconcile.normalize import c2_column, listed_cis, lit, quoted, trimmed
 from hector_sync.store import CategoryBusy, Store
 from hector_sync.sync import StoredCategory
 from hector_sync.textsafe import text, value
@@ -71,11 +71,9 @@ def _held_sql(plan: CategoryPlan) -> str:
     group = "'identify_by ' || " + quoted("groups.identify_value")
     create = "'create of a CI from asset ' || asset_id"
     return f"""
-        WITH h AS MATERIALIZED ({hector_assets(plan)}), c AS MATERIALIZED ({normalized_cis(plan)}),
+        WITH h AS MATERIALIZED ({hector_assets(plan, whole=False)}), c AS MATERIALIZED ({listed_cis(plan, raw=())}),
         {pairs(plan)},
-        ci_raw AS (
-            SELECT ci_id, any_value({ci_value}) AS value FROM c2_ci WHERE category_key = {key} GROUP BY ci_id
-        ), held_create AS (
+        held_create AS (
             SELECT p.asset_id, p.name, p.recorded_at, arg_max(x.message, x.recorded_at) AS reason
             FROM pending_create p JOIN change_history x
                 ON x.category_key = p.category_key AND x.action = 'create_ci' AND x.outcome = 'held'
@@ -84,6 +82,9 @@ def _held_sql(plan: CategoryPlan) -> str:
               AND p.asset_id NOT IN (SELECT asset_id FROM pair)
             GROUP BY ALL
         ), groups AS (SELECT DISTINCT identify_value, ci_id, asset_id FROM ambiguous
+        ), ci_raw AS (
+            SELECT ci_id, any_value({ci_value}) AS value FROM c2_ci
+            WHERE category_key = {key} AND ci_id IN (SELECT ci_id FROM groups) GROUP BY ci_id
         ), reasons AS (SELECT identify_value, any_value(ambiguity) AS reason FROM ci_ambiguity GROUP BY ALL)
         SELECT DISTINCT {group} AS held, '{CI}' AS system, groups.ci_id AS id, c.ci_name AS name, r.value,
                why.reason, 0 AS rank
@@ -94,8 +95,9 @@ def _held_sql(plan: CategoryPlan) -> str:
         FROM groups JOIN hector_asset a ON a.category_key = {key} AND a.id = groups.asset_id
         JOIN reasons why ON why.identify_value = groups.identify_value
         UNION ALL
-        SELECT {create}, '{ASSET}', CAST(asset_id AS VARCHAR), h.title, held_create.name, held_create.reason, 0
-        FROM held_create JOIN h ON h.id = held_create.asset_id
+        SELECT {create}, '{ASSET}', CAST(asset_id AS VARCHAR), {trimmed('a.title')}, held_create.name,
+               held_create.reason, 0
+        FROM held_create JOIN hector_asset a ON a.category_key = {key} AND a.id = held_create.asset_id
         UNION ALL
         SELECT {create}, '{CI}', ci_id, c.ci_name, c.ci_name,
                'named like its create, and modified ' || {UTC_TEXT.format('c.modified_at')}
@@ -138,7 +140,7 @@ def _pairing(stored: StoredCategory, ci_id: str, asset_id: int) -> Pairing:
     plan = stored.reconciler.plan
     mine = f"category_key = {lit(plan.key)} AND (ci_id = $ci OR asset_id = $asset)"
     sql = f"""
-        WITH h AS MATERIALIZED ({hector_assets(plan)}), c AS MATERIALIZED ({normalized_cis(plan)}), {pairs(plan)}
+        WITH h AS MATERIALIZED ({hector_assets(plan)}), c AS MATERIALIZED ({listed_cis(plan, raw=())}), {pairs(plan)}
         SELECT 'pair' AS kind, ci_id, asset_id, match AS text FROM pair WHERE ci_id = $ci OR asset_id = $asset
         UNION ALL SELECT 'link', ci_id, asset_id, pinned_by FROM link WHERE {mine}
         UNION ALL SELECT 'unlink', ci_id, asset_id, NULL FROM unlink WHERE {mine}
