@@ -21,7 +21,8 @@ from hector_sync.demo import (
     DEMO_HECTOR_API_KEY, DEMO_SEED, DEMO_SIZE,
 )
 from hector_sync.simulators.sample_data import (
-    AMBIGUOUS_LAPTOP, DUPLICATE_SERIAL_OF, MESSY, UNLINKED_LAPTOPS, SampleData, category, ci_id,
+    AMBIGUOUS_LAPTOP, CATEGORIES, DUPLICATE_SERIAL_OF, MESSY, UNLINKED_LAPTOPS, SampleData, category, ci_id,
+    parse_ci_id,
 )
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync_tests.conftest import default_signals
@@ -568,6 +569,48 @@ def test_hector_listing_switches_break_the_windows_of_the_lists_they_name(sims: 
     faults(listing_endless=True)
     assert window("assets", n) == window("assets", n + 10) == (n, ids[-1:])
     assert requests.put(f"{sims.hector_url}/_sim/faults", json={"listing_repeat_page": 1}).status_code == 422
+
+
+# --- copies of Printers (benchmarks of many categories) --------------------------------------
+
+
+def test_copies_list_and_page_like_the_others_and_leave_the_defaults_alone() -> None:
+    reference = 1_800_000_000
+    plain, copied = SampleData(reference=reference), SampleData(reference=reference, copies=2)
+    for spec in CATEGORIES:
+        assert list(copied.ci_ids(spec.name)) == list(plain.ci_ids(spec.name))
+        assert [copied.ci_at(spec.name, i) for i in range(60)] == [plain.ci_at(spec.name, i) for i in range(60)]
+    assert SampleData(reference=reference, copies=0).hector_seed() == plain.hector_seed()
+    assert copied.hector_seed().categories[:-2] == plain.hector_seed().categories
+    assert ci_id("Laptops", 42) == "ci-20000042" and parse_ci_id("ci-90100042") is None
+    with start_simulators(size=60, copies=2) as sims:
+        session = c2_session(sims)
+        listed = session.get(f"{sims.c2_url}{API}/cmdbs/cmdb-1/categories").json()["items"]
+        assert listed[-2:] == [{"id": "cat-101", "name": "Printers 01"}, {"id": "cat-102", "name": "Printers 02"}]
+        fields = session.get(f"{sims.c2_url}{API}/cmdbs/cmdb-1/categories/cat-102/fields").json()["items"]
+        assert [(f["name"], f["type"]) for f in fields] == [(f.name, f.type) for f in PRINTERS.fields]
+        ids: list[str] = []
+        page: int | None = 1
+        while page is not None:
+            answer = ci_page(session, sims.c2_url, category_id="cat-102", page=page, page_size=25)
+            assert answer["total_count"] == 60
+            ids += [ci["id"] for ci in answer["items"]]
+            page = answer["next_page"]
+        assert ids == [f"ci-902{i:05d}" for i in range(60)]
+        assert session.get(f"{sims.c2_url}{API}/cis/ci-90200059").json()["name"] == "PRN-00059"
+        assert session.get(f"{sims.c2_url}{API}/cis/ci-90200060").status_code == 404
+        created = session.post(f"{sims.c2_url}{API}/cmdbs/cmdb-1/cis", json={"category_id": "cat-101", "name": "New"})
+        assert created.status_code == 201 and created.json()["id"] == "ci-90100060"
+        hector = hector_session()
+        categories = hector.get(f"{sims.hector_url}{API}/categories").json()["rows"]
+        assert categories[-2:] == [{"id": 101, "name": "Printers 01", "type": "serialized"},
+                                   {"id": 102, "name": "Printers 02", "type": "serialized"}]
+        model = {"category_id": 102, "maker": "HP", "model": "LaserJet M404", "description": "Mono laser printer"}
+        assert hector.post(f"{sims.hector_url}{API}/subcategories", json=model).status_code == 201
+        found = hector.get(f"{sims.hector_url}{API}/subcategories", params={"category_id": 102}).json()
+        assert found["total"] == 1
+    with pytest.raises(ValueError, match="copies must be"):
+        SampleData(copies=100)
 
 
 # --- a million CIs, in a process of their own -------------------------------------------

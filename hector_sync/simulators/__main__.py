@@ -28,10 +28,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=DEMO_SIZE, help="CIs per category")
     parser.add_argument("--sizes", type=_size_of, action="append", default=[],
                         metavar="CATEGORY=COUNT", help="override one category's size (repeatable)")
+    parser.add_argument("--copies", type=int, default=0, metavar="N",
+                        help='also serve N copies of Printers, "Printers 01"… (benchmarks of many categories)')
     args = parser.parse_args(argv)
     try:
         serve_forever(seed=args.seed, size=args.size, sizes=dict(args.sizes), host=args.host,
-                      c2_port=args.c2_port, hector_port=args.hector_port)
+                      c2_port=args.c2_port, hector_port=args.hector_port, copies=args.copies)
     except (OSError, ValueError) as exc:
         parser.exit(1, f"{parser.prog}: {exc}\n")
 

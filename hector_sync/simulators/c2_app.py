@@ -29,10 +29,7 @@ from hector_sync.demo import (
 )
 
 from .faults import ADMIN_PREFIX, C2Faults, SimControl, install_sim
-from .sample_data import (
-    CATEGORIES, CATEGORIES_BY_ID, CMDBS, INDEX_DIGITS, CategorySpec, SampleData, ci_id, iso_utc,
-    parse_ci_id,
-)
+from .sample_data import CMDBS, CategorySpec, SampleData, iso_utc
 from .wire import (
     API, SimError, check_version, date_problem, install_error_handlers, invalid, json_response,
     parse_if_match, parse_instant, read_object, write_stamp,
@@ -94,8 +91,8 @@ class CiStore:
         self.data = data
         # per category: index → (modified_at in epoch s, CI) of each CI written through the API
         self._written: dict[str, dict[int, tuple[int, dict[str, Any]]]] = {
-            c.name: {} for c in CATEGORIES}
-        self._writes: dict[str, int] = {c.name: 0 for c in CATEGORIES}
+            c.name: {} for c in data.categories}
+        self._writes: dict[str, int] = {c.name: 0 for c in data.categories}
         self._counts: dict[str, int] = dict(data.sizes)
         self._generated_since = lru_cache(maxsize=8)(data.indexes_modified_since)
         self._merged_since = lru_cache(maxsize=8)(self._merge_since)
@@ -105,7 +102,7 @@ class CiStore:
         return self._counts[spec.name]
 
     def get(self, ci: str) -> dict[str, Any] | None:
-        parsed = parse_ci_id(ci)
+        parsed = self.data.parse_ci_id(ci)
         if parsed is None or parsed[1] >= self.count(parsed[0]):
             return None
         return self.at(*parsed)
@@ -141,11 +138,11 @@ class CiStore:
 
     def create(self, spec: CategorySpec, name: str, fields: dict[str, Any]) -> dict[str, Any]:
         index = self._counts[spec.name]
-        if index >= 10**INDEX_DIGITS:
+        if index >= 10**spec.index_digits:
             raise SimError(507, "insufficient_storage", f"category {spec.id} is full")
         self._counts[spec.name] += 1
         stamp = write_stamp()
-        ci = {"id": ci_id(spec.name, index), "cmdb_id": spec.cmdb_id, "category_id": spec.id,
+        ci = {"id": spec.ci_id(index), "cmdb_id": spec.cmdb_id, "category_id": spec.id,
               "name": name, "status": "active",
               "fields": {k: v for k, v in fields.items() if v is not None},
               "modified_at": iso_utc(stamp), "version": 1}
@@ -153,7 +150,7 @@ class CiStore:
         return ci
 
     def update(self, ci: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-        parsed = parse_ci_id(ci["id"])
+        parsed = self.data.parse_ci_id(ci["id"])
         assert parsed is not None, "every stored CI has one of our ids"
         spec, index = parsed
         fields = dict(ci["fields"])
@@ -233,15 +230,15 @@ class C2State:
         self.retyped: dict[str, str] = {}
 
 
-def _cmdb_categories(cmdb_id: str) -> list[CategorySpec]:
+def _cmdb_categories(data: SampleData, cmdb_id: str) -> list[CategorySpec]:
     if cmdb_id not in dict(CMDBS):
         raise SimError(404, "not_found", f"no CMDB {cmdb_id}")
-    return [c for c in CATEGORIES if c.cmdb_id == cmdb_id]
+    return [c for c in data.categories if c.cmdb_id == cmdb_id]
 
 
-def _category(cmdb_id: str, category_id: str) -> CategorySpec:
-    spec = CATEGORIES_BY_ID.get(category_id)
-    if spec is None or spec not in _cmdb_categories(cmdb_id):
+def _category(data: SampleData, cmdb_id: str, category_id: str) -> CategorySpec:
+    spec = data.categories_by_id.get(category_id)
+    if spec is None or spec not in _cmdb_categories(data, cmdb_id):
         raise SimError(404, "not_found", f"no category {category_id} in CMDB {cmdb_id}")
     return spec
 
@@ -281,11 +278,11 @@ def create_c2_app(state: C2State) -> FastAPI:
     @app.get(API + "/cmdbs/{cmdb_id}/categories", dependencies=reader)
     async def categories(cmdb_id: str) -> Response:
         return json_response({"items": [{"id": c.id, "name": state.renamed.get(c.id, c.name)}
-                                        for c in _cmdb_categories(cmdb_id)]})
+                                        for c in _cmdb_categories(state.data, cmdb_id)]})
 
     @app.get(API + "/cmdbs/{cmdb_id}/categories/{category_id}/fields", dependencies=reader)
     async def fields(cmdb_id: str, category_id: str) -> Response:
-        spec = _category(cmdb_id, category_id)
+        spec = _category(state.data, cmdb_id, category_id)
         return json_response({"items": [{"id": f.id, "name": state.renamed_fields.get(f.id, f.name),
                                          "type": state.retyped.get(f.id, f.type), "required": f.required}
                                         for f in spec.fields]})
@@ -294,8 +291,8 @@ def create_c2_app(state: C2State) -> FastAPI:
     async def list_cis(cmdb_id: str, category_id: str | None = None,
                        modified_since: str | None = None, page: int = Query(1, ge=1),
                        page_size: int = Query(100, ge=1, le=500)) -> Response:
-        specs = ([_category(cmdb_id, category_id)] if category_id is not None
-                 else _cmdb_categories(cmdb_id))
+        specs = ([_category(state.data, cmdb_id, category_id)] if category_id is not None
+                 else _cmdb_categories(state.data, cmdb_id))
         since = None if modified_since is None else parse_instant(modified_since,
                                                                   "modified_since")
         hidden = state.control.faults.empty_categories
@@ -312,8 +309,8 @@ def create_c2_app(state: C2State) -> FastAPI:
     async def create_ci(cmdb_id: str, request: Request) -> Response:
         body = await read_object(request)
         category_id = body.get("category_id")
-        spec = CATEGORIES_BY_ID.get(category_id) if isinstance(category_id, str) else None
-        if spec is None or spec not in _cmdb_categories(cmdb_id):
+        spec = state.data.categories_by_id.get(category_id) if isinstance(category_id, str) else None
+        if spec is None or spec not in _cmdb_categories(state.data, cmdb_id):
             raise invalid([{"field": "category_id", "reason": f"no such category in {cmdb_id}"}])
         problems = _body_problems(body, {"category_id", "name", "fields"}, spec, state.retyped)
         if "name" not in body:
@@ -337,7 +334,7 @@ def create_c2_app(state: C2State) -> FastAPI:
         current = existing(ci)
         check_version(current["version"], parse_if_match(request.headers.get("if-match")), ci)
         body = await read_object(request)
-        spec = CATEGORIES_BY_ID[current["category_id"]]
+        spec = state.data.categories_by_id[current["category_id"]]
         problems = _body_problems(body, {"name", "status", "fields"}, spec, state.retyped)
         if problems:
             raise invalid(problems)
@@ -358,7 +355,7 @@ def create_c2_app(state: C2State) -> FastAPI:
     @app.patch(ADMIN_PREFIX + "/categories/{category_id}")
     async def rename_category(category_id: str, request: Request) -> Response:
         """An administrator renames a category in C2 (its id stays)."""
-        if category_id not in CATEGORIES_BY_ID:
+        if category_id not in state.data.categories_by_id:
             raise SimError(404, "not_found", f"no category {category_id}")
         state.renamed[category_id] = str((await read_object(request))["name"])
         return json_response({"id": category_id, "name": state.renamed[category_id]})

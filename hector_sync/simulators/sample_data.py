@@ -7,6 +7,11 @@ CI ids are ``ci-`` + the category's digit + the index on 7 digits (Laptops index
 ``ci-20000042``), so string order is index order and CIs created later (indexes from the
 category's size upwards) sort after the generated ones.
 
+``copies`` (default 0) adds generic copies of Printers after the six categories, for
+benchmarks that need many small categories: "Printers 01", "Printers 02"… with their own C2
+ids (``cat-101``…), Hector categories (ids 101…) and CI ids (number ``901``… and the index on
+5 digits: ``ci-90100042``). Without copies nothing here differs.
+
 Messy records, by index inside *every* category (present when the category is big enough;
 the demo size of 300 has them all). Tests use :data:`MESSY`, never the numbers:
 
@@ -115,6 +120,16 @@ class CategorySpec:
     warranty_years: int
     locations: tuple[str, ...]
 
+    @property
+    def index_digits(self) -> int:
+        """Digits of the index in a CI id: every id has 8 digits after ``ci-``, whatever the
+        length of the category's number."""
+        return INDEX_DIGITS + 1 - len(str(self.digit))
+
+    def ci_id(self, index: int) -> str:
+        """The id of the CI at `index` of this category, generated or created."""
+        return f"ci-{self.digit}{index:0{self.index_digits}d}"
+
     def field_id(self, name: str) -> str:
         """The id of the field called `name`; mappings and tests address fields by name."""
         return next(f.id for f in self.fields if f.name == name)
@@ -214,6 +229,24 @@ CATEGORIES_BY_NAME: Mapping[str, CategorySpec] = {c.name: c for c in CATEGORIES}
 CATEGORIES_BY_ID: Mapping[str, CategorySpec] = {c.id: c for c in CATEGORIES}
 _CATEGORIES_BY_DIGIT: Mapping[str, CategorySpec] = {str(c.digit): c for c in CATEGORIES}
 
+COPIED = "Printers"
+FIRST_COPY_NUMBER = 100  # copy k: C2 category cat-(100+k), Hector category id 100+k
+FIRST_COPY_DIGIT = 900  # copy k's CI ids start ci-(900+k): no category above has digit 9
+MAX_COPIES = 99
+
+
+def copies_of(count: int) -> tuple[CategorySpec, ...]:
+    """`count` generic copies of Printers, each a category of its own (see the module doc)."""
+    if not 0 <= count <= MAX_COPIES:
+        raise ValueError(f"copies must be 0..{MAX_COPIES}, not {count}")
+    base = CATEGORIES_BY_NAME[COPIED]
+    fields = tuple((f.name, f.type) for f in base.fields)
+    return tuple(
+        _category(FIRST_COPY_NUMBER + k, f"{base.name} {k:02d}", base.cmdb_id, FIRST_COPY_DIGIT + k,
+                  base.name_prefix, fields, base.models, base.serial_prefix, base.warranty_years,
+                  base.locations)
+        for k in range(1, count + 1))
+
 # Serials are an affine bijection of the index modulo 36**6, so they never collide by chance.
 _SERIAL_MOD = 36**6
 _SERIAL_MULT = 1_103_515_245  # odd and not a multiple of 3: coprime with 36**6
@@ -229,16 +262,18 @@ def category(name: str) -> CategorySpec:
 
 def ci_id(category_name: str, index: int) -> str:
     """The id of the CI at `index` of a category, generated or created."""
-    return f"ci-{category(category_name).digit}{index:0{INDEX_DIGITS}d}"
+    return category(category_name).ci_id(index)
 
 
-def parse_ci_id(value: str) -> tuple[CategorySpec, int] | None:
-    """(category, index) of a CI id, or None when it cannot be one of ours."""
+def parse_ci_id(value: str, by_digit: Mapping[str, CategorySpec] = _CATEGORIES_BY_DIGIT
+                ) -> tuple[CategorySpec, int] | None:
+    """(category, index) of a CI id, or None when it cannot be one of ours (`by_digit`: the
+    categories by number, those above unless a SampleData with copies asks)."""
     digits = value[3:]
     if not value.startswith("ci-") or len(digits) != INDEX_DIGITS + 1 or not digits.isdigit():
         return None
-    spec = _CATEGORIES_BY_DIGIT.get(digits[0])
-    return (spec, int(digits[1:])) if spec else None
+    spec = by_digit.get(digits[0]) or by_digit.get(digits[:3])
+    return (spec, int(digits[-spec.index_digits:])) if spec else None
 
 
 def iso_utc(ts: float) -> str:
@@ -274,25 +309,41 @@ class SampleData:
 
     `reference` (epoch seconds, default now) is the instant the CIs' `modified_at` values lead
     up to: about 5 % of them fall in the 7 days before it, the rest over the two years before.
+    `copies` adds that many copies of Printers (:func:`copies_of`) to the categories.
     """
 
     def __init__(self, seed: int = DEMO_SEED, size: int = DEMO_SIZE,
-                 sizes: Mapping[str, int] | None = None, reference: int | None = None) -> None:
-        unknown = set(sizes or {}) - set(CATEGORIES_BY_NAME)
+                 sizes: Mapping[str, int] | None = None, reference: int | None = None,
+                 copies: int = 0) -> None:
+        self.categories: tuple[CategorySpec, ...] = CATEGORIES + copies_of(copies)
+        self.categories_by_id: Mapping[str, CategorySpec] = {c.id: c for c in self.categories}
+        self._by_name = {c.name: c for c in self.categories}
+        self._by_digit = {str(c.digit): c for c in self.categories}
+        unknown = set(sizes or {}) - set(self._by_name)
         if unknown:
             raise ValueError(f"unknown categories in sizes: {sorted(unknown)}; "
-                             f"known: {sorted(CATEGORIES_BY_NAME)}")
+                             f"known: {sorted(self._by_name)}")
         self.seed = seed
         self.reference = int(time.time()) if reference is None else reference
-        self.sizes: dict[str, int] = {c.name: (sizes or {}).get(c.name, size) for c in CATEGORIES}
-        for name, n in self.sizes.items():
-            if not 0 <= n <= MAX_GENERATED_PER_CATEGORY:
-                raise ValueError(f"size of {name} must be 0..{MAX_GENERATED_PER_CATEGORY}, not {n}")
+        self.sizes: dict[str, int] = {c.name: (sizes or {}).get(c.name, size) for c in self.categories}
+        for spec in self.categories:
+            # ids keep a tenth of a category's index range free for CIs created through the API
+            limit = min(MAX_GENERATED_PER_CATEGORY, 10**spec.index_digits * 9 // 10)
+            if not 0 <= self.sizes[spec.name] <= limit:
+                raise ValueError(f"size of {spec.name} must be 0..{limit}, not {self.sizes[spec.name]}")
         self._hashers = {c.name: hashlib.blake2b(f"{seed}\x1f{c.name}".encode(), digest_size=32)
-                         for c in CATEGORIES}
-        self._popularity = {c.name: _cumulative(c.models) for c in CATEGORIES}
+                         for c in self.categories}
+        self._popularity = {c.name: _cumulative(c.models) for c in self.categories}
         self._serial_offset = {c.name: int.from_bytes(self._hashers[c.name].digest()) % _SERIAL_MOD
-                              for c in CATEGORIES}
+                              for c in self.categories}
+
+    def category(self, name: str) -> CategorySpec:
+        """The category called `name`, copies included (KeyError names it when unknown)."""
+        return self._by_name[name]
+
+    def parse_ci_id(self, value: str) -> tuple[CategorySpec, int] | None:
+        """(category, index) of a CI id, copies included, or None when it cannot be one of ours."""
+        return parse_ci_id(value, self._by_digit)
 
     def count(self, category_name: str) -> int:
         """How many CIs the generator makes in the category (created ones not included)."""
@@ -300,7 +351,8 @@ class SampleData:
 
     def ci_ids(self, category_name: str) -> Iterator[str]:
         """The generated CI ids of a category, in order, lazily."""
-        return (ci_id(category_name, i) for i in range(self.sizes[category_name]))
+        spec = self.category(category_name)
+        return (spec.ci_id(i) for i in range(self.sizes[category_name]))
 
     def _words(self, category_name: str, index: int) -> tuple[int, ...]:
         """16 pseudo-random 16-bit words for one CI: every generated value is read from them."""
@@ -328,14 +380,14 @@ class SampleData:
         """SerialNumber of the CI at `index`, without the duplicated-serial mess applied."""
         n = (index * _SERIAL_MULT + self._serial_offset[category_name]) % _SERIAL_MOD
         high, low = divmod(n, len(_BASE36_3))
-        return category(category_name).serial_prefix + _BASE36_3[high] + _BASE36_3[low]
+        return self.category(category_name).serial_prefix + _BASE36_3[high] + _BASE36_3[low]
 
     def model_at(self, category_name: str, index: int) -> Model:
         """The product line of a generated CI (before messy records are applied)."""
         return self._model(category_name, self._words(category_name, index), index)
 
     def _model(self, category_name: str, w: tuple[int, ...], index: int) -> Model:
-        spec = category(category_name)
+        spec = self.category(category_name)
         if index == MESSY["padded_maker"]:
             return spec.models[0]
         bounds = self._popularity[category_name]
@@ -343,7 +395,7 @@ class SampleData:
 
     def ci_at(self, category_name: str, index: int) -> dict[str, Any]:
         """The generated CI at `index`, as the C2 API shows it."""
-        spec = category(category_name)
+        spec = self.category(category_name)
         w = self._words(category_name, index)
         model = self._model(category_name, w, index)
         purchased = _PURCHASES_UNTIL_ORDINAL - w[4] % (5 * 365)
@@ -367,7 +419,7 @@ class SampleData:
             retired = index == MESSY["retired"]
             self._make_messy(category_name, index, values, w)
         return {
-            "id": ci_id(category_name, index), "cmdb_id": spec.cmdb_id, "category_id": spec.id,
+            "id": spec.ci_id(index), "cmdb_id": spec.cmdb_id, "category_id": spec.id,
             "name": f"{spec.name_prefix}-{index:05d}", "status": "retired" if retired else "active",
             "fields": {fid: values[name] for fid, name in spec.field_names if name in values},
             "modified_at": iso_utc(self._modified_ts(w)), "version": 1 + w[11] % 12,
@@ -465,7 +517,9 @@ def _hector_seed(data: SampleData) -> HectorSeed:
     ]
     return HectorSeed(
         stockrooms=[{"id": k, "name": n} for k, n in enumerate(HECTOR_STOCKROOMS, 1)],
-        categories=[{"id": i, "name": n, "type": t} for i, n, t in HECTOR_CATEGORIES],
+        categories=[{"id": i, "name": n, "type": t} for i, n, t in HECTOR_CATEGORIES]
+        + [{"id": FIRST_COPY_NUMBER + k, "name": c.name, "type": "serialized"}
+           for k, c in enumerate(data.categories[len(CATEGORIES):], 1)],
         attributes=[{"id": k, "name": n, "scope": s, "type": t}
                     for k, (n, s, t) in enumerate(HECTOR_ATTRIBUTES, 1)],
         subcategories=subcategories,

@@ -89,13 +89,14 @@ def _url(sock: socket.socket) -> str:
 def start_simulators(*, seed: int = DEMO_SEED, size: int = DEMO_SIZE,
                      sizes: Mapping[str, int] | None = None, host: str = "127.0.0.1",
                      c2_port: int = 0, hector_port: int = 0,
-                     reference: int | None = None) -> RunningSimulators:
+                     reference: int | None = None, copies: int = 0) -> RunningSimulators:
     """Start both simulators in background threads and return once they accept calls.
 
     Port 0 picks a free port. `reference` (epoch seconds, default now) is the instant CI
     modification times lead up to; pass one to get identical `modified_at` across runs.
+    `copies` adds that many copies of Printers to both systems (sample_data.copies_of).
     """
-    data = SampleData(seed, size, sizes, reference)
+    data = SampleData(seed, size, sizes, reference, copies)
     c2, hector = C2State(data), HectorState(data)
     socks: list[socket.socket] = []
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
@@ -114,14 +115,15 @@ def start_simulators(*, seed: int = DEMO_SEED, size: int = DEMO_SIZE,
 
 def serve_forever(*, seed: int = DEMO_SEED, size: int = DEMO_SIZE,
                   sizes: Mapping[str, int] | None = None, host: str = "127.0.0.1",
-                  c2_port: int = DEMO_C2_PORT, hector_port: int = DEMO_HECTOR_PORT) -> None:
+                  c2_port: int = DEMO_C2_PORT, hector_port: int = DEMO_HECTOR_PORT,
+                  copies: int = 0) -> None:
     """Start both, print where they listen and how to log in, and serve until Ctrl-C.
 
     The first two lines of stdout end with the C2 ITSM and the Hector URL, for scripts.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with start_simulators(seed=seed, size=size, sizes=sizes, host=host, c2_port=c2_port,
-                          hector_port=hector_port) as sims:
+                          hector_port=hector_port, copies=copies) as sims:
         counts = ", ".join(f"{name} {n}" for name, n in sims.c2.data.sizes.items())
         print(f"C2 ITSM simulator: {sims.c2_url}", flush=True)
         print(f"Hector simulator: {sims.hector_url}", flush=True)
