@@ -1,10 +1,12 @@
 """The names of the configuration resolved against both live systems.
 
 Configuration speaks in names (CMDB "Production", field "SerialNumber", attribute "Serial
-number"); the APIs speak in ids. `Catalog` reads both systems' lists once and resolves each
-category, or says in words what does not exist: `hector-sync validate` and the mapping check
-that guards every writeback use it live; a run resolves once (the `category_catalog` asset) and
-every later step reads that resolution back from DuckDB (`ResolvedCategory.from_json`).
+number"); the APIs speak in ids. `Catalog` resolves each category against both systems' lists,
+or says in words what does not exist. Each client reads those lists once, so a command (or a
+Dagster run) reads them once for all its categories, and the next one reads them again:
+`hector-sync validate` and the mapping check that guards every writeback use it live; a run
+resolves once (the `category_catalog` asset) and every later step reads that resolution back
+from DuckDB (`ResolvedCategory.from_json`).
 """
 
 from __future__ import annotations
@@ -99,38 +101,20 @@ def _by_name(items: list) -> dict:
 
 @dataclass
 class Catalog:
+    """Resolves categories against both systems' lists, which each client asks once
+    (`JsonApi.listed_once`): all categories of a command, or of a Dagster run, resolve from one
+    reading of them."""
+
     config: SyncConfig
     c2: C2Client
     hector: HectorClient
-    _cmdbs: dict = field(default_factory=dict)
-    _categories: dict = field(default_factory=dict)
-    _fields: dict = field(default_factory=dict)
-    _hector: tuple | None = None
-
-    def _c2_category(self, cmdb: str, name: str) -> tuple[str | None, str | None]:
-        if not self._cmdbs:
-            self._cmdbs = _by_name(self.c2.list_cmdbs())
-        cmdb_item = self._cmdbs.get(cmdb.strip())
-        if cmdb_item is None:
-            return None, None
-        if cmdb_item.id not in self._categories:
-            self._categories[cmdb_item.id] = _by_name(self.c2.list_categories(cmdb_item.id))
-        category = self._categories[cmdb_item.id].get(name.strip())
-        return cmdb_item.id, category.id if category else None
-
-    def _c2_fields(self, cmdb_id: str, category_id: str) -> dict[str, C2Field]:
-        if (cmdb_id, category_id) not in self._fields:
-            self._fields[(cmdb_id, category_id)] = _by_name(self.c2.list_fields(cmdb_id, category_id))
-        return self._fields[(cmdb_id, category_id)]
 
     def hector_lists(self) -> tuple[dict, dict, list[HectorAttribute]]:
-        if self._hector is None:
-            self._hector = (
-                _by_name(self.hector.list_categories()),
-                _by_name(self.hector.list_stockrooms()),
-                self.hector.list_attributes(),
-            )
-        return self._hector
+        return (
+            _by_name(self.hector.listed_once(self.hector.list_categories)),
+            _by_name(self.hector.listed_once(self.hector.list_stockrooms)),
+            self.hector.listed_once(self.hector.list_attributes),
+        )
 
     def problems(self, category: CategoryConfig) -> list[str]:
         try:
@@ -141,19 +125,24 @@ class Catalog:
 
     def resolve(self, category: CategoryConfig) -> ResolvedCategory:
         problems: list[str] = []
-        cmdb_id, c2_category_id = self._c2_category(category.cmdb, category.c2_category)
+        cmdbs = _by_name(self.c2.listed_once(self.c2.list_cmdbs))
+        cmdb = cmdbs.get(category.cmdb.strip())
+        c2_category = None
         fields: dict[str, C2Field] = {}
-        if cmdb_id is None:
-            problems.append(f"C2 ITSM has no CMDB named '{category.cmdb}' (found: {', '.join(self._cmdbs) or 'none'})")
-        elif c2_category_id is None:
-            known = ", ".join(self._categories[cmdb_id]) or "none"
-            problems.append(f"CMDB '{category.cmdb}' has no category named '{category.c2_category}' (found: {known})")
+        if cmdb is None:
+            problems.append(f"C2 ITSM has no CMDB named '{category.cmdb}' (found: {', '.join(cmdbs) or 'none'})")
         else:
-            fields = self._c2_fields(cmdb_id, c2_category_id)
-            for source in sorted(_c2_sources(category) - set(fields) - {NAME_PSEUDO_FIELD}):
-                problems.append(
-                    f"C2 category '{category.c2_category}' has no field named '{source}' (found: {', '.join(fields)})"
-                )
+            categories = _by_name(self.c2.listed_once(self.c2.list_categories, cmdb.id))
+            c2_category = categories.get(category.c2_category.strip())
+            if c2_category is None:
+                known = ", ".join(categories) or "none"
+                problems.append(f"CMDB '{category.cmdb}' has no category named '{category.c2_category}' (found: {known})")
+            else:
+                fields = _by_name(self.c2.listed_once(self.c2.list_fields, cmdb.id, c2_category.id))
+                for source in sorted(_c2_sources(category) - set(fields) - {NAME_PSEUDO_FIELD}):
+                    problems.append(
+                        f"C2 category '{category.c2_category}' has no field named '{source}' (found: {', '.join(fields)})"
+                    )
         hector_categories, stockrooms, attributes = self.hector_lists()
         hector_category = hector_categories.get(category.hector_category.strip())
         if hector_category is None:
@@ -173,9 +162,9 @@ class Catalog:
                 problems.append(f"Hector has no attribute '{name}' with scope {hector_scope}")
         if problems:
             raise MappingInvalid(category.key, problems)
-        assert cmdb_id and c2_category_id and hector_category and stockroom
+        assert cmdb and c2_category and hector_category and stockroom
         return ResolvedCategory(
-            category=category, cmdb_id=cmdb_id, c2_category_id=c2_category_id, c2_fields=fields,
+            category=category, cmdb_id=cmdb.id, c2_category_id=c2_category.id, c2_fields=fields,
             hector_category_id=hector_category.id, stockroom_id=stockroom.id, attribute_kinds=kinds,
             attribute_names={(_scope(a), a.name.strip()): a.name for a in attributes},
         )

@@ -170,7 +170,7 @@ def _store(config: SyncConfig) -> Store:
 def _stored(config: SyncConfig, key: str, store: Store) -> StoredCategory:
     """The category as the file keeps it, once both systems were read; else Refused saying why."""
     stored = StoredCategory(config, config.category(key), store)
-    if not all(stored.state.snapshot_state(key, system) for system in SYSTEM_NAMES):
+    if not all(system in stored.reads for system in SYSTEM_NAMES):
         raise Refused(f"category '{key}' has not been read yet; hector-sync plan --category {key} reads both "
                       "systems, writing to neither")
     return stored
@@ -246,7 +246,7 @@ def _pin(stored: StoredCategory, ci_id: str, asset_id: int) -> str:
                ((CI, ci_id, found.in_c2), (ASSET, asset_id, found.in_hector)) if not there]
     if missing:
         read = ", ".join(f"{name} {r['read_at']:%Y-%m-%d %H:%M:%S} UTC"
-                         for s, name in SYSTEM_NAMES.items() if (r := stored.state.snapshot_state(key, s)))
+                         for s, name in SYSTEM_NAMES.items() if (r := stored.reads.get(s)))
         raise Refused(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in the latest snapshots "
                       f"of category '{key}' (read {read}): check the id, or read both systems again with "
                       f"hector-sync plan --category {key}")

@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,6 +171,7 @@ class JsonApi(ABC):
         # "not processed", is retried; a 5xx may come after the server acted on the call
         self._once = retry.build(self.throttle).new(status_forcelist=frozenset({429}))
         self._session = build_session(retry, verify_tls, self.throttle)
+        self._listed: dict[tuple[str, ...], list[Any]] = {}
         if not verify_tls:
             log.warning(
                 "TLS certificate verification is OFF for %s at %s: anyone on the network path can "
@@ -338,6 +339,16 @@ class JsonApi(ABC):
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         """An authenticated `_request` (overridden where authentication needs more than a header)."""
         return self._request(method, path, **kwargs)
+
+    def listed_once(self, listing: Callable[..., list[ModelT]], *args: str) -> list[ModelT]:
+        """`listing(*args)`, one of this client's reference lists (what names resolve against:
+        CMDBs, categories, fields, stockrooms, attributes), asked once per client. A client
+        serves one command, or one Dagster run: all its categories resolve their names from one
+        reading, and the next command reads them afresh, since names can change between two."""
+        key = (listing.__name__, *args)
+        if key not in self._listed:
+            self._listed[key] = listing(*args)
+        return self._listed[key]
 
     def _fetch(self, model: type[ModelT], method: str, path: str, **kwargs: Any) -> ModelT:
         """An authenticated call whose answer must match `model`."""

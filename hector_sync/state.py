@@ -11,7 +11,7 @@ Why a separate class: `store.Store` is the file itself (schema, locked short-liv
 the snapshot swap that keeps it whole), and knows no step of the sync; these are the sync's own
 vocabulary over it. `SyncState(store)` is shaped like `PlanBook(store)`: cheap to build, it holds
 no connection, each call takes one of the store's, so a caller builds it where it needs it
-(`SyncState(self.store).snapshot_state(...)`) and passes only the `Store` around.
+(`SyncState(self.store).snapshot_states(...)`) and passes only the `Store` around.
 """
 
 from __future__ import annotations
@@ -56,12 +56,10 @@ class SyncState:
             )
         return None if previous is None else int(previous)
 
-    def snapshot_state(self, category_key: str, system: str) -> dict[str, object] | None:
-        rows = self.store.query(
-            "SELECT * FROM snapshot_state WHERE category_key = ? AND system = ?",
-            [category_key, system],
-        )
-        return rows.row(0, named=True) if rows.height else None
+    def snapshot_states(self, category_key: str) -> dict[str, dict[str, object]]:
+        """The category's last read per system read so far."""
+        rows = self.store.query("SELECT * FROM snapshot_state WHERE category_key = ?", [category_key])
+        return {row["system"]: row for row in rows.iter_rows(named=True)}
 
     def save_catalog(self, category_key: str, run_id: str | None, mapping: str, resolution: str) -> str:
         """Keep a category's resolution (`mapping`: the configured mapping it resolved, as JSON)

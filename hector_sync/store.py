@@ -8,6 +8,11 @@ taken under a cross-process file lock: category runs, `plan` and the UI's ad-hoc
 the lock instead of failing on DuckDB's. No connection is ever held across an API call;
 snapshots are staged as Parquet files while pages stream in and swapped in one transaction.
 
+A connection is a cursor of the process's in-memory DuckDB engine for the file (`Engines`),
+with the file attached for as long as the block lasts: the file is held exactly as long as a
+connection of its own would hold it, but the engine (15-20 ms to start: its functions, its
+threads) starts once per process, not once per connection.
+
 Schema (one table per concept, `category_key` on every row):
 
 | table | what it holds |
@@ -32,8 +37,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -152,8 +159,10 @@ HISTORY_COLUMNS = tuple(HISTORY_SCHEMA)
 
 # DuckDB takes 80% of RAM by default; bounded, it spills to disk instead, so a million-CI
 # category stays within a small machine's memory next to Dagster and the API clients (1.5 GB:
-# the million-row change set is sorted inside it).
-DUCKDB_SETTINGS = {"memory_limit": "1536MB", "enable_progress_bar": "false"}
+# the million-row change set is sorted inside it). preserve_insertion_order is DuckDB's default,
+# set again for every connection: the engine outlives a connection, and the reconciliation turns
+# it off for its own.
+DUCKDB_SETTINGS = {"memory_limit": "1536MB", "enable_progress_bar": "false", "preserve_insertion_order": "true"}
 
 
 def tune(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -182,6 +191,63 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None
     return rows[0][0] if rows else None
 
 
+@dataclass
+class _Engine:
+    con: duckdb.DuckDBPyConnection
+    blocks: int = 0  # connections open on the file now (nested ones of the lock's holder included)
+
+
+class Engines:
+    """The process's in-memory DuckDB engines, one per file in use, each attaching its file for
+    the length of a connection. `duckdb.connect(file)` starts a whole engine (15-20 ms) whenever
+    no other connection of the process has the file open; attaching costs 1-2 ms, and once
+    detached the file is free for other processes. Callers hold the file's lock, so one thread at
+    a time attaches a given file. When another file is attached, an idle engine is closed rather
+    than reused: its spills go beside its own file, and a temp_directory in use cannot change."""
+
+    ALIAS = "hector_sync_file"
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._engines: dict[Path, _Engine] = {}
+
+    @contextmanager
+    def connect(self, path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection with `path` attached as its default database; call under the file lock."""
+        engine = self._enter(path)
+        try:
+            outermost = engine.blocks == 1
+            if outermost:
+                quoted = str(path).replace("'", "''")
+                engine.con.execute(f"ATTACH '{quoted}' AS {self.ALIAS}")
+            try:
+                con = engine.con.cursor()
+                try:
+                    con.execute(f"USE {self.ALIAS}")
+                    yield con
+                finally:
+                    con.close()  # rolls back what the block left open
+            finally:
+                if outermost:
+                    engine.con.execute(f"DETACH {self.ALIAS}")  # checkpoints, and lets go of the file
+        finally:
+            with self._guard:
+                engine.blocks -= 1
+
+    def _enter(self, path: Path) -> _Engine:
+        with self._guard:
+            for other in [p for p, e in self._engines.items() if p != path and not e.blocks]:
+                self._engines.pop(other).con.close()
+            engine = self._engines.get(path)
+            if engine is None:
+                engine = self._engines[path] = _Engine(duckdb.connect(config={"temp_directory": f"{path}.tmp"}))
+            engine.blocks += 1
+            return engine
+
+
+ENGINES = Engines()
+
+
 class Store:
     """The sync's DuckDB file. Cheap to build; holds no connection between calls."""
 
@@ -195,17 +261,14 @@ class Store:
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection under the file lock, closed on exit: keep the block short."""
+        """A connection under the file lock, the file let go on exit: keep the block short."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            con = tune(duckdb.connect(str(self.path)))
-            try:
-                if not self._schema_ready:
-                    create_schema(con)
-                    self._schema_ready = True
-                yield con
-            finally:
-                con.close()
+        with self._lock, ENGINES.connect(self.path.absolute()) as con:
+            tune(con)
+            if not self._schema_ready:
+                create_schema(con)
+                self._schema_ready = True
+            yield con
 
     @contextmanager
     def category_lock(self, category_key: str, holder: str, wait_s: float = CATEGORY_WAIT_S) -> Iterator[None]:

@@ -83,6 +83,12 @@ class StoredCategory:
     def state(self) -> SyncState:
         return SyncState(self.store)
 
+    @cached_property
+    def reads(self) -> dict[str, dict[str, object]]:
+        """The category's last stored read per system (`snapshot_state`), asked once: a step
+        asks it several times, and only its own reads change it (the snapshots, which drop it)."""
+        return self.state.snapshot_states(self.key)
+
     def stored_catalog(self, catalog_id: str | None = None) -> tuple[str, ResolvedCategory]:
         """A kept resolution (`catalog_id`, else the latest), if the file still maps the category
         as it did then; else MappingInvalid saying what to rematerialize."""
@@ -105,7 +111,7 @@ class StoredCategory:
     def catalog(self) -> tuple[str, ResolvedCategory]:
         """The resolution the steps after the reads use: the one the newest snapshot read with,
         so that a step rerun alone works with exactly its snapshot's ids."""
-        reads = [r for r in (self.state.snapshot_state(self.key, s) for s in ("c2", "hector")) if r and r["catalog_id"]]
+        reads = [r for r in self.reads.values() if r["catalog_id"]]
         newest = max(reads, key=lambda r: r["read_at"])["catalog_id"] if reads else None  # type: ignore[arg-type,return-value]
         return self.stored_catalog(str(newest) if newest else None)
 
@@ -138,7 +144,8 @@ class CategorySync(StoredCategory):
         return bool(flows) if direction is None else direction in flows
 
     def problems(self) -> list[str]:
-        """What the mapping names that the live systems lack now (the check before a writeback)."""
+        """What the mapping names that the live systems lack, as this command (or run) listed them:
+        the check before a writeback."""
         return Catalog(self.config, self.c2, self.hector).problems(self.category)
 
     def resolve_catalog(self) -> tuple[str, ResolvedCategory]:
@@ -155,7 +162,7 @@ class CategorySync(StoredCategory):
         now = datetime.now(UTC)
         if mode == "auto":
             mode = "full" if full_read_day(self.config, now) else "incremental"
-        if mode == "full" or self.state.snapshot_state(self.key, system) is None:
+        if mode == "full" or system not in self.reads:
             return None
         return now - INCREMENTAL_WINDOW
 
@@ -169,6 +176,7 @@ class CategorySync(StoredCategory):
             snap = read_c2(self.c2, self.store, resolved, since=self.since("c2", mode), progress=self._progress,
                            max_read_time=self.config.max_read_time)
         self.state.record_snapshot(self.key, "c2", snap.read_kind, self.run_id, snap.table_rows, catalog_id)
+        self.__dict__.pop("reads", None)
         self.__dict__["catalog"] = (catalog_id, resolved)  # the steps after this read use its resolution
         return snap, calls
 
@@ -180,6 +188,7 @@ class CategorySync(StoredCategory):
                 max_read_time=self.config.max_read_time,
             )
         self.state.record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows, catalog_id)
+        self.__dict__.pop("reads", None)
         self.__dict__["catalog"] = (catalog_id, resolved)
         return models, assets, calls
 
@@ -191,7 +200,7 @@ class CategorySync(StoredCategory):
 
     def plan(self, direction: Direction) -> tuple[Plan, pl.DataFrame]:
         """Compute the change set toward `direction` from the snapshots and keep it as a new plan."""
-        state = self.state.snapshot_state(self.key, direction.source) or {}
+        state = self.reads.get(direction.source, {})
         with self.store.connect() as con:
             changes = self.reconciler.changes(con, direction, full_read=state.get("read_kind") == "full")
             self.reconciler.agree(con, self.run_id)
@@ -218,7 +227,7 @@ class CategorySync(StoredCategory):
         reads = self.latest_reads()
         (c2_run, c2_at), (hector_run, hector_at) = (reads.get(s, (None, None)) for s in ("c2", "hector"))
         summary = self.summary(direction, changes)
-        state = self.state.snapshot_state(self.key, direction.source) or {}
+        state = self.reads.get(direction.source, {})
         guard = Guard(
             self.category.max_change_fraction, int(state.get("row_count") or 0), state.get("previous_row_count"), direction
         )
@@ -231,8 +240,7 @@ class CategorySync(StoredCategory):
 
     def latest_reads(self) -> dict[str, tuple[str | None, datetime]]:
         """Per system, the run and time of the category's last stored read."""
-        reads = {s: self.state.snapshot_state(self.key, s) for s in ("c2", "hector")}
-        return {s: (r.get("run_id"), r["read_at"]) for s, r in reads.items() if r}  # type: ignore[misc]
+        return {s: (r.get("run_id"), r["read_at"]) for s, r in self.reads.items()}  # type: ignore[misc]
 
     def chosen_plan(self, direction: Direction, plan_id: str | None) -> Plan:
         """The plan a writeback applies: the one named, else the category's latest sync plan."""

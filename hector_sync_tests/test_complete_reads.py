@@ -60,7 +60,7 @@ def snapshot(config: SyncConfig) -> dict[str, object]:
         for table in TABLES
     }
     for system in ("c2", "hector"):
-        state = SyncState(store).snapshot_state("printers", system) or {}
+        state = SyncState(store).snapshot_states("printers").get(system, {})
         found[system] = (state.get("read_kind"), state.get("run_id"), state.get("row_count"), state.get("read_at"))
     return found
 

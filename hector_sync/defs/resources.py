@@ -75,9 +75,13 @@ class StoreResource(dg.ConfigurableResource):
         CATEGORY_WAIT_S, description="How long a run waits while another run of the same category "
         "is under way before it is refused (seconds).")
     _held: ExitStack = PrivateAttr(default_factory=ExitStack)
+    _store: Store | None = PrivateAttr(default=None)
 
     def store(self) -> Store:
-        return Store(Path(self.settings.load().storage.duckdb_path))
+        """One `Store` for every step of the run, so the schema is checked once per run."""
+        if self._store is None:
+            self._store = Store(Path(self.settings.load().storage.duckdb_path))
+        return self._store
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # In-process runs set up resources once per run: the lock spans every step.

@@ -1,0 +1,76 @@
+"""The DuckDB file between and during connections: another process gets in between two of
+them (the UI, a scheduled run, `plan`), and each connection starts as a fresh one would, although
+the process keeps one DuckDB engine for all of them (`store.Engines`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from filelock import FileLock, Timeout
+
+from hector_sync.store import Store, scalar
+
+# What another process does with the file: open it with DuckDB itself and count the reads noted.
+OTHER_PROCESS = (
+    "import duckdb, sys\n"
+    "con = duckdb.connect(sys.argv[1])\n"
+    "print(con.execute('SELECT count(*) FROM snapshot_state').fetchone()[0])\n"
+)
+
+
+def read_elsewhere(path: Path) -> int:
+    done = subprocess.run([sys.executable, "-c", OTHER_PROCESS, str(path)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout)
+
+
+def note_read(store: Store, system: str) -> None:
+    with store.connect() as con:
+        con.execute("INSERT INTO snapshot_state (category_key, system, read_kind, read_at) VALUES ('printers', ?, "
+                    "'full', ?)", [system, datetime.now(UTC)])
+
+
+def test_another_process_opens_the_file_between_two_connections(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sync.duckdb")
+    note_read(store, "c2")
+    assert read_elsewhere(store.path) == 1
+    note_read(store, "hector")  # and this process attaches it again after the other one let go
+    assert read_elsewhere(store.path) == 2
+
+
+def test_a_connection_holds_the_file_lock_that_other_processes_queue_on(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sync.duckdb")
+    with store.connect(), pytest.raises(Timeout):
+        FileLock(f"{store.path}.lock", timeout=0.2).acquire()
+    with FileLock(f"{store.path}.lock", timeout=0.2):
+        pass
+
+
+def test_a_connection_inside_another_of_the_same_store_joins_it(tmp_path: Path) -> None:
+    """A step may batch its calls in one connection: those that take their own join it, and the
+    file is let go when the outer one ends."""
+    store = Store(tmp_path / "sync.duckdb")
+    with store.connect() as outer:
+        note_read(store, "c2")
+        outer.execute("INSERT INTO snapshot_state (category_key, system, read_kind, read_at) VALUES "
+                      "('printers', 'hector', 'full', now())")
+    assert read_elsewhere(store.path) == 2
+
+
+def test_each_connection_starts_from_the_store_settings(tmp_path: Path) -> None:
+    """What a connection sets for itself (the reconciliation's unordered inserts) does not carry
+    over to the next, though both run on the process's one engine; and each file spills beside
+    itself."""
+    first, second = Store(tmp_path / "first.duckdb"), Store(tmp_path / "second.duckdb")
+    with first.connect() as con:
+        con.execute("SET preserve_insertion_order = false")
+    with first.connect() as con:
+        assert scalar(con, "SELECT current_setting('preserve_insertion_order')") is True
+        assert scalar(con, "SELECT current_setting('temp_directory')") == f"{first.path.absolute()}.tmp"
+    with second.connect() as con:
+        assert scalar(con, "SELECT current_setting('temp_directory')") == f"{second.path.absolute()}.tmp"
