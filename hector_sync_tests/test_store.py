@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 from filelock import FileLock, Timeout
 
@@ -74,3 +75,21 @@ def test_each_connection_starts_from_the_store_settings(tmp_path: Path) -> None:
         assert scalar(con, "SELECT current_setting('temp_directory')") == f"{first.path.absolute()}.tmp"
     with second.connect() as con:
         assert scalar(con, "SELECT current_setting('temp_directory')") == f"{second.path.absolute()}.tmp"
+
+
+def test_a_file_of_an_older_version_gets_list_fields_and_derives_again(tmp_path: Path) -> None:
+    """desired_model/desired_asset.fields were a MAP: a file written then opens, its derived rows
+    (a copy of what the next run derives) dropped, instead of failing that run's insert."""
+    path = tmp_path / "sync.duckdb"
+    old = duckdb.connect(str(path))
+    old.execute("CREATE TABLE desired_asset (category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, "
+                "model_key VARCHAR NOT NULL, identify_value VARCHAR, modified_at TIMESTAMPTZ, "
+                "fields MAP(VARCHAR, VARCHAR))")
+    old.execute("INSERT INTO desired_asset VALUES ('printers', 'ci-1', '[]', NULL, NULL, MAP {'title': 'PRN-1'})")
+    old.close()
+    with Store(path).connect() as con:
+        types = dict(con.execute("SELECT table_name, data_type FROM duckdb_columns() WHERE column_name = 'fields' "
+                                 "AND table_name IN ('desired_asset', 'desired_model')").fetchall())
+        assert types == {"desired_asset": "VARCHAR[]", "desired_model": "VARCHAR[]"}
+        assert scalar(con, "SELECT count(*) FROM desired_asset") == 0
+        con.execute("INSERT INTO desired_asset VALUES ('printers', 'ci-1', '[]', NULL, NULL, ['PRN-1'])")
