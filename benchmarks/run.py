@@ -48,6 +48,7 @@ from hector_sync.c2 import C2Client
 from hector_sync.config import Direction, SyncConfig, load_config
 from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV, DEMO_SIZE
 from hector_sync.reconcile import Reconciler
+from hector_sync.reconcile.normalize import lit
 from hector_sync.simulators.sample_data import CATEGORIES_BY_NAME, MAX_COPIES, copies_of
 from hector_sync.store import Store, create_schema, tune
 from hector_sync.sync import CategorySync, full_read_day, open_clients
@@ -197,10 +198,6 @@ def _name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _trimmed(expr: str) -> str:
     """Trimmed, empty meaning null: trim() of spaces, the cheapest form a hand-written query takes."""
     return f"nullif(trim({expr}), '')"
@@ -210,13 +207,13 @@ def wide_tables(con: duckdb.DuckDBPyConnection, path: str) -> None:
     """The benchmark's snapshot in memory, one column per mapped field: C2 ITSM's values the text
     its API sends, Hector's ids, prices and dates typed as its API types them."""
     def hector(name: str, kind: str) -> str:
-        value = f"attributes[{_string(name)}]" if ("asset", name) in ATTRIBUTES else name
+        value = f"attributes[{lit(name)}]" if ("asset", name) in ATTRIBUTES else name
         return f"TRY_CAST({value} AS DATE)" if kind == "date" else value
 
-    c2 = ", ".join(f"fields[{_string(f)}] AS {_name(f)}" for f in C2_TYPES)
+    c2 = ", ".join(f"fields[{lit(f)}] AS {_name(f)}" for f in C2_TYPES)
     assets = ", ".join(f"{hector(name, kind)} AS {_name(name)}" for name, (_, kind) in ASSET_FIELDS.items())
     con.execute(f"""
-        ATTACH {_string(path)} AS snap (READ_ONLY);
+        ATTACH {lit(path)} AS snap (READ_ONLY);
         CREATE TABLE ci AS SELECT ci_id, status, name AS "Name", {c2} FROM snap.c2_ci;
         CREATE TABLE asset AS SELECT id, version, c2_ref, subcategory_id, status, {assets} FROM snap.hector_asset;
         CREATE TABLE subcategory AS SELECT id, version, maker, model, description, price FROM snap.hector_subcategory;
@@ -251,7 +248,7 @@ def same_work_statement() -> str:
     held = ", ".join(f"{old(name, kind)} AS {_name('old ' + name)}" for name, (_, kind) in ASSET_FIELDS.items())
     updates = "".join(
         f"""
-        UNION ALL SELECT 'update_asset', ci_id, id, {_string(name)}, CAST({_name('old ' + name)} AS VARCHAR),
+        UNION ALL SELECT 'update_asset', ci_id, id, {lit(name)}, CAST({_name('old ' + name)} AS VARCHAR),
                          CAST({_name('new ' + name)} AS VARCHAR)
         FROM p WHERE ci_id IS NOT NULL AND id IS NOT NULL AND {differs(name, kind)}"""
         for name, (_, kind) in ASSET_FIELDS.items())

@@ -28,14 +28,13 @@ def _tag_index(plan: CategoryPlan) -> int | None:
     return next((i for i, t in enumerate(plan.targets) if t.name == "asset_tag" and t.direction is TO_HECTOR), None)
 
 
-def _tag_clashes(plan: CategoryPlan) -> str:
-    """CTE `clash`: CIs whose asset tag another CI also claims, or another asset already holds
-    (`tag` as C2 ITSM holds it).
+def _tag_clashes(plan: CategoryPlan, i: int | None) -> str:
+    """CTE `clash`: CIs whose asset tag (target `i`, see `_tag_index`) another CI also claims,
+    or another asset already holds (`tag` as C2 ITSM holds it).
 
     Hector keeps asset tags unique in a category (409 otherwise): such a CI is skipped, naming
     who else has the tag, rather than planned into a write Hector would refuse.
     """
-    i = _tag_index(plan)
     if i is None:
         return "clash AS (SELECT NULL AS ci_id, NULL AS tag, NULL AS field, NULL AS reason WHERE false)"
     source = plan.targets[i].source
@@ -89,12 +88,14 @@ def _retired_by_sync(plan: CategoryPlan) -> str:
 def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom: str) -> str:
     """SQL for the whole change set of one category toward Hector."""
     key = lit(plan.key)
-    tag_raw = () if (tag := _tag_index(plan)) is None else (tag,)  # pairing needs only the tag's raw value
+    tag = _tag_index(plan)
     creates = plan.creates_toward(TO_HECTOR)
     model = tuple(i for i, t in enumerate(plan.targets) if t.scope == "model")
     asset = tuple(i for i, t in enumerate(plan.targets) if t.scope == "asset")
     flowing = set(plan.toward(TO_HECTOR))
     written = tuple(i for i in asset if i in flowing)
+    # what `pairs` takes of the paired asset: what the rows below compare and write
+    paired_asset = ", ".join(["h.id", "h.version", "h.retired", "h.model_key", "h.model_label", *(f"h.h{i}" for i in written)])
     kept = ", ".join(lit(k) for k in MODEL_KEY_FIELDS)
     desired_label = model_label(*(f"dm.fields[{plan.index(k) + 1}]" for k in MODEL_KEY_FIELDS))
     gone_reason = (
@@ -114,7 +115,7 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
         WITH dm AS (SELECT * FROM desired_model WHERE category_key = {key}),
         hm AS MATERIALIZED ({hector_models(plan)}),
         h AS MATERIALIZED ({hector_assets(plan, whole=False)}),
-        c AS MATERIALIZED ({listed_cis(plan, raw=tag_raw)}),
+        c AS MATERIALIZED ({listed_cis(plan, raw=() if tag is None else (tag,))}),
         {pairs(plan)},
         d AS (  -- a CI whose asset's ref an unlink removes in this run waits for the next one
             SELECT * FROM desired_asset
@@ -139,13 +140,12 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
                        f"CASE WHEN {{name}} IN ({kept}) THEN fields[{{i}} + 1] ELSE h{{i}} END", 'fields[{i} + 1]'))}
             FROM sub WHERE id IS NOT NULL
         ),
-        {_tag_clashes(plan)},
+        {_tag_clashes(plan, tag)},
         pairs AS (
             SELECT d.ci_id, coalesce(p.match, CASE WHEN a.ci_id IS NOT NULL THEN 'ambiguous' ELSE 'new' END) AS match,
                    p.pinned_by,
                    a.ambiguity, d.model_key AS desired_key, d.fields, d.identify_value AS desired_identify,
-                   {desired_label} AS desired_label, h.id, h.version, h.retired, h.model_key, h.model_label,
-                   {', '.join(f'h.h{i}' for i in written)}
+                   {desired_label} AS desired_label, {paired_asset}
             FROM d LEFT JOIN pair p USING (ci_id) LEFT JOIN ci_ambiguity a USING (ci_id)
             LEFT JOIN dm USING (model_key) LEFT JOIN h ON h.id = p.asset_id
             WHERE d.ci_id NOT IN (SELECT ci_id FROM clash)
