@@ -236,3 +236,32 @@ def test_refusals_say_why_in_one_line_and_write_nothing(ambiguous: Ambiguous) ->
         lines = done.stderr.splitlines()
         assert why in lines[-1] and (len(lines) == 1 or status == 2), (args, done.stderr)
     assert recorded() == before, "a refusal wrote something"
+
+
+def test_unlinking_toward_c2_removes_the_ref_then_the_asset_is_new(write_config: WriteConfig, sims: RunningSimulators) -> None:
+    """Under hector_to_c2 the ref is removed by the C2 writeback (unlink_ci), under the asset's
+    version; the asset, matched as new afterwards, gets a CI of its own and the old CI is left be."""
+    phones = configure(write_config, sims, "phones")
+    [phone] = seed_phones(phones, 1)
+    sync(phones, "phones")
+    [ci] = c2_cis(phones, "Phones")
+    assert refs(hector_state(phones, "Phones")[1][0]) == [ci["id"]]
+
+    said = cli(phones, "unlink", "--category", "phones", ci["id"], str(phone["id"]))
+    assert said.returncode == 0, said.stderr
+    assert f"the next sync removes the external ref c2:{ci['id']} from the asset in Hector" in said.stdout, said.stdout
+    reset(sims.c2_url, sims.hector_url)
+    sync(phones, "phones")
+    assert writes(sims.hector_url) == {ASSET_PATCH: 1} and writes(sims.c2_url) == {}
+    [asset] = hector_state(phones, "Phones")[1]
+    assert not refs(asset)
+    unlinked = Store(phones.storage.duckdb_path).query(
+        "SELECT outcome, item, target_id FROM change_history WHERE action = 'unlink_ci'").rows()
+    assert unlinked == [("unlinked", str(phone["id"]), ci["id"])]
+
+    reset(sims.c2_url, sims.hector_url)
+    sync(phones, "phones")
+    assert writes(sims.c2_url) == {"POST /api/v1/cmdbs/{cmdb_id}/cis": 1} and writes(sims.hector_url) == {ASSET_PATCH: 1}
+    old, new = sorted(c2_cis(phones, "Phones"), key=lambda c: c["id"])
+    assert old == ci, "the unlinked CI was written to"
+    assert refs(hector_state(phones, "Phones")[1][0]) == [new["id"]] and new["name"] == ci["name"]

@@ -115,8 +115,9 @@ def c2_change_set(plan: CategoryPlan, *, full_read: bool) -> str:
                    'external_ref' AS field, NULL AS old, 'c2:' || ci_id AS new
             FROM pairs WHERE match IN ('identified', 'local', 'pinned', 'recovered') AND {links}
         ),
-        unlink_rows AS (
-            SELECT 'unlink_ci' AS action, CAST(asset_id AS VARCHAR) AS item, ci_id AS target_id, reason,
+        unlink_rows AS (  -- a PATCH of the asset too, under its version like a link
+            SELECT 'unlink_ci' AS action, CAST(asset_id AS VARCHAR) AS item, ci_id AS target_id,
+                   version AS target_version, reason,
                    'external_ref' AS field, 'c2:' || ci_id AS old, NULL AS new
             FROM unlinking WHERE {links}
         ),
