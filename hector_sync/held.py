@@ -110,8 +110,9 @@ def _held_sql(plan: CategoryPlan) -> str:
 def held_items(store: Store, plan: CategoryPlan) -> pl.DataFrame:
     """What the latest snapshots hold back in the category, as HELD_SCHEMA: per held group (an
     ambiguous identify_by value, or a held create) the item held, then the candidates to pin."""
-    with store.connect() as con:
-        frame = con.sql(_held_sql(plan)).pl()
+    with store.connect() as con:  # executed, not a relation: its .pl() would parse and bind this SQL twice
+        found = con.execute(_held_sql(plan))
+        frame = pl.DataFrame(found.fetchall(), schema=[d[0] for d in found.description], orient="row")
     return frame.select(list(HELD_SCHEMA)).cast(HELD_SCHEMA)
 
 
