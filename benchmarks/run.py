@@ -622,8 +622,21 @@ def demo_resync(work: Path) -> dict[str, Any]:
                     "full_read_day": full_read_day(config, datetime.now(UTC))}
 
 
+def dagster_alone(count: int, work: Path) -> float:
+    """Seconds of `empty_runs.py`: one run per each of `count` categories whose steps do nothing,
+    on an instance that a first, untimed run made (as a resync finds it)."""
+    home = work / f"empty-{count}"
+    script = [sys.executable, str(Path(__file__).with_name("empty_runs.py"))]
+    subprocess.run([*script, "1", str(home)], check=True, capture_output=True)
+    started = time.perf_counter()
+    subprocess.run([*script, str(count), str(home)], check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
 def figure_small(work: Path, counts: tuple[int, ...]) -> dict[str, Any]:
-    return {"counts": {count: small_resync(count, work) for count in counts}, "demo": demo_resync(work)}
+    return {"counts": {count: small_resync(count, work) | {"dagster_alone_s": dagster_alone(count, work)}
+                       for count in counts},
+            "demo": demo_resync(work)}
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -735,19 +748,26 @@ def report_small(bench: Bench) -> dict[str, Any]:
     s = figure_small(bench.work, bench.small_counts)
     counts, demo = s["counts"], s["demo"]
     one, most = min(counts), max(counts)
-    per_category = (counts[most]["resync_s"] - counts[one]["resync_s"]) / (most - one)
+    def slope(key: str) -> float:
+        return (counts[most][key] - counts[one][key]) / (most - one)
+
+    per_category, dagster_per_category = slope("resync_s"), slope("dagster_alone_s")
     print(f"7. Small categories: a no-change `hector-sync sync` of every category in one process, after a first "
-          f"`sync --full`, {SMALL_CIS} CIs each")
-    print(f"   {'categories':>10} {'first sync':>11} {'resync':>8} {'writes':>7}")
+          f"`sync --full`, {SMALL_CIS} CIs each; Dagster alone: the same runs with steps that do nothing "
+          f"(benchmarks/empty_runs.py)")
+    print(f"   {'categories':>10} {'first sync':>11} {'resync':>8} {'writes':>7} {'Dagster alone':>14}")
     for count, c in counts.items():
-        print(f"   {count:>10} {c['first_s']:>9.1f} s {c['resync_s']:>6.1f} s {c['resync_writes']:>7}")
+        print(f"   {count:>10} {c['first_s']:>9.1f} s {c['resync_s']:>6.1f} s {c['resync_writes']:>7} "
+              f"{c['dagster_alone_s']:>12.1f} s")
     print(f"   each added category: (t{most} − t{one}) / {most - one} = {per_category:.2f} s, beside "
-          f"{counts[one]['resync_s']:.1f} s for one alone {goal('< 1 s', per_category < 1)}")
+          f"{dagster_per_category:.2f} s for Dagster alone and {counts[one]['resync_s']:.1f} s for one category "
+          f"{goal('< 1 s', per_category < 1)}")
     read = "full: today is its full_sync_weekday" if demo["full_read_day"] else "of the last 7 days"
     print(f"   the demo's configuration, {demo['synced']} syncing categories and {demo['parked']} parked "
           f"({demo['cis']:,} CIs synced): first sync {demo['first_s']:.1f} s, no-change resync ({read}) "
           f"{demo['resync_s']:.1f} s, {demo['resync_writes']} writes {goal('< 4 s', demo['resync_s'] < 4)}\n")
-    return {"resync_seconds_per_category": per_category,
+    return {"resync_seconds_per_category": per_category, "dagster_alone_seconds_per_category": dagster_per_category,
+            "dagster_alone_s": {str(k): c["dagster_alone_s"] for k, c in counts.items()},
             "small_resync_s": {str(k): c["resync_s"] for k, c in counts.items()},
             "small_first_sync_s": {str(k): c["first_s"] for k, c in counts.items()},
             "small_resync_write_calls": {str(k): c["resync_writes"] for k, c in counts.items()},
