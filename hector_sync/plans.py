@@ -242,9 +242,10 @@ class PlanBook:
         return frame.row(0) if frame.height else None  # type: ignore[return-value]
 
     def open_rows(self, plan: Plan) -> pl.DataFrame:
-        """The rows a writeback still has to send, with their state."""
+        """The rows a writeback still has to send, with their state. (list_contains, not `IN (SELECT
+        unnest(?))`: the semi join made the query three times slower, asked twice per writeback.)"""
         return self.store.query(
-            "SELECT * FROM change_set WHERE plan_id = ? AND state IN (SELECT unnest(?::VARCHAR[]))",
+            "SELECT * FROM change_set WHERE plan_id = ? AND list_contains(?::VARCHAR[], state)",
             [plan.plan_id, list(OPEN_STATES)],
         )
 
@@ -292,7 +293,7 @@ class PlanBook:
         with self.store.connect() as con:
             con.execute("UPDATE plan SET finished_by = ?, finished_at = ? WHERE plan_id = ? AND finished_at IS NULL",
                         [run_id, now, plan.plan_id])
-        return self.get(plan.plan_id)
+            return self.get(plan.plan_id)
 
 
 def _plan(row: dict[str, object]) -> Plan:

@@ -180,10 +180,11 @@ class Runs:
     ) -> list[CategoryResult]:
         """A row per direction of the run; a failure is e-mailed as the sensor would (`notify`)."""
         rows = []
-        for way in directions:
-            applied = plan_id or planned_by(self.book, outcome.run_id, key, way)
-            counts = SyncState(self.store).outcome_counts(key, way.value, outcome.run_id, applied)
-            rows.append(CategoryResult(key, way.value, outcome.run_id, outcome.success, counts, plan_id=applied))
+        with self.store.connect():  # every direction's plan and counts in one hold of the file
+            for way in directions:
+                applied = plan_id or planned_by(self.book, outcome.run_id, key, way)
+                counts = SyncState(self.store).outcome_counts(key, way.value, outcome.run_id, applied)
+                rows.append(CategoryResult(key, way.value, outcome.run_id, outcome.success, counts, plan_id=applied))
         if not outcome.success:
             report = failure_report(instance, outcome.run_id)
             error = "; ".join(report.errors)

@@ -1,9 +1,9 @@
 """Pages from C2 ITSM and Hector into the DuckDB snapshot tables, one page in memory at a time.
 
-Each page becomes a typed polars frame written as a Parquet file in a staging folder; when the
-read is complete the category's rows are swapped in one short transaction. A read that fails
-halfway leaves the previous snapshot untouched, and the DuckDB lock is never held while
-waiting on an API.
+Each page becomes a typed polars frame written as a Parquet file in a staging folder (a read of
+a single page keeps its frame in memory); when the read is complete the category's rows are
+swapped in one short transaction. A read that fails halfway leaves the previous snapshot
+untouched, and the DuckDB lock is never held while waiting on an API.
 
 A read is complete, or it is refused: the paginators account for every item and page a listing
 announced (`hector_sync.paging.Listing`), and a listing that ends early, skips or repeats a page,
@@ -54,6 +54,9 @@ class Snapshot:
     seconds: float
 
 
+Noted = Callable[[Snapshot], None]  # notes a read in the file once swapped in, within the swap's hold of it
+
+
 def prefetched(pages: Iterable[list[dict]], depth: int = 2) -> Iterator[list[dict]]:
     """The pages, fetched by a background thread while the ones before are converted and
     written: the API's latency and our work overlap, with at most `depth` pages held."""
@@ -97,27 +100,44 @@ def _text_struct(names: Iterable[str]) -> pl.Struct:
 def _ingest(
     store: Store, table: str, key: str, columns: tuple[str, ...], pages: Iterable[list[dict]],
     to_frame: Callable[[list[dict]], pl.DataFrame], *, category_key: str, full: bool,
-    select: dict[str, str], progress: Progress,
+    select: dict[str, str], progress: Progress, noted: Noted | None = None,
 ) -> Snapshot:
-    """`pages` tell `progress` their total themselves (see `read_c2`); it hears every page."""
+    """`pages` tell `progress` their total themselves (see `read_c2`); it hears every page.
+    `noted` hears the read once swapped in, while the file is still held: one hold, not two.
+
+    The first page's frame stays in memory, and is swapped in from there when it is the only
+    one (an incremental read, a small category): a Parquet round trip would cost it more than
+    its data. From a second page on, every page is staged as Parquet."""
     started = time.monotonic()
     rows = n_pages = 0
+    held: pl.DataFrame | None = None
     with store.staging() as folder:
         try:
             for n_pages, page in enumerate(prefetched(pages), start=1):
                 if page:
-                    to_frame(page).write_parquet(folder / f"{n_pages:07d}.parquet")
+                    frame = to_frame(page)
+                    if n_pages == 1:
+                        held = frame
+                    else:
+                        if held is not None:
+                            held.write_parquet(folder / "0000001.parquet")
+                            held = None
+                        frame.write_parquet(folder / f"{n_pages:07d}.parquet")
                 rows += len(page)
                 progress.advance(len(page), pages=1)
         except BaseException:
             progress.finish(ok=False)
             raise
         progress.finish()
-        count = store.replace_rows(
-            table, category_key, folder, columns, full=full, key=key,
-            select={c: s.format(col=f'"{c}"') for c, s in select.items()},
-        )
-    return Snapshot("full" if full else "incremental", rows, n_pages, count, time.monotonic() - started)
+        with store.connect():
+            count = store.replace_rows(
+                table, category_key, folder if held is None else held, columns, full=full, key=key,
+                select={c: s.format(col=f'"{c}"') for c, s in select.items()},
+            )
+            snapshot = Snapshot("full" if full else "incremental", rows, n_pages, count, time.monotonic() - started)
+            if noted:
+                noted(snapshot)
+    return snapshot
 
 
 @contextmanager
@@ -132,10 +152,10 @@ def _refused(category: str) -> Iterator[None]:
 
 def read_c2(
     client: C2Client, store: Store, resolved: ResolvedCategory, *, since: datetime | None,
-    progress: Reporters, max_read_time: timedelta = DEFAULT_MAX_READ_TIME,
+    progress: Reporters, max_read_time: timedelta = DEFAULT_MAX_READ_TIME, noted: Noted | None = None,
 ) -> Snapshot:
     """The category's CIs, with fields keyed by trimmed name rather than id (`since` None: full
-    read).
+    read), swapped in and then `noted`.
 
     `progress("C2 CIs read")` counts the CIs and pages against C2's total of the answer. A
     listing that does not account for that total, or a read longer than `max_read_time`, raises
@@ -162,6 +182,7 @@ def read_c2(
         return _ingest(
             store, "c2_ci", "ci_id", C2_CI_COLUMNS, pages, to_frame, category_key=resolved.category.key,
             full=since is None, select={"fields": AS_MAP, "modified_at": AS_TIMESTAMP}, progress=reporter,
+            noted=noted,
         )
 
 
@@ -173,13 +194,13 @@ def _attribute_names(resolved: ResolvedCategory, scope: Scope) -> dict[str, str]
 
 def read_hector(
     client: HectorClient, store: Store, resolved: ResolvedCategory, *, since: datetime | None,
-    progress: Reporters, max_read_time: timedelta = DEFAULT_MAX_READ_TIME,
+    progress: Reporters, max_read_time: timedelta = DEFAULT_MAX_READ_TIME, noted: Noted | None = None,
 ) -> tuple[Snapshot, Snapshot]:
-    """The mapped Hector category: its subcategories, then its assets, each counted by its own
-    `progress("Hector subcategories read")`, `progress("Hector assets read")`. Both lists
-    together must be read within `max_read_time`, each accounting for its `total`, else
-    `ListingIncomplete` (the subcategories may already be swapped in when the assets fail: they
-    are complete, and the change set does not run without the assets)."""
+    """The mapped Hector category: its subcategories, then its assets (their read `noted`),
+    each counted by its own `progress("Hector subcategories read")`, `progress("Hector assets
+    read")`. Both lists together must be read within `max_read_time`, each accounting for its
+    `total`, else `ListingIncomplete` (the subcategories may already be swapped in when the
+    assets fail: they are complete, and the change set does not run without the assets)."""
     key = resolved.category.key
     category_id = resolved.hector_category_id
     model_attributes, asset_attributes = _attribute_names(resolved, "model"), _attribute_names(resolved, "asset")
@@ -228,6 +249,6 @@ def read_hector(
             client.iter_asset_pages(category_id=category_id, updated_since=since, on_total=reporter.expect,
                                     deadline=deadline),
             assets, select={"attributes": AS_MAP, "updated_at": AS_TIMESTAMP, "external_refs": AS_JSON_TEXT},
-            progress=reporter, **common,
+            progress=reporter, noted=noted, **common,
         )
     return sub, ast

@@ -6,7 +6,8 @@ snapshot swaps. What the sync asks of the file and notes in it is `hector_sync.s
 DuckDB lets one process hold a file at a time, so every connection here is short-lived and
 taken under a cross-process file lock: category runs, `plan` and the UI's ad-hoc runs queue on
 the lock instead of failing on DuckDB's. No connection is ever held across an API call;
-snapshots are staged as Parquet files while pages stream in and swapped in one transaction.
+snapshots are staged as Parquet files while pages stream in (a read of one page stays a frame)
+and swapped in one transaction.
 
 A connection is a cursor of the process's in-memory DuckDB engine for the file (`Engines`),
 with the file attached for as long as the block lasts: the file is held exactly as long as a
@@ -160,14 +161,19 @@ HISTORY_COLUMNS = tuple(HISTORY_SCHEMA)
 # DuckDB takes 80% of RAM by default; bounded, it spills to disk instead, so a million-CI
 # category stays within a small machine's memory next to Dagster and the API clients (1.5 GB:
 # the million-row change set is sorted inside it). preserve_insertion_order is DuckDB's default,
-# set again for every connection: the engine outlives a connection, and the reconciliation turns
-# it off for its own.
+# set again for every connection (`PER_CONNECTION`): the engine outlives a connection, and the
+# reconciliation turns it off for its own; the progress bar is a connection's own setting. The
+# memory limit, which nothing changes, is set once per engine (each SET of it costs ~0.7 ms).
 DUCKDB_SETTINGS = {"memory_limit": "1536MB", "enable_progress_bar": "false", "preserve_insertion_order": "true"}
+PER_CONNECTION = ("enable_progress_bar", "preserve_insertion_order")
 
 
-def tune(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    for name, value in DUCKDB_SETTINGS.items():
-        con.execute(f"SET {name} = '{value}'")
+def tune(
+    con: duckdb.DuckDBPyConnection, names: tuple[str, ...] = tuple(DUCKDB_SETTINGS),
+) -> duckdb.DuckDBPyConnection:
+    """Apply DUCKDB_SETTINGS (those of `names`) to `con`."""
+    for name in names:
+        con.execute(f"SET {name} = '{DUCKDB_SETTINGS[name]}'")
     return con
 
 
@@ -176,6 +182,10 @@ LIST_FIELDS = ("desired_model", "desired_asset")
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring the database of `con` to this version's schema. One already there (what each run
+    finds) costs one query of its columns rather than the whole script (~10 ms a run)."""
+    if _SCHEMA_COLUMNS.of(con) <= _columns(con):
+        return
     con.execute(SCHEMA)
     for table in LIST_FIELDS:  # a file of an older version: its derived rows go, the next run derives them again
         kind = scalar(con, "SELECT data_type FROM duckdb_columns() WHERE database_name = current_database() "
@@ -183,6 +193,38 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         if kind != "VARCHAR[]":
             con.execute(f"DELETE FROM {table}")
             con.execute(f"ALTER TABLE {table} ALTER COLUMN fields SET DATA TYPE VARCHAR[] USING NULL")
+
+
+def _columns(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str, str]]:
+    """(table, column, type) of every column of the database `con` uses."""
+    return set(con.execute("SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                           "WHERE database_name = current_database() AND schema_name = 'main'").fetchall())
+
+
+class _SchemaColumns:
+    """The columns SCHEMA makes, learnt once per process from a scratch in-memory database."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._columns: frozenset[tuple[str, str, str]] | None = None
+
+    def of(self, con: duckdb.DuckDBPyConnection) -> frozenset[tuple[str, str, str]]:
+        """Learnt, the first time, beside the database `con` uses (attached for the moment)."""
+        with self._guard:
+            if self._columns is None:
+                scratch = con.cursor()
+                try:
+                    scratch.execute("ATTACH ':memory:' AS hector_sync_schema")
+                    scratch.execute("USE hector_sync_schema")
+                    scratch.execute(SCHEMA)
+                    self._columns = frozenset(_columns(scratch))
+                finally:
+                    scratch.close()
+                    con.execute("DETACH DATABASE IF EXISTS hector_sync_schema")
+            return self._columns
+
+
+_SCHEMA_COLUMNS = _SchemaColumns()
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> object:
@@ -240,7 +282,7 @@ class Engines:
                 self._engines.pop(other).con.close()
             engine = self._engines.get(path)
             if engine is None:
-                engine = self._engines[path] = _Engine(duckdb.connect(config={"temp_directory": f"{path}.tmp"}))
+                engine = self._engines[path] = _Engine(tune(duckdb.connect(config={"temp_directory": f"{path}.tmp"})))
             engine.blocks += 1
             return engine
 
@@ -264,7 +306,7 @@ class Store:
         """A connection under the file lock, the file let go on exit: keep the block short."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock, ENGINES.connect(self.path.absolute()) as con:
-            tune(con)
+            tune(con, PER_CONNECTION)
             if not self._schema_ready:
                 create_schema(con)
                 self._schema_ready = True
@@ -314,7 +356,7 @@ class Store:
         self,
         table: str,
         category_key: str,
-        staged: Path,
+        staged: Path | pl.DataFrame,
         columns: tuple[str, ...],
         *,
         full: bool,
@@ -323,17 +365,22 @@ class Store:
     ) -> int:
         """Swap a category's staged snapshot in, in one transaction.
 
-        A full read replaces the category's rows; an incremental read replaces only the rows
-        it saw (by `key`). `select` gives SQL for columns that need a cast from the staged form.
+        `staged` is a folder of Parquet files, or the one frame of a read of a single page. A
+        full read replaces the category's rows; an incremental read replaces only the rows it
+        saw (by `key`). `select` gives SQL for columns that need a cast from the staged form.
         """
-        files = sorted(staged.glob("*.parquet"))
         exprs = ", ".join((select or {}).get(c, f'"{c}"') for c in columns)
         with self.connect() as con:
+            if isinstance(staged, pl.DataFrame):
+                source, present = "staged_rows", staged.height > 0
+                con.register(source, staged)  # the connection's own, gone with it
+            else:
+                files = sorted(staged.glob("*.parquet"))
+                source, present = f"read_parquet({[str(f) for f in files]!r}, union_by_name = true)", bool(files)
             con.execute("BEGIN")
             if full:
                 con.execute(f"DELETE FROM {table} WHERE category_key = ?", [category_key])
-            if files:
-                source = f"read_parquet({[str(f) for f in files]!r}, union_by_name = true)"
+            if present:
                 if not full:
                     con.execute(
                         f"DELETE FROM {table} WHERE category_key = ? AND {key} IN "

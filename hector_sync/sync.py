@@ -26,7 +26,7 @@ from hector_sync.progress import Progress
 from hector_sync.reconcile import Derived, Reconciler
 from hector_sync.reconcile.changes import Guard, Summary, summarize
 from hector_sync.reconcile.requests import REQUESTING
-from hector_sync.snapshot import Snapshot, read_c2, read_hector
+from hector_sync.snapshot import Noted, Snapshot, read_c2, read_hector
 from hector_sync.state import SyncState
 from hector_sync.store import Store
 from hector_sync.writeback.c2 import C2Writeback
@@ -170,12 +170,16 @@ class CategorySync(StoredCategory):
         """A reporter of `what` ("C2 CIs read") for this category, through the sync's log."""
         return Progress(f"{self.key}: {what}", self.log, pages=True)
 
+    def _noted(self, system: str, catalog_id: str) -> Noted:
+        """What notes a finished read of `system` and the resolution it read with."""
+        return lambda snap: self.state.record_snapshot(
+            self.key, system, snap.read_kind, self.run_id, snap.table_rows, catalog_id)
+
     def snapshot_c2(self, mode: ReadMode) -> tuple[Snapshot, dict[str, int]]:
         catalog_id, resolved = self.latest_catalog
         with self.c2.stats.counting() as calls:
             snap = read_c2(self.c2, self.store, resolved, since=self.since("c2", mode), progress=self._progress,
-                           max_read_time=self.config.max_read_time)
-        self.state.record_snapshot(self.key, "c2", snap.read_kind, self.run_id, snap.table_rows, catalog_id)
+                           max_read_time=self.config.max_read_time, noted=self._noted("c2", catalog_id))
         self.__dict__.pop("reads", None)
         self.__dict__["catalog"] = (catalog_id, resolved)  # the steps after this read use its resolution
         return snap, calls
@@ -185,9 +189,8 @@ class CategorySync(StoredCategory):
         with self.hector.stats.counting() as calls:
             models, assets = read_hector(
                 self.hector, self.store, resolved, since=self.since("hector", mode), progress=self._progress,
-                max_read_time=self.config.max_read_time,
+                max_read_time=self.config.max_read_time, noted=self._noted("hector", catalog_id),
             )
-        self.state.record_snapshot(self.key, "hector", assets.read_kind, self.run_id, assets.table_rows, catalog_id)
         self.__dict__.pop("reads", None)
         self.__dict__["catalog"] = (catalog_id, resolved)
         return models, assets, calls
@@ -294,19 +297,20 @@ class CategorySync(StoredCategory):
         made (GuardRefused), unless `allow_large_change`.
         """
         book = PlanBook(self.store)
-        plan = self.chosen_plan(direction, plan_id)
-        book.rows(plan)  # UnknownPlan once a newer plan has replaced its rows
-        todo = book.open_rows(plan)
-        if todo.is_empty():
-            idle = (f"plan {plan.plan_id} was applied by run {plan.finished_by} at {plan.finished_at:%Y-%m-%d %H:%M:%S} UTC; "
-                    "nothing is left to send" if plan.finished_at else f"plan {plan.plan_id} has nothing to send")
-            return Applied(book.finish(plan, self.run_id), Counter(), {}, idle)
+        with self.store.connect():  # what is asked before the first call, in one hold of the file
+            plan = self.chosen_plan(direction, plan_id)
+            todo = book.open_rows(plan)
+            if todo.is_empty():
+                book.rows(plan)  # UnknownPlan once a newer plan has replaced its rows
+                idle = (f"plan {plan.plan_id} was applied by run {plan.finished_by} at {plan.finished_at:%Y-%m-%d %H:%M:%S} UTC; "
+                        "nothing is left to send" if plan.finished_at else f"plan {plan.plan_id} has nothing to send")
+                return Applied(book.finish(plan, self.run_id), Counter(), {}, idle)
+            stale = plan.staleness(datetime.now(UTC), self.config.max_plan_age, self.latest_reads(),
+                                   book.written_since_reads(plan))
         requesting = todo.filter(pl.col("action").is_in(REQUESTING))
         if requesting.height and requesting["method"].null_count() == requesting.height:
             raise UnknownPlan(f"plan {plan.plan_id} was computed by an earlier hector_sync, before change rows carried "
                               "their requests; nothing was written: plan again")
-        stale = plan.staleness(datetime.now(UTC), self.config.max_plan_age, self.latest_reads(),
-                               book.written_since_reads(plan))
         if stale and not allow_stale_plan:
             raise StalePlan(f"category '{self.key}': {stale}. Nothing was written. For a fresh plan, run the whole "
                             "chain for this category (its job, or hector-sync plan and then apply); or, once you have "
@@ -324,8 +328,9 @@ class CategorySync(StoredCategory):
                 writer = C2Writeback(c2=self.c2, hector=self.hector, resolved=self.resolved, **common)
             writer.run(todo)
         calls = {f"c2_{k}": v for k, v in c2_calls.items()} | {f"hector_{k}": v for k, v in hector_calls.items()}
-        if book.open_rows(plan).is_empty():
-            plan = book.finish(plan, self.run_id)
+        with self.store.connect():
+            if book.open_rows(plan).is_empty():
+                plan = book.finish(plan, self.run_id)
         return Applied(plan, writer.outcomes, calls)
 
 

@@ -261,18 +261,20 @@ def writeback_asset(name: str, direction: Direction, change_set: dg.AssetsDefini
                                  allow_large_change=large_change_allowed(context))
         except (GuardRefused, StalePlan, UnknownPlan) as refused:
             raise dg.Failure(description=str(refused)) from None
-        identity = plan_metadata(applied.plan) | {
-            f"plan_{state}": n for state, n in sorted(PlanBook(sync.store).state_counts(applied.plan).items())}
+        with sync.store.connect():  # what the metadata shows of the run, in one hold of the file
+            states = PlanBook(sync.store).state_counts(applied.plan)
+            if not applied.idle:
+                counts = SyncState(sync.store).outcome_counts(sync.key, direction.value, sync.run_id, applied.plan.plan_id)
+                done = sync.store.query(
+                    "SELECT action, item, target_id, field, old, new, outcome AS reason FROM change_history "
+                    "WHERE run_id = ? AND category_key = ? AND direction = ? AND outcome NOT IN ('skipped', 'reported') "
+                    "ORDER BY recorded_at, item, field", [sync.run_id, sync.key, direction.value])
+        identity = plan_metadata(applied.plan) | {f"plan_{state}": n for state, n in sorted(states.items())}
         if applied.idle:
             sync.log(f"{sync.key}: wrote nothing {direction.arrow}: {applied.idle}")
             return dg.MaterializeResult(metadata={"wrote_nothing": applied.idle, **identity})
-        counts = SyncState(sync.store).outcome_counts(sync.key, direction.value, sync.run_id, applied.plan.plan_id)
         sync.log(f"{sync.key}: wrote {direction.arrow} (plan {applied.plan.plan_id}): "
                  + (", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing"))
-        done = sync.store.query(
-            "SELECT action, item, target_id, field, old, new, outcome AS reason FROM change_history "
-            "WHERE run_id = ? AND category_key = ? AND direction = ? AND outcome NOT IN ('skipped', 'reported') "
-            "ORDER BY recorded_at, item, field", [sync.run_id, sync.key, direction.value])
         return dg.MaterializeResult(
             metadata={  # what was written first: the run page shows only the first rows
                 **{f"items_{k}": n for k, n in counts.items()},
