@@ -13,7 +13,10 @@ import duckdb
 import pytest
 from filelock import FileLock, Timeout
 
+from hector_sync.config import Direction
+from hector_sync.reconcile import Reconciler
 from hector_sync.store import Store, scalar
+from hector_sync_tests.test_reconcile import ATTRIBUTES, CATEGORY
 
 # What another process does with the file: open it with DuckDB itself and count the reads noted.
 OTHER_PROCESS = (
@@ -63,13 +66,19 @@ def test_a_connection_inside_another_of_the_same_store_joins_it(tmp_path: Path) 
     assert read_elsewhere(store.path) == 2
 
 
-def test_each_connection_starts_from_the_store_settings(tmp_path: Path) -> None:
-    """What a connection sets for itself (the reconciliation's unordered inserts) does not carry
-    over to the next, though both run on the process's one engine; and each file spills beside
-    itself."""
+def test_the_reconciliation_leaves_the_engine_settings_as_it_found_them(tmp_path: Path) -> None:
+    """The reconciliation turns insertion order off for its own statements; the setting is the
+    process's one engine's, so the next connection must find it back on, even after a failed
+    statement; and each file spills beside itself."""
     first, second = Store(tmp_path / "first.duckdb"), Store(tmp_path / "second.duckdb")
+    reconciler = Reconciler.for_category(CATEGORY, ATTRIBUTES, "Main warehouse")
     with first.connect() as con:
-        con.execute("SET preserve_insertion_order = false")
+        reconciler.derive(con)
+        reconciler.changes(con, Direction.C2_TO_HECTOR, full_read=True)
+        assert scalar(con, "SELECT current_setting('preserve_insertion_order')") is True
+        con.execute("DROP TABLE hector_asset")
+        with pytest.raises(duckdb.CatalogException):
+            reconciler.changes(con, Direction.C2_TO_HECTOR, full_read=True)
     with first.connect() as con:
         assert scalar(con, "SELECT current_setting('preserve_insertion_order')") is True
         assert scalar(con, "SELECT current_setting('temp_directory')") == f"{first.path.absolute()}.tmp"

@@ -8,6 +8,8 @@ way, and each row carries the request it makes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,10 +25,17 @@ from hector_sync.reconcile.normalize import lit
 from hector_sync.store import scalar
 
 
-def _unordered(con: duckdb.DuckDBPyConnection) -> None:
+@contextmanager
+def _unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Every table here is read with ORDER BY or by key: letting DuckDB insert in any order
-    keeps a million-CI category inside its memory limit instead of failing."""
+    keeps a million-CI category inside its memory limit instead of failing. The setting is the
+    whole engine's, so it is put back as it was for whatever the connection does next."""
+    before = scalar(con, "SELECT current_setting('preserve_insertion_order')")
     con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {lit(str(before).lower())}")
 
 
 @dataclass(frozen=True)
@@ -59,14 +68,14 @@ class Reconciler:
     def derive(self, con: duckdb.DuckDBPyConnection) -> Derived:
         """Replace the category's desired models, desired assets and rejected CIs (toward Hector),
         normalizing the CIs once for the three."""
-        _unordered(con)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE normalized_ci AS {normalize.normalized_cis(self.plan)}")
-        self._replace(con, {
-            "desired_model": normalize.desired_models(self.plan, "SELECT * FROM normalized_ci"),
-            "desired_asset": normalize.desired_assets(self.plan, "SELECT * FROM normalized_ci"),
-            "rejected_ci": normalize.rejected_cis(self.plan, "SELECT * FROM normalized_ci"),
-        })
-        con.execute("DROP TABLE normalized_ci")
+        with _unordered(con):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE normalized_ci AS {normalize.normalized_cis(self.plan)}")
+            self._replace(con, {
+                "desired_model": normalize.desired_models(self.plan, "SELECT * FROM normalized_ci"),
+                "desired_asset": normalize.desired_assets(self.plan, "SELECT * FROM normalized_ci"),
+                "rejected_ci": normalize.rejected_cis(self.plan, "SELECT * FROM normalized_ci"),
+            })
+            con.execute("DROP TABLE normalized_ci")
         return Derived(
             items=self._count(con, "desired_asset", "ci_id"), rejected=self._count(con, "rejected_ci", "ci_id"),
             models=self._count(con, "desired_model", "model_key"),
@@ -74,13 +83,12 @@ class Reconciler:
 
     def derive_c2(self, con: duckdb.DuckDBPyConnection) -> Derived:
         """Replace the category's desired CIs and rejected assets (toward C2 ITSM)."""
-        _unordered(con)
-        self._replace(con, {"desired_ci": to_c2.desired_cis(self.plan), "rejected_asset": to_c2.rejected_assets(self.plan)})
+        with _unordered(con):
+            self._replace(con, {"desired_ci": to_c2.desired_cis(self.plan), "rejected_asset": to_c2.rejected_assets(self.plan)})
         return Derived(items=self._count(con, "desired_ci", "asset_id"), rejected=self._count(con, "rejected_asset", "asset_id"))
 
     def changes(self, con: duckdb.DuckDBPyConnection, direction: Direction, *, full_read: bool) -> pl.DataFrame:
         """The change set toward `direction`; `full_read` is the source side's last read."""
-        _unordered(con)
         if direction is Direction.C2_TO_HECTOR:
             sql = to_hector.hector_change_set(self.plan, full_read=full_read, default_stockroom=self.default_stockroom)
         else:
@@ -89,12 +97,12 @@ class Reconciler:
 
     def undo(self, con: duckdb.DuckDBPyConnection, direction: Direction, run_id: str) -> pl.DataFrame:
         """The change set that takes back what run `run_id` applied toward `direction`."""
-        _unordered(con)
         return self._requested(con, direction, undo.undo_change_set(self.plan, direction, run_id), undo.ORDER)
 
     def _requested(self, con: duckdb.DuckDBPyConnection, direction: Direction, rows: str, order: str) -> pl.DataFrame:
         """The change rows of `rows` (SQL) with the request each makes, sorted by `order`."""
-        return con.sql(requests.with_requests(self.plan, direction, rows, order)).pl().cast(CHANGE_SCHEMA)
+        with _unordered(con):
+            return con.sql(requests.with_requests(self.plan, direction, rows, order)).pl().cast(CHANGE_SCHEMA)
 
     def agree(self, con: duckdb.DuckDBPyConnection, run_id: str | None) -> int:
         """Record, per linked pair and field, the value both sides hold now (per_field only):
@@ -115,7 +123,8 @@ class Reconciler:
                 ON b.category_key = {lit(self.plan.key)} AND b.ci_id = a.ci_id AND b.field = a.field
             WHERE b.ci_id IS NULL OR b.value IS DISTINCT FROM a.old OR b.asset_id IS DISTINCT FROM a.asset_id
         """
-        changed = con.sql(sql).pl()
+        with _unordered(con):
+            changed = con.sql(sql).pl()
         if changed.height:
             con.register("agreed_now", changed)
             con.execute(
