@@ -191,12 +191,18 @@ class PlanBook:
 
     def rows(self, plan: Plan) -> pl.DataFrame:
         """Every row of the plan; UnknownPlan when a newer plan has replaced them."""
-        rows = self.store.query("SELECT * FROM change_set WHERE plan_id = ?", [plan.plan_id])
-        newer = None if rows.height else self.replaced_by(plan)
+        self.check_current(plan)
+        return self.store.query("SELECT * FROM change_set WHERE plan_id = ?", [plan.plan_id])
+
+    def check_current(self, plan: Plan) -> None:
+        """UnknownPlan when a newer plan has replaced this one's rows. Asks for one row, not all:
+        a plan holds a row per unchanged item, a million at a million CIs."""
+        if self.store.query("SELECT 1 FROM change_set WHERE plan_id = ? LIMIT 1", [plan.plan_id]).height:
+            return
+        newer = self.replaced_by(plan)
         if newer:
             raise UnknownPlan(f"plan {plan.plan_id} was replaced by plan {newer}, computed from newer reads; "
                               "apply that one, or plan again")
-        return rows
 
     def replaced_by(self, plan: Plan) -> str | None:
         """The newer plan of the same kind that took this one's place, if any."""

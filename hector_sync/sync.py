@@ -301,7 +301,7 @@ class CategorySync(StoredCategory):
             plan = self.chosen_plan(direction, plan_id)
             todo = book.open_rows(plan)
             if todo.is_empty():
-                book.rows(plan)  # UnknownPlan once a newer plan has replaced its rows
+                book.check_current(plan)  # UnknownPlan once a newer plan has replaced its rows
                 idle = (f"plan {plan.plan_id} was applied by run {plan.finished_by} at {plan.finished_at:%Y-%m-%d %H:%M:%S} UTC; "
                         "nothing is left to send" if plan.finished_at else f"plan {plan.plan_id} has nothing to send")
                 return Applied(book.finish(plan, self.run_id), Counter(), {}, idle)

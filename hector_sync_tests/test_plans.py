@@ -200,6 +200,26 @@ def test_a_plan_superseded_by_a_newer_read_is_refused_until_allowed(
     assert asset(config, before["id"])["attributes"]["Serial number"] == "SN-STALE"
 
 
+def test_a_plan_replaced_by_a_newer_one_is_refused_even_when_staleness_is_allowed(
+    write_config: WriteConfig, sims: RunningSimulators
+) -> None:
+    config = configure(write_config, sims)
+    sync(config, "printers")
+    [(ci_id, before)] = linked_printers(config, 1)
+    patch_ci(config, ci_id, SerialNumber="SN-REPLACED")
+    [first] = plan_ids(ok(cli(config, "plan", "--category", "printers")).stdout)
+    [second] = plan_ids(ok(cli(config, "plan", "--category", "printers")).stdout)
+    assert first != second
+    reset(sims.c2_url, sims.hector_url)
+
+    refused = cli(config, "apply", first, "--allow-stale-plan")
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0, said
+    assert f"plan {first} was replaced by plan {second}, computed from newer reads" in said, said
+    assert writes(sims.hector_url) == {}, "a replaced plan was written"
+    assert asset(config, before["id"])["attributes"]["Serial number"] == before["attributes"]["Serial number"]
+
+
 def test_a_plan_older_than_max_plan_age_is_refused(write_config: WriteConfig, sims: RunningSimulators) -> None:
     sync(configure(write_config, sims), "printers")  # its own plan must not age past 1 s on a busy machine
     config = configure(write_config, sims, max_plan_age="1s")  # the same DuckDB file, from here on
