@@ -110,19 +110,23 @@ def _ingest(
     its data. From a second page on, every page is staged as Parquet."""
     started = time.monotonic()
     rows = n_pages = 0
-    held: pl.DataFrame | None = None
+    first: pl.DataFrame | None = None  # page 1, staged only once a second page comes
     with store.staging() as folder:
+
+        def stage(number: int, frame: pl.DataFrame) -> None:
+            frame.write_parquet(folder / f"{number:07d}.parquet")
+
         try:
             for n_pages, page in enumerate(prefetched(pages), start=1):
                 if page:
                     frame = to_frame(page)
                     if n_pages == 1:
-                        held = frame
+                        first = frame
                     else:
-                        if held is not None:
-                            held.write_parquet(folder / "0000001.parquet")
-                            held = None
-                        frame.write_parquet(folder / f"{n_pages:07d}.parquet")
+                        if first is not None:
+                            stage(1, first)
+                            first = None
+                        stage(n_pages, frame)
                 rows += len(page)
                 progress.advance(len(page), pages=1)
         except BaseException:
@@ -131,7 +135,7 @@ def _ingest(
         progress.finish()
         with store.connect():
             count = store.replace_rows(
-                table, category_key, folder if held is None else held, columns, full=full, key=key,
+                table, category_key, folder if first is None else first, columns, full=full, key=key,
                 select={c: s.format(col=f'"{c}"') for c, s in select.items()},
             )
             snapshot = Snapshot("full" if full else "incremental", rows, n_pages, count, time.monotonic() - started)
