@@ -123,13 +123,13 @@ class Reconciler:
                 ON b.category_key = {lit(self.plan.key)} AND b.ci_id = a.ci_id AND b.field = a.field
             WHERE b.ci_id IS NULL OR b.value IS DISTINCT FROM a.old OR b.asset_id IS DISTINCT FROM a.asset_id
         """
-        with _unordered(con):
+        with _unordered(con):  # the insert too: a first per_field sync agrees on every field of every pair
             changed = con.sql(sql).pl()
-        if changed.height:
-            con.register("agreed_now", changed)
-            con.execute(
-                "INSERT OR REPLACE INTO baseline SELECT category_key, ci_id, asset_id, field, value, ?, ? FROM agreed_now",
-                [datetime.now(UTC), run_id],
-            )
-            con.unregister("agreed_now")
+            if changed.height:
+                con.register("agreed_now", changed)
+                con.execute(
+                    "INSERT OR REPLACE INTO baseline SELECT category_key, ci_id, asset_id, field, value, ?, ? "
+                    "FROM agreed_now", [datetime.now(UTC), run_id],
+                )
+                con.unregister("agreed_now")
         return changed.height
