@@ -110,6 +110,21 @@ def linked_printers(config: SyncConfig, count: int) -> list[tuple[str, dict]]:
     return pairs[:count]
 
 
+@pytest.fixture
+def synced(write_config: WriteConfig, sims: RunningSimulators) -> SyncConfig:
+    """The printers, synced once."""
+    config = configure(write_config, sims)
+    sync(config, "printers")
+    return config
+
+
+def edit_one_printer(config: SyncConfig, serial: str) -> dict:
+    """The first linked printer's serial number set to `serial` in C2 ITSM; its asset as it was."""
+    [(ci_id, before)] = linked_printers(config, 1)
+    patch_ci(config, ci_id, SerialNumber=serial)
+    return before
+
+
 def asset(config: SyncConfig, asset_id: int) -> dict:
     _, assets, _ = hector_state(config, "Printers")
     return next(a for a in assets if a["id"] == asset_id)
@@ -151,12 +166,10 @@ def test_a_writeback_rematerialized_after_its_sync_writes_nothing(
 
 
 def test_the_whole_chain_materialized_reads_afresh_and_writes_the_one_edit(
-    write_config: WriteConfig, sims: RunningSimulators
+    synced: SyncConfig, sims: RunningSimulators
 ) -> None:
-    config = configure(write_config, sims)
-    sync(config, "printers")
-    [(ci_id, before)] = linked_printers(config, 1)
-    patch_ci(config, ci_id, SerialNumber="SN-EDITED-IN-C2")
+    config = synced
+    before = edit_one_printer(config, "SN-EDITED-IN-C2")
     reset(sims.c2_url, sims.hector_url)
 
     ok(materialize(config, CHAIN, "printers"))
@@ -173,12 +186,10 @@ def test_the_whole_chain_materialized_reads_afresh_and_writes_the_one_edit(
 
 
 def test_a_plan_superseded_by_a_newer_read_is_refused_until_allowed(
-    write_config: WriteConfig, sims: RunningSimulators
+    synced: SyncConfig, sims: RunningSimulators
 ) -> None:
-    config = configure(write_config, sims)
-    sync(config, "printers")
-    [(ci_id, before)] = linked_printers(config, 1)
-    patch_ci(config, ci_id, SerialNumber="SN-STALE")
+    config = synced
+    before = edit_one_printer(config, "SN-STALE")
 
     planned = ok(cli(config, "plan", "--category", "printers"))
     [plan_id] = plan_ids(planned.stdout)
@@ -201,12 +212,10 @@ def test_a_plan_superseded_by_a_newer_read_is_refused_until_allowed(
 
 
 def test_a_plan_replaced_by_a_newer_one_is_refused_even_when_staleness_is_allowed(
-    write_config: WriteConfig, sims: RunningSimulators
+    synced: SyncConfig, sims: RunningSimulators
 ) -> None:
-    config = configure(write_config, sims)
-    sync(config, "printers")
-    [(ci_id, before)] = linked_printers(config, 1)
-    patch_ci(config, ci_id, SerialNumber="SN-REPLACED")
+    config = synced
+    before = edit_one_printer(config, "SN-REPLACED")
     [first] = plan_ids(ok(cli(config, "plan", "--category", "printers")).stdout)
     [second] = plan_ids(ok(cli(config, "plan", "--category", "printers")).stdout)
     assert first != second
@@ -223,8 +232,7 @@ def test_a_plan_replaced_by_a_newer_one_is_refused_even_when_staleness_is_allowe
 def test_a_plan_older_than_max_plan_age_is_refused(write_config: WriteConfig, sims: RunningSimulators) -> None:
     sync(configure(write_config, sims), "printers")  # its own plan must not age past 1 s on a busy machine
     config = configure(write_config, sims, max_plan_age="1s")  # the same DuckDB file, from here on
-    [(ci_id, before)] = linked_printers(config, 1)
-    patch_ci(config, ci_id, SerialNumber="SN-OLD-PLAN")
+    before = edit_one_printer(config, "SN-OLD-PLAN")
     [plan_id] = plan_ids(ok(cli(config, "plan", "--category", "printers")).stdout)
     time.sleep(1.5)
     reset(sims.c2_url, sims.hector_url)
