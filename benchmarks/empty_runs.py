@@ -10,8 +10,11 @@ lineage, three blocking checks on the change set, six log lines, each step doing
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
+
+from hector_sync.instance import local_instance
 
 STEPS = {  # asset → (its upstream assets, the log lines its step writes)
     "category_catalog": ((), 0),
@@ -45,9 +48,7 @@ def definitions(count: int) -> dg.Definitions:
 
 
 def main(count: int, home: str) -> None:
-    os.makedirs(home, exist_ok=True)
-    with open(os.path.join(home, "dagster.yaml"), "w", encoding="utf-8") as settings:
-        settings.write("telemetry:\n  enabled: false\n")  # as hector-sync writes it (runner.dagster_home)
+    local_instance(Path(home))  # as `hector-sync` makes a new DAGSTER_HOME
     os.environ["DAGSTER_HOME"] = home
     job = definitions(count).resolve_job_def("sync")
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

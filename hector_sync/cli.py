@@ -419,7 +419,7 @@ def _demo(ui_port: int | None, c2_port: int | None, hector_port: int | None, *, 
     the `dagster dev` it starts runs against them too.
     """
     from hector_sync.demo import write_demo_copy
-    from hector_sync.runner import dagster_home
+    from hector_sync.instance import dagster_home
     from hector_sync.simulators.serve import start_simulators
 
     chooser = PortChooser(fallback=True)

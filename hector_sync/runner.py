@@ -1,26 +1,24 @@
 """Runs categories through Dagster from the command line, recorded in a persistent instance.
 
 Without a daemon nothing would e-mail a failure, so a failed run here sends the same e-mail the
-run-failure sensor sends (but for a plan's: `plan` prints its failure to whoever asked). Runs
-land in `$DAGSTER_HOME`, else in a `dagster/` folder next to the DuckDB file, so
-`hector-sync demo --ui` and `dagster dev` show them afterwards.
+run-failure sensor sends (but for a plan's: `plan` prints its failure to whoever asked). The
+instance is `hector_sync.instance`'s.
 """
 
 from __future__ import annotations
 
-import os
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-from filelock import FileLock
 
 from hector_sync.config import ConfigError, Direction, SyncConfig
 from hector_sync.defs.assets import WRITEBACK_ASSET
 from hector_sync.defs.jobs import JOB_OF, UNDO_JOB, planning_selection
 from hector_sync.defs.tags import ALLOW_LARGE_CHANGE_TAG, PLAN_TAG, READ_TAG, SYSTEM_TAGS
 from hector_sync.definitions import build_definitions
+from hector_sync.instance import dagster_home, open_instance
 from hector_sync.notify import failure_report, send_report
 from hector_sync.plans import Plan, PlanBook
 from hector_sync.state import SUMMARY_COLUMNS, SyncState
@@ -28,28 +26,6 @@ from hector_sync.store import Store
 from hector_sync.sync import open_clients
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-
-
-def dagster_home(config: SyncConfig) -> Path:
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        home = str(Path(config.storage.duckdb_path).parent / "dagster")
-        os.environ["DAGSTER_HOME"] = home
-    Path(home).mkdir(parents=True, exist_ok=True)
-    settings = Path(home) / "dagster.yaml"
-    if not settings.exists():
-        settings.write_text("telemetry:\n  enabled: false\n")
-    return Path(home)
-
-
-def open_instance(home: Path) -> dg.DagsterInstance:
-    """The instance at `home`, its SQLite storage created by one process at a time.
-
-    Two `hector-sync sync` started together on a fresh DAGSTER_HOME would otherwise both create
-    the schemas and stamp two alembic heads, which breaks the folder for every later run.
-    """
-    with FileLock(str(home / ".hector-sync-instance.lock"), timeout=120):
-        return dg.DagsterInstance.get()
 
 
 def planned_by(book: PlanBook, run_id: str, key: str, direction: Direction) -> str | None:
@@ -160,7 +136,7 @@ class Runs:
         self.store = Store(Path(self.config.storage.duckdb_path))
         self.book = PlanBook(self.store)
 
-    def instance(self) -> dg.DagsterInstance:
+    def instance(self) -> AbstractContextManager[dg.DagsterInstance]:
         return open_instance(self.home)
 
     def shared_clients(self, stack: ExitStack) -> dict[str, object]:

@@ -15,6 +15,7 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV
+from hector_sync.instance import local_instance
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 
 SIMULATOR_SIZE = 120  # CIs per category: several pages at page_size 50, yet fast to serve
@@ -100,9 +101,7 @@ def demo_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def sync_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The demo credentials in their environment variables and a private DAGSTER_HOME."""
     demo_credentials(monkeypatch)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = local_instance(tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
 

@@ -29,6 +29,7 @@ from hector_sync.c2 import C2Client
 from hector_sync.config import SyncConfig, load_config
 from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_C2_USERNAME, DEMO_CONFIG_PATH
 from hector_sync.http import MAX_ANSWER_BYTES
+from hector_sync.instance import local_instance
 from hector_sync.simulators.sample_data import category, ci_id
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync.state import SyncState
@@ -80,9 +81,7 @@ def settled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         with pytest.MonkeyPatch.context() as env, start_simulators(size=40, sizes={"Printers": PRINTERS}) as sims:
             demo_credentials(env)
-            home = folder / "dagster_home"
-            home.mkdir()
-            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+            home = local_instance(folder / "dagster_home")
             env.setenv("DAGSTER_HOME", str(home))
             data = yaml.safe_load(DEMO_CONFIG_PATH.read_text(encoding="utf-8"))
             data["c2"]["url"], data["hector"]["url"] = sims.c2_url, sims.hector_url

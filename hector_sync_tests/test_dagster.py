@@ -230,6 +230,27 @@ def test_first_full_sync_creates_the_storage_folder(
     assert (tmp_path / "data" / "hector_sync.duckdb").exists()
 
 
+
+def test_a_new_dagster_home_keeps_every_run_in_one_event_log_that_dagster_reads(
+    sims: RunningSimulators, write_config: WriteConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`hector-sync` writes the dagster.yaml of a home it creates: one SQLite event log for every
+    run, not a database created per run, which `dagster dev` and the UI read from the same home."""
+    path = write_config(sims.c2_url, sims.hector_url)
+    home = tmp_path / "new_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    for _ in range(2):
+        done = hector_sync("--config", str(path), "sync", "--category", "printers")
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+
+    assert (home / "events" / "event_log.db").is_file()
+    assert not list(home.glob("history/runs/*.db")), "a database per run"
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": "printers"}))
+        assert [r.dagster_run.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 2
+        event = instance.get_latest_materialization_event(dg.AssetKey("hector_writeback"))
+        assert event is not None and event.run_id == runs[0].dagster_run.run_id
+
 # --- 4. Parallel category runs on one DuckDB file -------------------------------------------
 
 
