@@ -43,7 +43,7 @@ from hector_sync.config import SYSTEM_NAMES, TO_C2, TO_HECTOR, SyncConfig
 from hector_sync.reconcile.mapping import CategoryPlan
 from hector_sync.reconcile.match import hector_assets, identify_column, pairs
 from hector_sync.reconcile.normalize import c2_column, listed_cis, lit, quoted, trimmed
-from hector_sync.store import CategoryBusy, Store
+from hector_sync.store import CategoryBusy, Store, executed
 from hector_sync.sync import StoredCategory
 from hector_sync.textsafe import text, value
 
@@ -110,9 +110,8 @@ def _held_sql(plan: CategoryPlan) -> str:
 def held_items(store: Store, plan: CategoryPlan) -> pl.DataFrame:
     """What the latest snapshots hold back in the category, as HELD_SCHEMA: per held group (an
     ambiguous identify_by value, or a held create) the item held, then the candidates to pin."""
-    with store.connect() as con:  # executed, not a relation: its .pl() would parse and bind this SQL twice
-        found = con.execute(_held_sql(plan))
-        frame = pl.DataFrame(found.fetchall(), schema=[d[0] for d in found.description], orient="row")
+    with store.connect() as con:
+        frame = executed(con, _held_sql(plan))
     return frame.select(list(HELD_SCHEMA)).cast(HELD_SCHEMA)
 
 

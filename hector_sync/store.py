@@ -39,6 +39,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -231,6 +232,15 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None
     """The first value of a query, reading the result to its end (DuckDB 2 insists)."""
     rows = con.execute(sql, params or []).fetchall()
     return rows[0][0] if rows else None
+
+
+def executed(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
+    """The rows of a small result, from one execution. A relation's `.pl()` parses, binds and
+    optimizes its SQL twice, which for a long statement costs more than its few rows; Arrow
+    from an executed result copies the rows once more, which only a large one notices."""
+    with warnings.catch_warnings():  # DuckDB's advice against that copy, which is ours to weigh
+        warnings.filterwarnings("ignore", "Arrow output on a DB-API result", UserWarning)
+        return pl.DataFrame(con.execute(sql).to_arrow_table())
 
 
 @dataclass

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 import duckdb
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from hector_sync.config import CategoryConfig, Direction
+from hector_sync import reconcile
 from hector_sync.reconcile import Reconciler
 from hector_sync.reconcile.changes import Guard, summarize
 from hector_sync.store import create_schema
@@ -148,6 +150,20 @@ def test_identify_by_links_one_candidate_and_reports_ambiguity(con) -> None:
     assert reasons["3"] == "identify_by value 'shared' is shared by CIs 3, 4 and matches asset 9004"
     assert "create_asset" not in got
 
+
+
+def test_a_large_category_plans_the_same_rows_through_a_relation(con, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small categories execute the change set once, large ones stream it: the rows are the same."""
+    load_cis(con, [ci("1", model="LaserJet M507", AssetTag="A-2"), ci("2"), ci("3", maker=" "), ci("4", status="retired")])
+    add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser")
+    add_asset(con, 9001, 40, "SN-1", c2_ref="1", title="PRN-1", asset_tag="A-1")
+    add_asset(con, 9004, 40, "SN-4", c2_ref="4", title="PRN-4")
+    small = plan(con)
+    monkeypatch.setattr(reconcile, "SMALL_ITEMS", 0)
+    large = plan(con)
+    assert set(small["action"]) == {"create_asset", "create_subcategory", "move_asset", "update_asset",
+                                    "retire_asset", "skip"}
+    assert_frame_equal(small, large)
 
 def test_gone_and_retired_cis_retire_their_assets_only_on_full_reads(con) -> None:
     load_cis(con, [ci("1"), ci("2", status="retired")])
