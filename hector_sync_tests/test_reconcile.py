@@ -15,20 +15,19 @@ from hector_sync.reconcile import Reconciler
 from hector_sync.reconcile.changes import Guard, summarize
 from hector_sync.store import create_schema
 
-CATEGORY = CategoryConfig.model_validate(
-    {
-        "key": "printers",
-        "cmdb": "Production",
-        "c2_category": "Printers",
-        "hector_category": "Printers",
-        "direction": "c2_to_hector",
-        "model": {"maker": "Manufacturer", "model": "Model", "description": "Description", "price": "Cost"},
-        "asset": {"asset_tag": "AssetTag", "acquisition_date": "PurchaseDate"},
-        "asset_attributes": {"Serial number": "SerialNumber"},
-        "identify_by": {"c2": "SerialNumber", "hector": "Serial number"},
-        "on_missing": "retire",
-    }
-)
+SETTINGS = {
+    "key": "printers",
+    "cmdb": "Production",
+    "c2_category": "Printers",
+    "hector_category": "Printers",
+    "direction": "c2_to_hector",
+    "model": {"maker": "Manufacturer", "model": "Model", "description": "Description", "price": "Cost"},
+    "asset": {"asset_tag": "AssetTag", "acquisition_date": "PurchaseDate"},
+    "asset_attributes": {"Serial number": "SerialNumber"},
+    "identify_by": {"c2": "SerialNumber", "hector": "Serial number"},
+    "on_missing": "retire",
+}
+CATEGORY = CategoryConfig.model_validate(SETTINGS)
 ATTRIBUTES = {("asset", "Serial number"): "text"}
 
 
@@ -164,6 +163,35 @@ def test_a_large_category_plans_the_same_rows_through_a_relation(con, monkeypatc
     assert set(small["action"]) == {"create_asset", "create_subcategory", "move_asset", "update_asset",
                                     "retire_asset", "skip"}
     assert_frame_equal(small, large)
+
+
+def test_derive_keeps_its_rows_only_while_the_cis_and_the_mapping_stay_the_same(con) -> None:
+    """A resync of unchanged CIs derives nothing again; any change to them, to the mapping or to
+    the derived rows themselves derives them afresh."""
+    rec = Reconciler.for_category(CATEGORY, ATTRIBUTES, default_stockroom="Main warehouse")
+    load_cis(con, [ci("1", AssetTag="A-1"), ci("2", maker=" ")])
+
+    def assets() -> list[tuple]:
+        return con.execute("SELECT ci_id, fields FROM desired_asset ORDER BY ci_id").fetchall()
+
+    first = rec.derive(con)
+    assert (first.items, first.rejected, first.models) == (1, 1, 1)
+    con.execute("UPDATE desired_asset SET fields = ['kept'] WHERE ci_id = '1'")  # shows whether derive ran
+    assert rec.derive(con) == first and assets() == [("1", ["kept"])]
+
+    con.execute("UPDATE c2_ci SET fields = map_concat(fields, MAP {'AssetTag': 'A-9'}) WHERE ci_id = '1'")
+    assert rec.derive(con) == first and "A-9" in assets()[0][1]
+
+    con.execute("DELETE FROM desired_asset")  # as a schema upgrade does with rows of an older format
+    assert rec.derive(con) == first and "A-9" in assets()[0][1]
+
+    load_cis(con, [ci("1", AssetTag="A-7", day=2)])  # listed a second time, modified later: it wins
+    assert rec.derive(con) == first and "A-7" in assets()[0][1]
+
+    con.execute("UPDATE desired_asset SET fields = ['kept'] WHERE ci_id = '1'")
+    other = CategoryConfig.model_validate(SETTINGS | {"asset": {"asset_tag": "SerialNumber"}})
+    Reconciler.for_category(other, ATTRIBUTES, default_stockroom="Main warehouse").derive(con)
+    assert "SN-1" in assets()[0][1]
 
 def test_gone_and_retired_cis_retire_their_assets_only_on_full_reads(con) -> None:
     load_cis(con, [ci("1"), ci("2", status="retired")])

@@ -8,6 +8,7 @@ way, and each row carries the request it makes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,19 +71,46 @@ class Reconciler:
 
     def derive(self, con: duckdb.DuckDBPyConnection) -> Derived:
         """Replace the category's desired models, desired assets and rejected CIs (toward Hector),
-        normalizing the CIs once for the three."""
+        normalizing the CIs once for the three.
+
+        Only the CIs and these statements (the mapping and every setting they embed) decide
+        those rows, so when neither changed since the last derive, and its rows are all still
+        there, they are kept as they are: a daily resync of unchanged CIs derives nothing again."""
+        normalized = normalize.normalized_cis(self.plan)
+        tables = {
+            "desired_model": normalize.desired_models(self.plan, "SELECT * FROM normalized_ci"),
+            "desired_asset": normalize.desired_assets(self.plan, "SELECT * FROM normalized_ci"),
+            "rejected_ci": normalize.rejected_cis(self.plan, "SELECT * FROM normalized_ci"),
+        }
+        source = self._fingerprint(con, [normalized, *tables.values()])
+        kept = con.execute(
+            "SELECT items, rejected, models FROM derive_state WHERE category_key = ? AND source = ? AND rows = "
+            "(SELECT count(*) FROM desired_model WHERE category_key = ?) + (SELECT count(*) FROM desired_asset "
+            "WHERE category_key = ?) + (SELECT count(*) FROM rejected_ci WHERE category_key = ?)",
+            [self.plan.key, source, *[self.plan.key] * 3]).fetchall()
+        if kept:
+            return Derived(*kept[0])
         with _unordered(con):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE normalized_ci AS {normalize.normalized_cis(self.plan)}")
-            self._replace(con, {
-                "desired_model": normalize.desired_models(self.plan, "SELECT * FROM normalized_ci"),
-                "desired_asset": normalize.desired_assets(self.plan, "SELECT * FROM normalized_ci"),
-                "rejected_ci": normalize.rejected_cis(self.plan, "SELECT * FROM normalized_ci"),
-            })
+            con.execute(f"CREATE OR REPLACE TEMP TABLE normalized_ci AS {normalized}")
+            self._replace(con, tables)
             con.execute("DROP TABLE normalized_ci")
-        return Derived(
+        derived = Derived(
             items=self._count(con, "desired_asset", "ci_id"), rejected=self._count(con, "rejected_ci", "ci_id"),
             models=self._count(con, "desired_model", "model_key"),
         )
+        con.execute(
+            "INSERT OR REPLACE INTO derive_state SELECT ?, ?, ?, ?, ?, sum(n) FROM ("
+            + " UNION ALL ".join(f"SELECT count(*) AS n FROM {t} WHERE category_key = ?" for t in tables) + ")",
+            [self.plan.key, source, derived.items, derived.rejected, derived.models, *[self.plan.key] * 3])
+        return derived
+
+    def _fingerprint(self, con: duckdb.DuckDBPyConnection, statements: list[str]) -> str:
+        """The category's CIs, as a count and a sum of row hashes (order does not matter, and a
+        CI listed twice still counts twice), with a digest of the statements that derive from them."""
+        count, total = con.execute(
+            "SELECT count(*), coalesce(sum(hash(c)), 0) FROM c2_ci c WHERE category_key = ?", [self.plan.key]
+        ).fetchall()[0]
+        return f"{hashlib.sha256(chr(0).join(statements).encode()).hexdigest()}:{count}:{total}"
 
     def derive_c2(self, con: duckdb.DuckDBPyConnection) -> Derived:
         """Replace the category's desired CIs and rejected assets (toward C2 ITSM)."""
