@@ -7,7 +7,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,5 +79,6 @@ def open_instance(home: Path) -> Iterator[dg.DagsterInstance]:
         for file in (home / name for name in SQLITE_FILES):
             if file.exists():
                 con = held.enter_context(closing(sqlite3.connect(file)))
-                con.execute("SELECT count(*) FROM sqlite_master").fetchall()
+                with suppress(sqlite3.Error):  # only a speed-up: a file busy this instant is left alone
+                    con.execute("SELECT count(*) FROM sqlite_master").fetchall()
         yield instance

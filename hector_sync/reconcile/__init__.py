@@ -135,7 +135,7 @@ class Reconciler:
 
         A category of up to SMALL_ITEMS is executed once (the relation's double planning of
         this long statement is 60 ms of a 300-CI category); a larger one is read through a
-        relation, which streams its rows (executing once peaks 100-350 MB higher at 1M CIs)."""
+        relation, which streams its rows (executing once peaks 80-360 MB higher at 1M CIs)."""
         sql = requests.with_requests(self.plan, direction, rows, order)
         items = scalar(con, "SELECT (SELECT count(*) FROM c2_ci WHERE category_key = ?) "
                             "+ (SELECT count(*) FROM hector_asset WHERE category_key = ?)", [self.plan.key] * 2)
