@@ -82,12 +82,11 @@ class Reconciler:
             "desired_asset": normalize.desired_assets(self.plan, "SELECT * FROM normalized_ci"),
             "rejected_ci": normalize.rejected_cis(self.plan, "SELECT * FROM normalized_ci"),
         }
-        source = self._fingerprint(con, [normalized, *tables.values()])
+        ours = {"key": self.plan.key, "source": self._fingerprint(con, [normalized, *tables.values()])}
+        rows = " + ".join(f"(SELECT count(*) FROM {table} WHERE category_key = $key)" for table in tables)
         kept = con.execute(
-            "SELECT items, rejected, models FROM derive_state WHERE category_key = ? AND source = ? AND rows = "
-            "(SELECT count(*) FROM desired_model WHERE category_key = ?) + (SELECT count(*) FROM desired_asset "
-            "WHERE category_key = ?) + (SELECT count(*) FROM rejected_ci WHERE category_key = ?)",
-            [self.plan.key, source, *[self.plan.key] * 3]).fetchall()
+            f"SELECT items, rejected, models FROM derive_state WHERE category_key = $key AND source = $source "
+            f"AND rows = {rows}", ours).fetchall()
         if kept:
             return Derived(*kept[0])
         with _unordered(con):
@@ -98,10 +97,8 @@ class Reconciler:
             items=self._count(con, "desired_asset", "ci_id"), rejected=self._count(con, "rejected_ci", "ci_id"),
             models=self._count(con, "desired_model", "model_key"),
         )
-        con.execute(
-            "INSERT OR REPLACE INTO derive_state SELECT ?, ?, ?, ?, ?, sum(n) FROM ("
-            + " UNION ALL ".join(f"SELECT count(*) AS n FROM {t} WHERE category_key = ?" for t in tables) + ")",
-            [self.plan.key, source, derived.items, derived.rejected, derived.models, *[self.plan.key] * 3])
+        con.execute(f"INSERT OR REPLACE INTO derive_state SELECT $key, $source, $items, $rejected, $models, {rows}",
+                    ours | {"items": derived.items, "rejected": derived.rejected, "models": derived.models})
         return derived
 
     def _fingerprint(self, con: duckdb.DuckDBPyConnection, statements: list[str]) -> str:
