@@ -8,6 +8,7 @@ a temporary DAGSTER_HOME, the console script as a subprocess.
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from hector_sync.defs.jobs import C2_TO_HECTOR_JOB
 from hector_sync.defs.resources import build_resources
 from hector_sync.demo import DEMO_C2_PASSWORD, DEMO_C2_READONLY_PASSWORD, DEMO_HECTOR_API_KEY
 from hector_sync.hector import HectorClient
+from hector_sync.instance import local_instance
 from hector_sync.simulators.serve import RunningSimulators, start_simulators
 from hector_sync_tests.conftest import Mail, Mailbox, WriteConfig
 from hector_sync_tests.console import HECTOR_SYNC, demo_ui, hector_sync, summary_rows
@@ -250,6 +252,44 @@ def test_a_new_dagster_home_keeps_every_run_in_one_event_log_that_dagster_reads(
         assert [r.dagster_run.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 2
         event = instance.get_latest_materialization_event(dg.AssetKey("hector_writeback"))
         assert event is not None and event.run_id == runs[0].dagster_run.run_id
+
+def test_the_ui_follows_a_cli_sync_while_it_runs(
+    sims: RunningSimulators, write_config: WriteConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An operator who opens a run that `hector-sync sync` started sees its steps end as they
+    end: an instance watching the run's events, as the UI's run page does, hears of each step
+    within a second, while the command still runs."""
+    path = write_config(sims.c2_url, sims.hector_url)
+    monkeypatch.setenv("DAGSTER_HOME", str(local_instance(tmp_path / "live_home")))
+    first = hector_sync("--config", str(path), "sync", "--category", "printers")
+    assert first.returncode == 0, first.stdout + first.stderr[-3000:]
+    for url in (sims.c2_url, sims.hector_url):  # every call slower: the resync's reads take seconds
+        requests.put(f"{url}/_sim/faults", json={"latency_s": 0.3}, timeout=5).raise_for_status()
+
+    heard: dict[str, float] = {}  # step → when the watcher was told it succeeded
+    success = dg.DagsterEventType.STEP_SUCCESS
+    with dg.DagsterInstance.get() as ui, (tmp_path / "sync.log").open("w") as log:
+        sync = subprocess.Popen([HECTOR_SYNC, "--config", str(path), "sync", "--category", "printers"],
+                                stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        deadline = time.monotonic() + 120
+        while not (running := ui.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))):
+            assert sync.poll() is None and time.monotonic() < deadline, "never saw the run start"
+            time.sleep(0.05)
+        ui.watch_event_logs(running[0].run_id, None, lambda entry, _cursor: heard.setdefault(
+            entry.step_key or "", time.time()) if entry.dagster_event_type == success else None)
+        while sync.poll() is None:
+            assert time.monotonic() < deadline, "the sync never ended"
+            time.sleep(0.05)
+        ended = time.time()
+        assert sync.returncode == 0, (tmp_path / "sync.log").read_text()[-3000:]
+        steps = {e.step_key: e.timestamp for e in ui.all_logs(running[0].run_id, of_type=success)}
+
+    early = {step: at for step, at in steps.items() if at < ended - 1.0}  # steps the UI had time to show
+    assert len(early) >= 2, f"the reads were too quick to watch: {steps}, ended {ended}"
+    late = {step: round(heard[step] - at, 2) if step in heard else None for step, at in early.items()
+            if step not in heard or heard[step] > at + 1.0}
+    assert not late, f"steps the UI heard of late (seconds) or never while the sync ran: {late}"
+
 
 # --- 4. Parallel category runs on one DuckDB file -------------------------------------------
 
