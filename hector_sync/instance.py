@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, closing, contextmanager, suppress
 from pathlib import Path
@@ -65,13 +66,17 @@ class PooledSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
 
     _engine: sa.Engine | None = None
     _engine_pid = 0
+    _building = threading.Lock()  # the UI stores and reads events from several threads at once
 
     def _pooled(self) -> sa.Engine:
-        if self._engine is None or self._engine_pid != os.getpid():
-            self._engine = sa.create_engine(self._conn_string, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
-            sa.event.listen(self._engine, "connect", _checkpoint_each_commit)
-            self._engine_pid = os.getpid()
-        return self._engine
+        with self._building:
+            if self._engine is None or self._engine_pid != os.getpid():
+                # no cap on open connections (max_overflow=-1): a busy UI opens more, never waits for one
+                self._engine = sa.create_engine(
+                    self._conn_string, max_overflow=-1, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+                sa.event.listen(self._engine, "connect", _checkpoint_each_commit)
+                self._engine_pid = os.getpid()
+            return self._engine
 
     @contextmanager
     def _pooled_connection(self) -> Iterator[sa.Connection]:
