@@ -48,6 +48,7 @@ from hector_sync.c2 import C2Client
 from hector_sync.config import Direction, SyncConfig, load_config
 from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV, DEMO_SIZE
 from hector_sync.reconcile import Reconciler
+from hector_sync.reconcile.changes import item_counts
 from hector_sync.reconcile.normalize import lit
 from hector_sync.simulators.sample_data import CATEGORIES_BY_NAME, MAX_COPIES, copies_of
 from hector_sync.store import Store, create_schema, tune
@@ -183,8 +184,7 @@ def reconcile_once(path: str) -> dict[str, int]:
     rec.derive(con)
     changes = rec.changes(con, Direction.C2_TO_HECTOR, full_read=True)
     con.close()
-    per_item = changes.select("action", "item").unique()
-    return dict(per_item.group_by("action").len().iter_rows())
+    return item_counts(changes.rows, Direction.C2_TO_HECTOR, changes.unchanged)
 
 
 def outer_join_floor(path: str) -> int:

@@ -348,7 +348,7 @@ def _print_plan(plan: Plan, changes: pl.DataFrame) -> None:
     """One direction's change set: its plan id, counts, drift, what the guard holds back, the rows."""
     from hector_sync.reconcile.changes import ACTIONS, item_counts
 
-    counts = ", ".join(f"{n} {a}" for a, n in item_counts(changes, plan.direction).items() if n)
+    counts = ", ".join(f"{n} {a}" for a, n in item_counts(changes, plan.direction, plan.unchanged or 0).items() if n)
     print(f"{plan.category_key} ({plan.direction.value}): {counts or 'nothing'}")
     print(f"  plan {plan.plan_id}" + (f", the undo of run {plan.undo_of}" if plan.undo_of else "")
           + f" (from {plan.describe_reads()})")
@@ -359,7 +359,7 @@ def _print_plan(plan: Plan, changes: pl.DataFrame) -> None:
         print(f"  drift on {text(item)}: {text(reason)}")
     if plan.guard_refusal:
         print(f"  the guard holds this back: {plan.guard_refusal} (--allow-large-change lets it through)")
-    shown = changes.filter(pl.col("action") != "unchanged")
+    shown = changes.filter(pl.col("action") != "unchanged")  # a plan of an older version listed them
     if shown.height:
         print(_escaped(shown.select("action", "item", "target_id", "field", "old", "new", "reason")))
     print()

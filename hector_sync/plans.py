@@ -14,7 +14,8 @@ States of a change row:
 | `conflict` | the target changed since the plan (If-Match refused it); the next plan looks again |
 | `failed` | refused by the system, or held because a create's outcome is unknown |
 | `skipped` | a reported skip or a missing item: nothing to send |
-| `unchanged` | the pair already agrees: nothing to send |
+
+The pairs that already agree have no rows: the plan counts them (`Plan.unchanged`).
 
 A plan is refused at writeback when it is older than `max_plan_age`, when either side has been
 read again since it was computed, or when another plan wrote to the category after those reads
@@ -49,7 +50,6 @@ STATE_OF_OUTCOME = {
 }
 APPLIED_OUTCOMES = tuple(o for o, state in STATE_OF_OUTCOME.items() if state == "applied")
 OPEN_STATES = ("planned", "sending")  # what a writeback still has to send
-STATE_AT_PLAN = {"unchanged": "unchanged"}  # skips and missing items are reported by the writeback
 
 
 class StalePlan(Exception):
@@ -82,6 +82,7 @@ class Plan:
     linked: int | None = None  # the active linked targets the guard weighed the plan against
     risky: int | None = None  # the items the plan retires or moves
     guard_refusal: str | None = None  # why the guard holds the plan back, in words; None: it may be written
+    unchanged: int | None = None  # the pairs that already agree (None: a plan of an older version, which listed them)
     finished_by: str | None = None
     finished_at: datetime | None = None
 
@@ -148,7 +149,7 @@ class PlanBook:
         toward the same system (whose header stays, for the history)."""
         stamped = rows.with_columns(
             plan_id=pl.lit(plan.plan_id), planned_at=pl.lit(plan.planned_at), run_id=pl.lit(plan.run_id),
-            state=pl.col("action").replace_strict(STATE_AT_PLAN, default="planned"),
+            state=pl.lit("planned"),  # skips and missing items too: the writeback reports them
         )
         header = pl.DataFrame([{c: getattr(plan, c) for c in PLAN_COLUMNS} | {"direction": plan.direction.value}])
         with self.store.connect() as con:
@@ -196,7 +197,7 @@ class PlanBook:
 
     def check_current(self, plan: Plan) -> None:
         """UnknownPlan when a newer plan has replaced this one's rows. Asks for one row, not all:
-        a plan holds a row per unchanged item, a million at a million CIs."""
+        a plan can hold a row per item, a million at a million CIs."""
         if self.store.query("SELECT 1 FROM change_set WHERE plan_id = ? LIMIT 1", [plan.plan_id]).height:
             return
         newer = self.replaced_by(plan)
@@ -256,9 +257,13 @@ class PlanBook:
         )
 
     def state_counts(self, plan: Plan) -> dict[str, int]:
+        """Items per state of their rows, and the plan's unchanged items (counted, not rows)."""
         frame = self.store.query(
             "SELECT state, count(DISTINCT item) FROM change_set WHERE plan_id = ? GROUP BY 1", [plan.plan_id])
-        return {str(k): int(n) for k, n in frame.iter_rows()}
+        counts = {str(k): int(n) for k, n in frame.iter_rows()}
+        if plan.unchanged:
+            counts["unchanged"] = counts.get("unchanged", 0) + plan.unchanged
+        return counts
 
     def mark_sending(self, plan_id: str, keys: list[tuple[str, str]]) -> None:
         """(action, item) of a batch about to be sent: a kill from here on leaves them `sending`."""

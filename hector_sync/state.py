@@ -98,11 +98,12 @@ class SyncState:
                              OR (outcome = 'updated' AND action IN ('update_asset', 'update_ci')) THEN 'updated'
                         WHEN outcome IN ('moved', 'retired', 'skipped') THEN outcome END AS kind,
                    count(DISTINCT item) AS n
-            FROM change_history WHERE run_id = ? AND category_key = ? AND direction = ? GROUP BY 1
+            FROM change_history WHERE run_id = $run AND category_key = $key AND direction = $direction GROUP BY 1
             UNION ALL
-            SELECT 'unchanged', count(*) FROM change_set WHERE plan_id = ? AND action = 'unchanged'
+            SELECT 'unchanged', coalesce((SELECT unchanged FROM plan WHERE plan_id = $plan),  -- listed before they were counted
+                                         (SELECT count(*) FROM change_set WHERE plan_id = $plan AND action = 'unchanged'))
             """,
-            [run_id, category_key, direction, plan_id],
+            {"run": run_id, "key": category_key, "direction": direction, "plan": plan_id},
         )
         counts = dict.fromkeys(SUMMARY_COLUMNS, 0)
         counts.update({k: int(n) for k, n in frame.iter_rows() if k})

@@ -110,6 +110,7 @@ ALTER TABLE change_history ADD COLUMN IF NOT EXISTS plan_id VARCHAR;
 ALTER TABLE plan ADD COLUMN IF NOT EXISTS linked BIGINT;
 ALTER TABLE plan ADD COLUMN IF NOT EXISTS risky BIGINT;
 ALTER TABLE plan ADD COLUMN IF NOT EXISTS guard_refusal VARCHAR;
+ALTER TABLE plan ADD COLUMN IF NOT EXISTS unchanged BIGINT;
 -- Files written before change rows carried their request gain it (their old rows have none).
 ALTER TABLE change_set ADD COLUMN IF NOT EXISTS method VARCHAR;
 ALTER TABLE change_set ADD COLUMN IF NOT EXISTS target VARCHAR;
@@ -352,7 +353,7 @@ class Store:
         finally:
             lock.release()
 
-    def query(self, sql: str, params: list[object] | None = None) -> pl.DataFrame:
+    def query(self, sql: str, params: list[object] | dict[str, object] | None = None) -> pl.DataFrame:
         with self.connect() as con:
             return con.sql(sql, params=params or None).pl()
 

@@ -24,7 +24,7 @@ from hector_sync.hector import HectorClient
 from hector_sync.plans import Plan, PlanBook, PlanKind, StalePlan, UnknownPlan
 from hector_sync.progress import Progress
 from hector_sync.reconcile import Derived, Reconciler
-from hector_sync.reconcile.changes import Guard, Summary, summarize
+from hector_sync.reconcile.changes import ChangeSet, Guard, Summary, summarize
 from hector_sync.reconcile.requests import REQUESTING
 from hector_sync.snapshot import Noted, Snapshot, read_c2, read_hector
 from hector_sync.state import SyncState
@@ -202,17 +202,18 @@ class CategorySync(StoredCategory):
             return self.reconciler.derive_c2(con)
 
     def plan(self, direction: Direction) -> tuple[Plan, pl.DataFrame]:
-        """Compute the change set toward `direction` from the snapshots and keep it as a new plan."""
+        """Compute the change set toward `direction` from the snapshots and keep it as a new plan:
+        the plan, and its rows (the plan counts the unchanged items)."""
         state = self.reads.get(direction.source, {})
         with self.store.connect() as con:
             changes = self.reconciler.changes(con, direction, full_read=state.get("read_kind") == "full")
             self.reconciler.agree(con, self.run_id)
         plan = self.new_plan(direction, "sync", changes)
-        PlanBook(self.store).save(plan, changes)
+        PlanBook(self.store).save(plan, changes.rows)
         if direction is TO_C2:
             self.state.settle_intents(self.key)
         self.state.settle_unlinks(self.key)
-        return plan, changes
+        return plan, changes.rows
 
     def plan_undo(self, direction: Direction, run_id: str) -> tuple[Plan, pl.DataFrame]:
         """The inverse of what `run_id` applied toward `direction`, over fresh snapshots, kept as
@@ -220,10 +221,10 @@ class CategorySync(StoredCategory):
         with self.store.connect() as con:
             changes = self.reconciler.undo(con, direction, run_id)
         plan = self.new_plan(direction, "undo", changes, undo_of=run_id)
-        PlanBook(self.store).save(plan, changes)
-        return plan, changes
+        PlanBook(self.store).save(plan, changes.rows)
+        return plan, changes.rows
 
-    def new_plan(self, direction: Direction, kind: PlanKind, changes: pl.DataFrame, undo_of: str | None = None) -> Plan:
+    def new_plan(self, direction: Direction, kind: PlanKind, changes: ChangeSet, undo_of: str | None = None) -> Plan:
         """A plan's identity: this run, now, the reads of both sides it is computed from, and
         the guard's verdict on `changes`, weighed here once for every reader of the plan."""
         now = datetime.now(UTC)
@@ -238,7 +239,7 @@ class CategorySync(StoredCategory):
             plan_id=Plan.new_id(self.key, direction, now), kind=kind, category_key=self.key, direction=direction,
             run_id=self.run_id, planned_at=now, undo_of=undo_of, c2_read_run_id=c2_run, c2_read_at=c2_at,
             hector_read_run_id=hector_run, hector_read_at=hector_at, linked=summary.linked, risky=summary.risky,
-            guard_refusal=guard.refusal(summary),
+            guard_refusal=guard.refusal(summary), unchanged=changes.unchanged,
         )
 
     def latest_reads(self) -> dict[str, tuple[str | None, datetime]]:
@@ -257,7 +258,7 @@ class CategorySync(StoredCategory):
                               f"({plan.direction.value}), not '{self.key}' ({direction.value})")
         return plan
 
-    def summary(self, direction: Direction, changes: pl.DataFrame) -> Summary:
+    def summary(self, direction: Direction, changes: ChangeSet) -> Summary:
         """The change set per item, weighed by the guard against the category's ACTIVE linked
         targets (max_change_fraction is a share of those, not of items already retired):
         toward Hector the assets holding a c2 ref and not retired; toward C2 ITSM the CIs, as

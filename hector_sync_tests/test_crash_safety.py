@@ -72,8 +72,10 @@ def assert_synced_once(config: SyncConfig) -> None:
     held = Counter(r for a in assets for r in refs(a))
     assert held and max(held.values()) == 1, [ci for ci, n in held.items() if n > 1][:5]
     store = Store(config.storage.duckdb_path)
-    planned = store.query("SELECT count(DISTINCT item) FROM change_set WHERE action IN ('create_asset', 'unchanged', "
-                          "'update_asset', 'link_asset', 'move_asset')").item()
+    planned = store.query("SELECT count(DISTINCT item) FROM change_set WHERE action IN ('create_asset', "
+                          "'update_asset', 'link_asset', 'move_asset')").item() + store.query(
+        "SELECT unchanged FROM plan WHERE kind = 'sync' AND direction = 'c2_to_hector' ORDER BY planned_at DESC LIMIT 1"
+    ).item()
     assert len(held) == planned, "Hector does not hold one asset per CI the change set knows"
 
 

@@ -276,6 +276,10 @@ def test_an_asset_edited_by_hand_after_the_plan_is_a_conflict_not_overwritten(
     states = dict(store.query("SELECT item, state FROM change_set WHERE plan_id = ? AND action = 'update_asset'",
                               [plan_id]).rows())
     assert states == {ci_a: "applied", ci_b: "conflict"}
+    # The pairs that already agreed have no rows: the plan counts them, and says so after the apply too.
+    agreed = re.search(r"(\d+) unchanged", planned.stdout)
+    assert agreed and int(agreed.group(1)) > 0, planned.stdout
+    assert re.search(rf"plan {plan_id}: items 1 applied, 1 conflict, .*\b{agreed.group(1)} unchanged", said), said
 
 
 # --- 5. killed halfway, re-executed from failure --------------------------------------------------------

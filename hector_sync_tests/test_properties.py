@@ -363,9 +363,19 @@ def one_value(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | N
 
 
 def reconcile(con: duckdb.DuckDBPyConnection) -> list[Row]:
-    """The change set toward Hector after a full read, as rows."""
+    """The change set toward Hector after a full read, as rows, with a row for each unchanged CI.
+
+    The change set counts those; they are the CIs it could sync whose asset holds their ref (the
+    only pairs these scenarios make) and that it gives no row, so the count must be their number."""
     RECONCILER.derive(con)
-    return RECONCILER.changes(con, Direction.C2_TO_HECTOR, full_read=True).to_dicts()
+    changes = RECONCILER.changes(con, Direction.C2_TO_HECTOR, full_read=True)
+    rows = changes.rows.to_dicts()
+    paired = {ci for (ci,) in con.execute(
+        "SELECT DISTINCT d.ci_id FROM desired_asset d JOIN hector_asset h ON h.c2_ref = d.ci_id "
+        "AND h.category_key = d.category_key WHERE d.category_key = ?", [CATEGORY_KEY]).fetchall()}
+    unchanged = sorted(paired - {r["item"] for r in rows})
+    assert len(unchanged) == changes.unchanged, f"{changes.unchanged} counted unchanged, the pairs without a row: {unchanged}"
+    return rows + [{"action": "unchanged", "item": ci} for ci in unchanged]
 
 
 def existing_model_ids(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

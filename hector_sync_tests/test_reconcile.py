@@ -12,7 +12,7 @@ from polars.testing import assert_frame_equal
 from hector_sync.config import CategoryConfig, Direction
 from hector_sync import reconcile
 from hector_sync.reconcile import Reconciler
-from hector_sync.reconcile.changes import Guard, summarize
+from hector_sync.reconcile.changes import ChangeSet, Guard, summarize
 from hector_sync.store import create_schema
 
 SETTINGS = {
@@ -79,14 +79,15 @@ def add_asset(con, aid: int, subcategory_id: int, serial: str, c2_ref: str | Non
     )
 
 
-def plan(con, full_read: bool = True) -> pl.DataFrame:
+def plan(con, full_read: bool = True) -> ChangeSet:
     rec = Reconciler.for_category(CATEGORY, ATTRIBUTES, default_stockroom="Main warehouse")
     rec.derive(con)
     return rec.changes(con, Direction.C2_TO_HECTOR, full_read=full_read)
 
 
-def actions(changes: pl.DataFrame) -> dict[str, list[str]]:
-    per_item = changes.select("action", "item").unique().sort("item")
+def actions(changes: ChangeSet) -> dict[str, list[str]]:
+    """The items of each action listed (the unchanged ones are counted: `changes.unchanged`)."""
+    per_item = changes.rows.select("action", "item").unique().sort("item")
     return {a: per_item.filter(pl.col("action") == a)["item"].to_list() for a in per_item["action"].unique()}
 
 
@@ -102,11 +103,11 @@ def test_first_sync_creates_one_subcategory_per_triple_and_one_asset_per_valid_c
         '["hp","laserjet m404","mono laser"]', '["hp","laserjet m507","mono laser"]']
     assert got["create_asset"] == ["1", "2", "3"]
     assert got["skip"] == ["4", "5", "6"]
-    reasons = dict(changes.filter(pl.col("action") == "skip").select("item", "reason").iter_rows())
+    reasons = dict(changes.rows.filter(pl.col("action") == "skip").select("item", "reason").iter_rows())
     assert reasons["4"] == "Manufacturer is empty, and Hector needs a maker for the model"
     assert reasons["5"] == "Cost '1 234,50 $' is not a number"
     assert reasons["6"] == "PurchaseDate '2024-02-30' is not a date (YYYY-MM-DD)"
-    asset_1 = dict(changes.filter((pl.col("item") == "1")).select("field", "new").iter_rows())
+    asset_1 = dict(changes.rows.filter((pl.col("item") == "1")).select("field", "new").iter_rows())
     assert asset_1 == {
         "title": "PRN-1", "attributes.Serial number": "SN-1", "subcategory": "HP / LaserJet M404 / Mono laser",
         "stockroom": "Main warehouse", "external_ref": "c2:1",
@@ -117,7 +118,8 @@ def test_resync_of_the_same_state_is_all_unchanged(con) -> None:
     load_cis(con, [ci("1", AssetTag="A-1", PurchaseDate="2024-03-01", Cost=329)])
     add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser", price=329.0)
     add_asset(con, 9001, 40, "SN-1", c2_ref="1", title="PRN-1", asset_tag="A-1", acquisition_date="2024-03-01")
-    assert actions(plan(con)) == {"unchanged": ["1"]}
+    changes = plan(con)
+    assert (actions(changes), changes.unchanged) == ({}, 1)
 
 
 def test_changed_fields_update_field_by_field_and_a_new_model_moves_the_asset(con) -> None:
@@ -127,9 +129,9 @@ def test_changed_fields_update_field_by_field_and_a_new_model_moves_the_asset(co
     changes = plan(con)
     assert actions(changes) == {"create_subcategory": ['["hp","laserjet m507","mono laser"]'],
                                 "move_asset": ["1"], "update_asset": ["1"]}
-    update = changes.filter(pl.col("action") == "update_asset").select("field", "old", "new").rows()
+    update = changes.rows.filter(pl.col("action") == "update_asset").select("field", "old", "new").rows()
     assert update == [("asset_tag", "A-1", "A-2")]
-    move = changes.filter(pl.col("action") == "move_asset").select("old", "new").row(0)
+    move = changes.rows.filter(pl.col("action") == "move_asset").select("old", "new").row(0)
     assert move == ("HP / LaserJet M404 / Mono laser", "HP / LaserJet M507 / Mono laser")
 
 
@@ -144,7 +146,7 @@ def test_identify_by_links_one_candidate_and_reports_ambiguity(con) -> None:
     got = actions(changes)
     assert got["link_asset"] == ["1"]
     assert got["skip"] == ["2", "3", "4"]
-    reasons = dict(changes.filter(pl.col("action") == "skip").select("item", "reason").iter_rows())
+    reasons = dict(changes.rows.filter(pl.col("action") == "skip").select("item", "reason").iter_rows())
     assert reasons["2"] == "identify_by value 'sn-2' matches several unlinked assets: 9002, 9003"
     assert reasons["3"] == "identify_by value 'shared' is shared by CIs 3, 4 and matches asset 9004"
     assert "create_asset" not in got
@@ -160,9 +162,10 @@ def test_a_large_category_plans_the_same_rows_through_a_relation(con, monkeypatc
     small = plan(con)
     monkeypatch.setattr(reconcile, "SMALL_ITEMS", 0)
     large = plan(con)
-    assert set(small["action"]) == {"create_asset", "create_subcategory", "move_asset", "update_asset",
-                                    "retire_asset", "skip"}
-    assert_frame_equal(small, large)
+    assert set(small.rows["action"]) == {"create_asset", "create_subcategory", "move_asset", "update_asset",
+                                         "retire_asset", "skip"}
+    assert_frame_equal(small.rows, large.rows)
+    assert small.unchanged == large.unchanged == 0
 
 
 def test_derive_keeps_its_rows_only_while_the_cis_and_the_mapping_stay_the_same(con) -> None:
@@ -204,7 +207,7 @@ def test_gone_and_retired_cis_retire_their_assets_only_on_full_reads(con) -> Non
 
 
 def test_guard_refuses_wipes_with_the_numbers() -> None:
-    changes = pl.DataFrame({"action": ["retire_asset"] * 3 + ["unchanged"] * 7, "item": list("abcdefghij")})
+    changes = ChangeSet(pl.DataFrame({"action": ["retire_asset"] * 3, "item": list("abc")}), unchanged=7)
     summary = summarize(changes, linked=10)
     assert Guard(0.2, source_count=7, previous_source_count=10).refusal(summary) == (
         "the change set would retire or move 3 of 10 linked assets (30%), more than "
@@ -229,7 +232,7 @@ C2_TYPES = {"Manufacturer": "text", "Model": "text", "Description": "text", "Ass
             "PurchaseDate": "date", "SerialNumber": "text"}
 
 
-def plan_c2(con, category: CategoryConfig = PHONES, full_read: bool = True) -> pl.DataFrame:
+def plan_c2(con, category: CategoryConfig = PHONES, full_read: bool = True) -> ChangeSet:
     rec = Reconciler.for_category(category, ATTRIBUTES, "Main warehouse", C2_TYPES)
     rec.derive_c2(con)
     return rec.changes(con, Direction.HECTOR_TO_C2, full_read=full_read)
@@ -242,10 +245,10 @@ def test_assets_become_cis_named_from_their_title_with_model_fields_from_their_s
     add_asset(con, 9003, 40, "SN-3", title="PRN-3", acquisition_date="2024-02-30")
     changes = plan_c2(con)
     assert actions(changes) == {"create_ci": ["9001"], "skip": ["9002", "9003"]}
-    created = dict(changes.filter(pl.col("action") == "create_ci").select("field", "new").iter_rows())
+    created = dict(changes.rows.filter(pl.col("action") == "create_ci").select("field", "new").iter_rows())
     assert created == {"Name": "PRN-1", "Manufacturer": "HP", "Model": "LaserJet M404", "Description": "Mono laser",
                        "AssetTag": "A-1", "PurchaseDate": "2024-03-01", "SerialNumber": "SN-1"}
-    reasons = dict(changes.filter(pl.col("action") == "skip").select("item", "reason").iter_rows())
+    reasons = dict(changes.rows.filter(pl.col("action") == "skip").select("item", "reason").iter_rows())
     assert reasons == {
         "9002": "title is empty, and C2 ITSM needs a name for the CI",
         "9003": "acquisition_date '2024-02-30' is not a date (YYYY-MM-DD), which C2 field PurchaseDate takes",
@@ -262,7 +265,7 @@ def test_linked_assets_update_their_ci_field_by_field_and_retired_ones_retire_it
     changes = plan_c2(con)
     got = actions(changes)
     assert got["retire_ci"] == ["9002"] and got["link_ci"] == ["9003"] and got["skip"] == ["9004"]
-    update = changes.filter(pl.col("action") == "update_ci").select("item", "target_id", "field", "old", "new").rows()
+    update = changes.rows.filter(pl.col("action") == "update_ci").select("item", "target_id", "field", "old", "new").rows()
     # Hector owns every field here: once identified, c3 takes the asset's spelling of the serial.
     assert update == [("9001", "c1", "AssetTag", "OLD", "NEW"), ("9003", "c3", "SerialNumber", "SN-7", "sn-7")]
 
@@ -283,7 +286,7 @@ def test_a_ci_created_by_a_killed_run_is_found_again_not_created_twice(con) -> N
     got = actions(changes)
     assert got["link_ci"] == ["9001", "9002"], "a CI the killed run made would be made twice"
     assert got["create_ci"] == ["9003"]  # journalled, but its CI never reached C2 ITSM
-    reasons = dict(changes.filter(pl.col("action") == "link_ci").select("item", "reason").iter_rows())
+    reasons = dict(changes.rows.filter(pl.col("action") == "link_ci").select("item", "reason").iter_rows())
     assert "interrupted run" in reasons["9001"] and "not written yet" in reasons["9002"]
 
 
@@ -315,14 +318,14 @@ def test_per_field_tells_an_owner_change_from_drift_by_the_baseline(con) -> None
     rec = Reconciler.for_category(PER_FIELD, ATTRIBUTES, "Main warehouse")
     rec.derive(con)
     rec.derive_c2(con)
-    to_hector = rec.changes(con, Direction.C2_TO_HECTOR, full_read=True).filter(pl.col("field") == "title")
+    to_hector = rec.changes(con, Direction.C2_TO_HECTOR, full_read=True).rows.filter(pl.col("field") == "title")
     rows = {r["item"]: r for r in to_hector.select("item", "action", "new", "reason").to_dicts()}
     assert rows["1"]["action"] == "revert_drift" and rows["1"]["new"] == "PRN-1"
     assert rows["1"]["reason"] == ("drift: title was changed in Hector from 'PRN-1' to 'PRN-1-edited-in-hector', "
                                    "but C2 ITSM owns it; its value is put back")
     assert rows["2"]["action"] == "update_asset" and rows["2"]["reason"] is None
     assert rows["3"]["action"] == "update_asset" and "changed on both sides" in rows["3"]["reason"]
-    to_c2 = rec.changes(con, Direction.HECTOR_TO_C2, full_read=True).filter(pl.col("action") != "unchanged")
+    to_c2 = rec.changes(con, Direction.HECTOR_TO_C2, full_read=True).rows
     assert to_c2.select("item", "action", "field", "old", "new").rows() == [
         ("9004", "revert_drift", "AssetTag", "C2-EDIT", "TAG-4")]
     # Values both sides hold now become the baseline; a drifted field keeps the agreed value.
@@ -333,7 +336,7 @@ def test_per_field_tells_an_owner_change_from_drift_by_the_baseline(con) -> None
 
 
 def test_the_guard_weighs_retired_cis_toward_c2_and_an_empty_hector_category() -> None:
-    changes = pl.DataFrame({"action": ["retire_ci"] * 4 + ["unchanged"] * 6, "item": list("abcdefghij")})
+    changes = ChangeSet(pl.DataFrame({"action": ["retire_ci"] * 4, "item": list("abcd")}), unchanged=6)
     summary = summarize(changes, linked=10, direction=Direction.HECTOR_TO_C2)
     guard = Guard(0.2, source_count=6, previous_source_count=10, direction=Direction.HECTOR_TO_C2)
     assert guard.refusal(summary) == (

@@ -100,7 +100,7 @@ def test_creates_and_a_merged_patch_toward_hector_carry_typed_complete_bodies(co
     add_asset(con, 9005, "5", {"Serial number": "SN-5"}, [{"source": "c2", "id": "5"}])
     rec = Reconciler.for_category(TO_HECTOR_MAPPING, ATTRIBUTES, "Main warehouse", C2_TYPES, API)
     rec.derive(con)
-    changes = rec.changes(con, TO_HECTOR, full_read=True)
+    changes = rec.changes(con, TO_HECTOR, full_read=True).rows
 
     creates = requests_of(changes, "create_asset")
     assert creates["1"] == ("POST", "/assets", None, {
@@ -130,7 +130,7 @@ def test_ci_create_and_update_carry_field_ids_and_typed_values(con) -> None:
     add_ci(con, "c2", AssetTag="OLD")
     rec = Reconciler.for_category(TO_C2_MAPPING, ATTRIBUTES, "Main warehouse", C2_TYPES, API)
     rec.derive_c2(con)
-    changes = rec.changes(con, TO_C2, full_read=True)
+    changes = rec.changes(con, TO_C2, full_read=True).rows
 
     assert requests_of(changes, "create_ci") == {"9001": ("POST", "/cmdbs/cmdb-1/cis", None, {
         "category_id": "cat-7", "name": "PRN-9001",
@@ -148,7 +148,7 @@ def test_an_undo_row_carries_the_request_that_takes_the_change_back(con) -> None
                 " outcome, recorded_at) VALUES ('r1', 'printers', 'c2_to_hector', 'update_asset', '1', '9001',"
                 " 'attributes.Cost', '10.0', '12.0', 'updated', ?)", [datetime(2026, 11, 2, tzinfo=UTC)])
     rec = Reconciler.for_category(TO_HECTOR_MAPPING, ATTRIBUTES, "Main warehouse", C2_TYPES, API)
-    undo = rec.undo(con, TO_HECTOR, "r1")
+    undo = rec.undo(con, TO_HECTOR, "r1").rows
     assert requests_of(undo, "update_asset") == {"1": (
         "PATCH", "/assets/9001", 7, {"attributes": {"Serial number ": "SN-1", "Cost": 10}})}
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from hector_sync.config import CategoryConfig, Direction
 from hector_sync.reconcile import Reconciler
+from hector_sync.reconcile.changes import ChangeSet
 from hector_sync.reconcile.normalize import canon
 from hector_sync.simulators.c2_app import field_problems
 from hector_sync.simulators.sample_data import CATEGORIES, MESSY, SampleData, category, ci_id
@@ -92,7 +93,7 @@ def load(
         add_asset(con, asset_id, c2_ref, owner)
 
 
-def plan(con: duckdb.DuckDBPyConnection, category: CategoryConfig, direction: Direction) -> pl.DataFrame:
+def plan(con: duckdb.DuckDBPyConnection, category: CategoryConfig, direction: Direction) -> ChangeSet:
     rec = Reconciler.for_category(category, ATTRIBUTES, "Main warehouse", C2_TYPES)
     rec.derive(con)
     rec.derive_c2(con)
@@ -100,13 +101,9 @@ def plan(con: duckdb.DuckDBPyConnection, category: CategoryConfig, direction: Di
 
 
 def rows(changes: pl.DataFrame, *columns: str) -> list[tuple]:
-    """The rows that change or skip something, by item, action and field."""
-    changed = changes.filter(pl.col("action") != "unchanged").sort("item", "action", "field")
-    return changed.select("item", "action", *columns).rows()
-
-
-def unchanged(changes: pl.DataFrame) -> list[str]:
-    return sorted(changes.filter(pl.col("action") == "unchanged")["item"].to_list())
+    """The rows that change or skip something, by item, action and field. Each test lists them
+    all, so the pairs its `unchanged` count stands for are exactly the other ones."""
+    return changes.sort("item", "action", "field").select("item", "action", *columns).rows()
 
 
 def test_toward_hector_case_and_spaces_are_no_change_and_a_new_address_is_written_as_c2_holds_it(con) -> None:
@@ -118,8 +115,8 @@ def test_toward_hector_case_and_spaces_are_no_change_and_a_new_address_is_writte
         9004: ("4", "old@example.com"), 9005: ("5", "jane@example.com"),
     })
     changes = plan(con, owned("c2_to_hector"), Direction.C2_TO_HECTOR)
-    assert unchanged(changes) == ["1", "2"]
-    assert rows(changes, "field", "old", "new", "reason") == [
+    assert changes.unchanged == 2  # 1 and 2
+    assert rows(changes.rows, "field", "old", "new", "reason") == [
         ("3", "update_asset", "attributes.Owner", "mallory@example.com", "eve@example.com", None),
         ("4", "update_asset", "attributes.Owner", "old@example.com", "New.Owner@Example.com", None),
         ("5", "skip", "Owner", None, "Jane Doe", "Owner 'Jane Doe' is not an e-mail address"),
@@ -138,9 +135,9 @@ def test_toward_c2_case_and_spaces_are_no_change_and_a_non_address_is_skipped_no
         9004: ("c4", bad), 9005: (None, "Zoe.Silva@Example.com "), 9006: (None, bad),
     })
     changes = plan(con, owned("hector_to_c2"), Direction.HECTOR_TO_C2)
-    assert unchanged(changes) == ["9001", "9002"]
+    assert changes.unchanged == 2  # 9001 and 9002
     reason = f"attributes.Owner '{bad}' is not an e-mail address, which C2 field Owner takes"
-    assert rows(changes.filter(pl.col("field") != "Name"), "target_id", "field", "old", "new", "reason") == [
+    assert rows(changes.rows.filter(pl.col("field") != "Name"), "target_id", "field", "old", "new", "reason") == [
         ("9003", "update_ci", "c3", "Owner", "eve@example.com", "Eve.Other@example.com", None),
         ("9004", "skip", None, "attributes.Owner", None, bad, reason),
         ("9005", "create_ci", None, "Description", None, "Mono laser", None),
@@ -162,8 +159,8 @@ def test_per_field_an_address_agreed_in_another_case_is_the_baseline_value(con) 
         con.execute("INSERT INTO baseline VALUES ('printers', ?, ?, 'attributes.Owner', ?, now(), 'r0')",
                     [ci_id_, asset_id, value])
     changes = plan(con, owned("per_field"), Direction.HECTOR_TO_C2)
-    assert unchanged(changes) == ["9001", "9004"]  # C2 ITSM changed only the case
-    assert rows(changes, "old", "new", "reason") == [
+    assert changes.unchanged == 2  # 9001 and 9004: C2 ITSM changed only the case
+    assert rows(changes.rows, "old", "new", "reason") == [
         # C2 ITSM moved away from the address both agreed on: drift, and Hector's spelling goes back
         ("9002", "revert_drift", "mallory@example.com", "Bob@Example.com",
          "drift: Owner was changed in C2 ITSM from 'bob@example.com' to 'mallory@example.com', "
@@ -214,8 +211,8 @@ def test_an_address_in_any_case_and_padding_is_one_value_both_ways(
             load(con, {"1": address, "2": variant, "3": address}, {9001: ("1", variant), 9002: ("2", address),
                                                                      9003: ("3", "other." + address)})
             changes = plan(con, owned(direction.value), direction)
-        moved = {(r[0], r[1]) for r in rows(changes)}
-        assert unchanged(changes) == (["1", "2"] if direction is Direction.C2_TO_HECTOR else ["9001", "9002"])
+        moved = {(r[0], r[1]) for r in rows(changes.rows)}
+        assert changes.unchanged == 2  # 1 and 2, or 9001 and 9002
         assert moved == ({("3", "update_asset")} if direction is Direction.C2_TO_HECTOR else {("9003", "update_ci")})
 
 

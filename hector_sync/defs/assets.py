@@ -185,8 +185,9 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
         name=name, deps=deps, group_name="change_sets", kinds={"duckdb", "polars"}, owners=OWNERS,
         check_specs=change_set_checks(name, direction),
         description=f"The planned changes {direction.arrow}, field by field with old → new and a reason: "
-        f"{what}, unchanged and skipped items (table change_set). Under per_field, drift (a field "
-        "written on the side that does not own it) shows as revert_drift. held_preview lists what "
+        f"{what} and skipped items (table change_set); items_unchanged counts the pairs that already "
+        "agree. Under per_field, drift (a field written on the side that does not own it) shows as "
+        "revert_drift. held_preview lists what "
         "waits for a person to pin the right pair (hector-sync held, link). Its checks must pass "
         "before the writeback runs.",
     )
@@ -207,8 +208,8 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
             plan, changes = sync.plan(direction)
             identity = plan_metadata(plan) | {"catalog_id": sync.catalog[0]}
             held = held_items(sync.store, sync.reconciler.plan)
-        writes = changes.filter(~pl.col("action").is_in(["unchanged", "skip"]))
-        counts = item_counts(changes, direction)
+        writes = changes.filter(pl.col("action") != "skip")
+        counts = item_counts(changes, direction, plan.unchanged or 0 if plan else 0)
         sync.log(f"{sync.key}: planned {direction.arrow}: " + (", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing"))
         yield dg.MaterializeResult(
             metadata={

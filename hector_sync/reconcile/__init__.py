@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
-import polars as pl
 
 from hector_sync.config import CategoryConfig, Direction
 from hector_sync.reconcile import normalize, requests, to_c2, to_hector, undo
-from hector_sync.reconcile.changes import CHANGE_SCHEMA, entries, row_order
+from hector_sync.reconcile.changes import CHANGE_SCHEMA, ChangeSet, entries, row_order
 from hector_sync.reconcile.mapping import ApiNames, CategoryPlan, Kind, Scope, build_plan
 from hector_sync.reconcile.match import hector_assets, hector_models, pairs
 from hector_sync.reconcile.normalize import lit
@@ -115,7 +114,7 @@ class Reconciler:
             self._replace(con, {"desired_ci": to_c2.desired_cis(self.plan), "rejected_asset": to_c2.rejected_assets(self.plan)})
         return Derived(items=self._count(con, "desired_ci", "asset_id"), rejected=self._count(con, "rejected_asset", "asset_id"))
 
-    def changes(self, con: duckdb.DuckDBPyConnection, direction: Direction, *, full_read: bool) -> pl.DataFrame:
+    def changes(self, con: duckdb.DuckDBPyConnection, direction: Direction, *, full_read: bool) -> ChangeSet:
         """The change set toward `direction`; `full_read` is the source side's last read."""
         if direction is Direction.C2_TO_HECTOR:
             sql = to_hector.hector_change_set(self.plan, full_read=full_read, default_stockroom=self.default_stockroom)
@@ -123,11 +122,11 @@ class Reconciler:
             sql = to_c2.c2_change_set(self.plan, full_read=full_read)
         return self._requested(con, direction, sql, row_order(direction))
 
-    def undo(self, con: duckdb.DuckDBPyConnection, direction: Direction, run_id: str) -> pl.DataFrame:
+    def undo(self, con: duckdb.DuckDBPyConnection, direction: Direction, run_id: str) -> ChangeSet:
         """The change set that takes back what run `run_id` applied toward `direction`."""
         return self._requested(con, direction, undo.undo_change_set(self.plan, direction, run_id), undo.ORDER)
 
-    def _requested(self, con: duckdb.DuckDBPyConnection, direction: Direction, rows: str, order: str) -> pl.DataFrame:
+    def _requested(self, con: duckdb.DuckDBPyConnection, direction: Direction, rows: str, order: str) -> ChangeSet:
         """The change rows of `rows` (SQL) with the request each makes, sorted by `order`.
 
         A category of up to SMALL_ITEMS is executed once (the relation's double planning of
@@ -138,7 +137,7 @@ class Reconciler:
                             "+ (SELECT count(*) FROM hector_asset WHERE category_key = ?)", [self.plan.key] * 2)
         with _unordered(con):
             frame = executed(con, sql) if int(items or 0) <= SMALL_ITEMS else con.sql(sql).pl()
-        return frame.cast(CHANGE_SCHEMA)
+        return ChangeSet.split(frame.cast(CHANGE_SCHEMA))
 
     def agree(self, con: duckdb.DuckDBPyConnection, run_id: str | None) -> int:
         """Record, per linked pair and field, the value both sides hold now (per_field only):

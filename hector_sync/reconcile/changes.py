@@ -8,7 +8,8 @@ side's id (a CI toward Hector, an asset toward C2 ITSM), `target_id` the item wr
 one of: a create, a link/update/move (or, toward Hector, the reactivation of an asset the sync
 retired), the removal of the ref an operator unlinked, `unchanged`, or `skip` with a reason;
 every linked target whose source is gone ends in a retire or `missing`. The rows of one API call
-carry the same request, which the writeback sends; the history keeps the rows.
+carry the same request, which the writeback sends; the history keeps the rows. Unchanged items
+are counted, not listed (`ChangeSet`).
 """
 
 from __future__ import annotations
@@ -33,12 +34,35 @@ ACTIONS: dict[Direction, tuple[str, ...]] = {
     ),
 }
 RISKY = ("move_asset", "retire_asset", "retire_ci")  # what the guard weighs
+UNCHANGED = "unchanged"  # the outcome counted rather than listed (ChangeSet)
 ROW_COLUMNS = ("action", "item", "target_id", "target_version", "model_key", "field", "old", "new", "reason")
 CHANGE_SCHEMA = {
     "category_key": pl.Utf8, "direction": pl.Utf8, "action": pl.Utf8, "item": pl.Utf8,
     "target_id": pl.Utf8, "target_version": pl.Int64, "model_key": pl.Utf8, "field": pl.Utf8,
     "old": pl.Utf8, "new": pl.Utf8, "reason": pl.Utf8, "method": pl.Utf8, "target": pl.Utf8, "body": pl.Utf8,
 }
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """A change set's rows, and the pairs that already agree as a count.
+
+    A row per agreeing pair said nothing an operator reads, and at a million CIs it was most
+    of the work: a million rows sorted, handed to polars and kept in the plan on every run. The
+    SQL gives them as one `tally` row, which `split` takes off."""
+
+    rows: pl.DataFrame
+    unchanged: int = 0
+
+    @classmethod
+    def split(cls, frame: pl.DataFrame) -> ChangeSet:
+        counted = frame.filter(pl.col("action") == UNCHANGED)
+        return cls(frame.filter(pl.col("action") != UNCHANGED), int(counted["new"].item()) if counted.height else 0)
+
+
+def tally(pairs: str) -> str:
+    """SQL of the one row that counts the agreeing pairs, `pairs` being their FROM ... WHERE."""
+    return f"SELECT {lit(UNCHANGED)} AS action, '' AS item, CAST(count(*) AS VARCHAR) AS new FROM {pairs}"
 
 
 def entries(plan: CategoryPlan, indexes: tuple[int, ...], field: str, old: str, new: str) -> str:
@@ -151,14 +175,16 @@ class Summary:
         return self.risky / self.linked if self.linked else 0.0
 
 
-def item_counts(changes: pl.DataFrame, direction: Direction) -> dict[str, int]:
-    """Items per action, in the direction's order of actions (every action, zero or not)."""
-    per_item = changes.select("action", "item").unique()
-    return dict.fromkeys(ACTIONS[direction], 0) | dict(per_item.group_by("action").len().iter_rows())
+def item_counts(rows: pl.DataFrame, direction: Direction, unchanged: int = 0) -> dict[str, int]:
+    """Items per action, in the direction's order of actions (every action, zero or not);
+    `unchanged` adds the counted ones to any listed (by a plan of an older version)."""
+    per_item = rows.select("action", "item").unique()
+    counted = dict(per_item.group_by("action").len().iter_rows())
+    return dict.fromkeys(ACTIONS[direction], 0) | counted | {UNCHANGED: counted.get(UNCHANGED, 0) + unchanged}
 
 
-def summarize(changes: pl.DataFrame, linked: int, direction: Direction = Direction.C2_TO_HECTOR) -> Summary:
-    counts = item_counts(changes, direction)
+def summarize(changes: ChangeSet, linked: int, direction: Direction = Direction.C2_TO_HECTOR) -> Summary:
+    counts = item_counts(changes.rows, direction, changes.unchanged)
     return Summary(counts=counts, linked=linked, risky=sum(counts.get(a, 0) for a in RISKY))
 
 

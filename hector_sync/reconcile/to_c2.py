@@ -10,7 +10,7 @@ Hector owns maker, model and description.
 from __future__ import annotations
 
 from hector_sync.config import TO_C2
-from hector_sync.reconcile.changes import assemble, differing, differs, entries, with_drift
+from hector_sync.reconcile.changes import assemble, differing, differs, entries, tally, with_drift
 from hector_sync.reconcile.mapping import NAME_PSEUDO_FIELD, CategoryPlan
 from hector_sync.reconcile.match import hector_assets, hector_models, pairs
 from hector_sync.reconcile.normalize import EXPECTED, lit, normalized_cis, quoted
@@ -129,11 +129,8 @@ def c2_change_set(plan: CategoryPlan, *, full_read: bool) -> str:
             FROM pairs WHERE ci_id IS NOT NULL AND retired AND {creates}
         ),
         changed AS (SELECT item FROM update_rows UNION SELECT item FROM link_rows UNION SELECT item FROM reactivate_rows),
-        unchanged_rows AS (
-            SELECT 'unchanged' AS action, CAST(asset_id AS VARCHAR) AS item, ci_id AS target_id,
-                   ci_version AS target_version
-            FROM pairs WHERE ci_id IS NOT NULL AND CAST(asset_id AS VARCHAR) NOT IN (SELECT item FROM changed)
-        ),
+        unchanged_rows AS ({tally(
+            "pairs WHERE ci_id IS NOT NULL AND CAST(asset_id AS VARCHAR) NOT IN (SELECT item FROM changed)")}),
         skip_rows AS (
             SELECT 'skip' AS action, CAST(asset_id AS VARCHAR) AS item, ambiguity AS reason,
                    {lit((plan.identify_target or '').removeprefix('attributes.'))} AS field, desired_identify AS new

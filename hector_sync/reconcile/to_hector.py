@@ -9,7 +9,7 @@ asset the sync retired comes back (`reactivate_asset`) once its CI is listed act
 
 from __future__ import annotations
 
-from hector_sync.reconcile.changes import assemble, differing, differs, entries, with_drift
+from hector_sync.reconcile.changes import assemble, differing, differs, entries, tally, with_drift
 from hector_sync.config import TO_HECTOR
 from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, CategoryPlan
 from hector_sync.reconcile.match import hector_assets, hector_models, pairs
@@ -191,12 +191,7 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
         ),
         changed AS (SELECT item FROM update_rows UNION SELECT item FROM move_rows UNION SELECT item FROM link_rows
                     UNION SELECT item FROM reactivate_rows),
-        unchanged_rows AS (
-            SELECT 'unchanged' AS action, ci_id AS item, CAST(id AS VARCHAR) AS target_id,
-                   version AS target_version, desired_key AS model_key, NULL AS reason,
-                   NULL AS field, NULL AS old, NULL AS new
-            FROM pairs WHERE id IS NOT NULL AND ci_id NOT IN (SELECT item FROM changed)
-        ),
+        unchanged_rows AS ({tally("pairs WHERE id IS NOT NULL AND ci_id NOT IN (SELECT item FROM changed)")}),
         skip_rows AS (
             SELECT 'skip' AS action, ci_id AS item, NULL AS target_id, NULL::BIGINT AS target_version,
                    desired_key AS model_key, ambiguity AS reason, {lit(plan.identify_source or '')} AS field,
