@@ -23,7 +23,8 @@ Schema (one table per concept, `category_key` on every row):
 | `category_catalog` | per category, each resolution of its configured names to both systems' ids, types and spellings |
 | `snapshot_state` | per category and system: last read, full or incremental, row count, the resolution it read with |
 | `desired_model`, `desired_asset`, `rejected_ci` | derived: what Hector should hold (`fields`: the values in the order of the category's mapped targets), and why CIs were left out |
-| `derive_state` | per category, what its desired rows toward Hector were derived from (the CIs' fingerprint and the statements'), so that unchanged CIs are not derived again |
+| `derive_state` | per category, the digest of the statements its desired rows toward Hector were derived by, and their counts: while these hold, only CIs whose listing changed are derived again |
+| `derived_ci` | per category, a hash of each CI listing row the desired rows were derived from: what tells a changed CI from an unchanged one |
 | `desired_ci`, `rejected_asset` | derived: what C2 ITSM should hold, and why assets were left out |
 | `plan` | one row per plan: its id, kind (sync or undo), the run and reads it came from, when it was finished |
 | `change_set` | the rows of the current plans, field by field, each with its state (see `hector_sync.plans`) and the request it makes (`method`, `target`, JSON `body`; see `hector_sync.reconcile.requests`) |
@@ -88,6 +89,8 @@ CREATE TABLE IF NOT EXISTS rejected_ci (
 CREATE TABLE IF NOT EXISTS derive_state (
     category_key VARCHAR PRIMARY KEY, source VARCHAR NOT NULL, items BIGINT, rejected BIGINT, models BIGINT,
     rows BIGINT);
+CREATE TABLE IF NOT EXISTS derived_ci (
+    category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, row_hash UBIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS plan (
     plan_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, category_key VARCHAR NOT NULL,
     direction VARCHAR NOT NULL, run_id VARCHAR, planned_at TIMESTAMPTZ NOT NULL,

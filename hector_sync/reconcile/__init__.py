@@ -26,6 +26,13 @@ from hector_sync.store import executed, scalar
 
 
 SMALL_ITEMS = 100_000  # CIs and assets of a category, below which its change set is executed once
+# The CIs ($key) whose listing rows differ from those of the last derive, either way (`derived_ci`).
+CHANGED_CIS = """
+    WITH now AS (SELECT ci_id, hash(c) AS row_hash FROM c2_ci c WHERE category_key = $key),
+    was AS (SELECT ci_id, row_hash FROM derived_ci WHERE category_key = $key)
+    SELECT ci_id FROM (SELECT * FROM now EXCEPT SELECT * FROM was)
+    UNION SELECT ci_id FROM (SELECT * FROM was EXCEPT SELECT * FROM now)
+"""
 
 
 @contextmanager
@@ -69,29 +76,46 @@ class Reconciler:
         return int(scalar(con, f"SELECT count(DISTINCT {column}) FROM {table} WHERE category_key = ?", [self.plan.key]) or 0)
 
     def derive(self, con: duckdb.DuckDBPyConnection) -> Derived:
-        """Replace the category's desired models, desired assets and rejected CIs (toward Hector),
-        normalizing the CIs once for the three.
+        """Bring the category's desired assets, rejected CIs and desired models (toward Hector) up
+        to date with its CIs, normalizing each CI once.
 
-        Only the CIs and these statements (the mapping and every setting they embed) decide
-        those rows, so when neither changed since the last derive, and its rows are all still
-        there, they are kept as they are: a daily resync of unchanged CIs derives nothing again."""
-        normalized = normalize.normalized_cis(self.plan)
+        A CI's desired asset and rejections depend only on its own listing and these statements
+        (the mapping and every setting they embed). While the statements are the same and every
+        derived row is still there, only the CIs whose listing changed since the last derive
+        (`derived_ci` keeps a hash of each listing) are normalized again: a daily resync that
+        changed 1% of a million CIs derives 1% of them, one that changed none derives nothing.
+        The models weigh every CI, so they are counted again from the desired assets."""
+        key = self.plan.key
+        normalized = "SELECT * FROM normalized_ci"
         tables = {
-            "desired_model": normalize.desired_models(self.plan, "SELECT * FROM normalized_ci"),
-            "desired_asset": normalize.desired_assets(self.plan, "SELECT * FROM normalized_ci"),
-            "rejected_ci": normalize.rejected_cis(self.plan, "SELECT * FROM normalized_ci"),
+            "desired_asset": normalize.desired_assets(self.plan, normalized),
+            "rejected_ci": normalize.rejected_cis(self.plan, normalized),
+            "desired_model": normalize.desired_models(self.plan, normalize.desired_asset_rows(self.plan)),
         }
-        ours = {"key": self.plan.key, "source": self._fingerprint(con, [normalized, *tables.values()])}
+        ours = {"key": key, "source": hashlib.sha256(
+            chr(0).join([normalize.normalized_cis(self.plan), *tables.values()]).encode()).hexdigest()}
         rows = " + ".join(f"(SELECT count(*) FROM {table} WHERE category_key = $key)" for table in tables)
         kept = con.execute(
             f"SELECT items, rejected, models FROM derive_state WHERE category_key = $key AND source = $source "
             f"AND rows = {rows}", ours).fetchall()
+        among = None  # every CI of the category
         if kept:
-            return Derived(*kept[0])
+            con.execute(f"CREATE OR REPLACE TEMP TABLE changed_ci AS {CHANGED_CIS}", {"key": key})
+            if not scalar(con, "SELECT count(*) FROM changed_ci"):
+                con.execute("DROP TABLE changed_ci")
+                return Derived(*kept[0])
+            among = "ci_id IN (SELECT ci_id FROM changed_ci)"
         with _unordered(con):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE normalized_ci AS {normalized}")
-            self._replace(con, tables)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE normalized_ci AS {normalize.normalized_cis(self.plan, among)}")
+            for table in ("derived_ci", *tables):
+                con.execute(f"DELETE FROM {table} WHERE category_key = $key"
+                            + ("" if among is None or table == "desired_model" else f" AND {among}"), {"key": key})
+            for table, sql in tables.items():
+                con.execute(f"INSERT INTO {table} BY NAME {sql}")
+            con.execute("INSERT INTO derived_ci SELECT category_key, ci_id, hash(c) FROM c2_ci c WHERE category_key = $key"
+                        + ("" if among is None else f" AND {among}"), {"key": key})
             con.execute("DROP TABLE normalized_ci")
+            con.execute("DROP TABLE IF EXISTS changed_ci")
         derived = Derived(
             items=self._count(con, "desired_asset", "ci_id"), rejected=self._count(con, "rejected_ci", "ci_id"),
             models=self._count(con, "desired_model", "model_key"),
@@ -99,14 +123,6 @@ class Reconciler:
         con.execute(f"INSERT OR REPLACE INTO derive_state SELECT $key, $source, $items, $rejected, $models, {rows}",
                     ours | {"items": derived.items, "rejected": derived.rejected, "models": derived.models})
         return derived
-
-    def _fingerprint(self, con: duckdb.DuckDBPyConnection, statements: list[str]) -> str:
-        """The category's CIs, as a count and a sum of row hashes (order does not matter, and a
-        CI listed twice still counts twice), with a digest of the statements that derive from them."""
-        count, total = con.execute(
-            "SELECT count(*), coalesce(sum(hash(c)), 0) FROM c2_ci c WHERE category_key = ?", [self.plan.key]
-        ).fetchall()[0]
-        return f"{hashlib.sha256(chr(0).join(statements).encode()).hexdigest()}:{count}:{total}"
 
     def derive_c2(self, con: duckdb.DuckDBPyConnection) -> Derived:
         """Replace the category's desired CIs and rejected assets (toward C2 ITSM)."""

@@ -84,21 +84,23 @@ def c2_column(source: str) -> str:
     return "name" if source == NAME_PSEUDO_FIELD else f"fields[{lit(source)}]"
 
 
-def listed_cis(plan: CategoryPlan, raw: tuple[int, ...] | None = None) -> str:
+def listed_cis(plan: CategoryPlan, raw: tuple[int, ...] | None = None, among: str | None = None) -> str:
     """One row per CI id (the latest if C2 listed it twice): its identity, status and the raw
     `r{i}` of the targets `raw` (every target by default). Pairing needs no canonical value, so
-    the change set reads only this, once per run, and leaves the values to `derive`."""
+    the change set reads only this, once per run, and leaves the values to `derive`. `among`:
+    a condition on c2_ci that keeps only some CIs (all of an id's listings, or none)."""
     raws = "".join(f", {c2_column(plan.targets[i].source)} AS r{i}"
                    for i in (range(len(plan.targets)) if raw is None else raw))
     identify = f"lower({trimmed(c2_column(plan.identify_source))})" if plan.identify_source else "NULL"
     key, latest = lit(plan.key), "modified_at DESC NULLS LAST, version DESC"
+    listed = f"c2_ci WHERE category_key = {key}" + ("" if among is None else f" AND {among}")
     return f"""
         WITH listed_twice AS (  -- rarely any: ranking a million unique ids costs more than finding them
-            SELECT ci_id FROM c2_ci WHERE category_key = {key} GROUP BY ci_id HAVING count(*) > 1
+            SELECT ci_id FROM {listed} GROUP BY ci_id HAVING count(*) > 1
         ), ci AS (
-            SELECT * FROM c2_ci WHERE category_key = {key} AND ci_id NOT IN (SELECT ci_id FROM listed_twice)
+            SELECT * FROM {listed} AND ci_id NOT IN (SELECT ci_id FROM listed_twice)
             UNION ALL
-            SELECT * FROM c2_ci WHERE category_key = {key} AND ci_id IN (SELECT ci_id FROM listed_twice)
+            SELECT * FROM {listed} AND ci_id IN (SELECT ci_id FROM listed_twice)
             QUALIFY row_number() OVER (PARTITION BY ci_id ORDER BY {latest}) = 1
         )
         SELECT ci_id, version, status, modified_at, {trimmed('name')} AS ci_name, {identify} AS identify_value,
@@ -107,16 +109,15 @@ def listed_cis(plan: CategoryPlan, raw: tuple[int, ...] | None = None) -> str:
     """
 
 
-def normalized_cis(plan: CategoryPlan) -> str:
-    """`listed_cis` with every target's raw `r{i}` and canonical `v{i}`; `rejected` when a
-    value bound for Hector cannot be synced."""
+def normalized_cis(plan: CategoryPlan, among: str | None = None) -> str:
+    """`listed_cis` (of the CIs `among` keeps) with every target's raw `r{i}` and canonical
+    `v{i}`; `rejected` when a value bound for Hector cannot be synced."""
     canons = ", ".join(f"{canon(f'r{i}', t.kind)} AS v{i}" for i, t in enumerate(plan.targets))
     keys = [f"v{plan.index(name)}" for name in MODEL_KEY_FIELDS]
     problems = " OR ".join(f"({c})" for c in _problem_conditions(plan).values()) or "false"
     return f"""
-        WITH canonical AS (SELECT *, {canons} FROM ({listed_cis(plan)}))
-        SELECT *, {model_key(*keys)} AS model_key, {model_label(*keys)} AS model_label, ({problems}) AS rejected,
-               strftime(modified_at, '%Y%m%d%H%M%S.%f') || ci_id AS recency
+        WITH canonical AS (SELECT *, {canons} FROM ({listed_cis(plan, among=among)}))
+        SELECT *, {model_key(*keys)} AS model_key, {model_label(*keys)} AS model_label, ({problems}) AS rejected
         FROM canonical
     """
 
@@ -158,25 +159,39 @@ def rejected_cis(plan: CategoryPlan, source: str) -> str:
     """
 
 
-def _values(plan: CategoryPlan, scope: str, value: str) -> str:
-    """A desired row's values as a list in the order of the plan's targets (NULL for the other
-    scope's): `fields[i + 1]` is target i. A MAP, or JSON, costs seconds more per million CIs to
-    build and to write; the names are the category's mapping (`category_catalog`)."""
-    return "[" + ", ".join(value.format(i=i) if t.scope == scope else "NULL" for i, t in enumerate(plan.targets)) + "]::VARCHAR[]"
+def _values(plan: CategoryPlan, scope: str | None, value: str) -> str:
+    """A desired row's values as a list in the order of the plan's targets (of `scope`, NULL for
+    the other scope's; every target's when None): `fields[i + 1]` is target i. A MAP, or JSON,
+    costs seconds more per million CIs to build and to write; the names are the category's
+    mapping (`category_catalog`)."""
+    return "[" + ", ".join(value.format(i=i) if scope in (None, t.scope) else "NULL"
+                           for i, t in enumerate(plan.targets)) + "]::VARCHAR[]"
 
 
 def desired_assets(plan: CategoryPlan, source: str) -> str:
-    """Each active, valid CI as the asset Hector should hold."""
+    """Each active, valid CI as the asset Hector should hold, with its model's values too: the
+    desired models are counted from these rows (`desired_asset_rows`)."""
     return f"""
         WITH norm AS ({source})
         SELECT {lit(plan.key)} AS category_key, ci_id, model_key, identify_value, modified_at,
-               {_values(plan, 'asset', 'v{i}')} AS fields
+               {_values(plan, None, 'v{i}')} AS fields
         FROM norm WHERE NOT retired AND NOT rejected
     """
 
 
+def desired_asset_rows(plan: CategoryPlan) -> str:
+    """The category's desired assets as `normalized_cis` rows (active, valid), for `desired_models`."""
+    values = ", ".join(f"fields[{i + 1}] AS v{i}" for i in range(len(plan.targets)))
+    return f"""
+        SELECT ci_id, model_key, false AS retired, false AS rejected, {values},
+               strftime(modified_at, '%Y%m%d%H%M%S.%f') || ci_id AS recency
+        FROM desired_asset WHERE category_key = {lit(plan.key)}
+    """
+
+
 def desired_models(plan: CategoryPlan, source: str) -> str:
-    """One subcategory per distinct triple; where CIs disagree the most recent CI wins."""
+    """One subcategory per distinct triple; where CIs disagree the most recent CI wins. `source`
+    is `desired_asset_rows(plan)`, or rows like them with a `recency` to rank the CIs by."""
     optional = [(i, t) for i, t in enumerate(plan.targets) if t.scope == "model" and t.name not in MODEL_KEY_FIELDS]
     disagreements = ", ".join(
         f"CASE WHEN count(DISTINCT {comparable(f'v{i}', t.kind)}) > 1 THEN {lit(t.name + ': ')} "
