@@ -82,7 +82,7 @@ CREATE TABLE IF NOT EXISTS desired_model (
     ci_count BIGINT, source_ci VARCHAR, disagreement VARCHAR);
 CREATE TABLE IF NOT EXISTS desired_asset (
     category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, model_key VARCHAR NOT NULL,
-    identify_value VARCHAR, modified_at TIMESTAMPTZ, fields VARCHAR[]);
+    identify_value VARCHAR, modified_at TIMESTAMPTZ, fields VARCHAR[], model_fields VARCHAR[]);
 CREATE TABLE IF NOT EXISTS rejected_ci (
     category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, field VARCHAR, value VARCHAR,
     reason VARCHAR NOT NULL);
@@ -141,6 +141,9 @@ ALTER TABLE snapshot_state ADD COLUMN IF NOT EXISTS catalog_id VARCHAR;
 -- Who wrote a row by hand (hector-sync link, unlink): the OS user; a run's rows leave it NULL.
 ALTER TABLE change_history ADD COLUMN IF NOT EXISTS operator VARCHAR;
 ALTER TABLE link ADD COLUMN IF NOT EXISTS pinned_by VARCHAR;
+-- Desired assets hold their model's values apart; an older file's rows have none, and are
+-- derived again (derive's statements changed with them).
+ALTER TABLE desired_asset ADD COLUMN IF NOT EXISTS model_fields VARCHAR[];
 CREATE TABLE IF NOT EXISTS unlink (
     category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, asset_id BIGINT NOT NULL,
     requested_at TIMESTAMPTZ NOT NULL, requested_by VARCHAR NOT NULL, PRIMARY KEY (category_key, asset_id));

@@ -26,12 +26,13 @@ from hector_sync.store import executed, scalar
 
 
 SMALL_ITEMS = 100_000  # CIs and assets of a category, below which its change set is executed once
-# The CIs ($key) whose listing rows differ from those of the last derive, either way (`derived_ci`).
+# A hash of each listing row of the category $key, and the CIs whose rows differ from those of
+# the last derive (`derived_ci`), either way.
+LISTED_HASHES = "SELECT ci_id, hash(c) AS row_hash FROM c2_ci c WHERE category_key = $key"
 CHANGED_CIS = """
-    WITH now AS (SELECT ci_id, hash(c) AS row_hash FROM c2_ci c WHERE category_key = $key),
-    was AS (SELECT ci_id, row_hash FROM derived_ci WHERE category_key = $key)
-    SELECT ci_id FROM (SELECT * FROM now EXCEPT SELECT * FROM was)
-    UNION SELECT ci_id FROM (SELECT * FROM was EXCEPT SELECT * FROM now)
+    WITH was AS (SELECT ci_id, row_hash FROM derived_ci WHERE category_key = $key)
+    SELECT ci_id FROM (SELECT * FROM listed_hash EXCEPT SELECT * FROM was)
+    UNION SELECT ci_id FROM (SELECT * FROM was EXCEPT SELECT * FROM listed_hash)
 """
 
 
@@ -99,10 +100,12 @@ class Reconciler:
             f"SELECT items, rejected, models FROM derive_state WHERE category_key = $key AND source = $source "
             f"AND rows = {rows}", ours).fetchall()
         among = None  # every CI of the category
+        con.execute(f"CREATE OR REPLACE TEMP TABLE listed_hash AS {LISTED_HASHES}", {"key": key})
         if kept:
             con.execute(f"CREATE OR REPLACE TEMP TABLE changed_ci AS {CHANGED_CIS}", {"key": key})
             if not scalar(con, "SELECT count(*) FROM changed_ci"):
                 con.execute("DROP TABLE changed_ci")
+                con.execute("DROP TABLE listed_hash")
                 return Derived(*kept[0])
             among = "ci_id IN (SELECT ci_id FROM changed_ci)"
         with _unordered(con):
@@ -112,10 +115,10 @@ class Reconciler:
                             + ("" if among is None or table == "desired_model" else f" AND {among}"), {"key": key})
             for table, sql in tables.items():
                 con.execute(f"INSERT INTO {table} BY NAME {sql}")
-            con.execute("INSERT INTO derived_ci SELECT category_key, ci_id, hash(c) FROM c2_ci c WHERE category_key = $key"
-                        + ("" if among is None else f" AND {among}"), {"key": key})
-            con.execute("DROP TABLE normalized_ci")
-            con.execute("DROP TABLE IF EXISTS changed_ci")
+            con.execute("INSERT INTO derived_ci SELECT $key, ci_id, row_hash FROM listed_hash"
+                        + ("" if among is None else f" WHERE {among}"), {"key": key})
+            for table in ("normalized_ci", "listed_hash", "changed_ci"):
+                con.execute(f"DROP TABLE IF EXISTS {table}")
         derived = Derived(
             items=self._count(con, "desired_asset", "ci_id"), rejected=self._count(con, "rejected_ci", "ci_id"),
             models=self._count(con, "desired_model", "model_key"),

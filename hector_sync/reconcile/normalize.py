@@ -159,29 +159,30 @@ def rejected_cis(plan: CategoryPlan, source: str) -> str:
     """
 
 
-def _values(plan: CategoryPlan, scope: str | None, value: str) -> str:
-    """A desired row's values as a list in the order of the plan's targets (of `scope`, NULL for
-    the other scope's; every target's when None): `fields[i + 1]` is target i. A MAP, or JSON,
-    costs seconds more per million CIs to build and to write; the names are the category's
-    mapping (`category_catalog`)."""
-    return "[" + ", ".join(value.format(i=i) if scope in (None, t.scope) else "NULL"
+def _values(plan: CategoryPlan, scope: str, value: str) -> str:
+    """A desired row's values as a list in the order of the plan's targets (NULL for the other
+    scope's): `fields[i + 1]` is target i. A MAP, or JSON, costs seconds more per million CIs to
+    build and to write; the names are the category's mapping (`category_catalog`)."""
+    return "[" + ", ".join(value.format(i=i) if t.scope == scope else "NULL"
                            for i, t in enumerate(plan.targets)) + "]::VARCHAR[]"
 
 
 def desired_assets(plan: CategoryPlan, source: str) -> str:
-    """Each active, valid CI as the asset Hector should hold, with its model's values too: the
-    desired models are counted from these rows (`desired_asset_rows`)."""
+    """Each active, valid CI as the asset Hector should hold, and its model's values apart
+    (`model_fields`): the desired models are counted from these rows (`desired_asset_rows`),
+    and the change set, which compares the asset's, does not carry them."""
     return f"""
         WITH norm AS ({source})
         SELECT {lit(plan.key)} AS category_key, ci_id, model_key, identify_value, modified_at,
-               {_values(plan, None, 'v{i}')} AS fields
+               {_values(plan, 'asset', 'v{i}')} AS fields, {_values(plan, 'model', 'v{i}')} AS model_fields
         FROM norm WHERE NOT retired AND NOT rejected
     """
 
 
 def desired_asset_rows(plan: CategoryPlan) -> str:
     """The category's desired assets as `normalized_cis` rows (active, valid), for `desired_models`."""
-    values = ", ".join(f"fields[{i + 1}] AS v{i}" for i in range(len(plan.targets)))
+    values = ", ".join(f"{'fields' if t.scope == 'asset' else 'model_fields'}[{i + 1}] AS v{i}"
+                       for i, t in enumerate(plan.targets))
     return f"""
         SELECT ci_id, model_key, false AS retired, false AS rejected, {values},
                strftime(modified_at, '%Y%m%d%H%M%S.%f') || ci_id AS recency

@@ -118,7 +118,7 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
         c AS MATERIALIZED ({listed_cis(plan, raw=() if tag is None else (tag,))}),
         {pairs(plan)},
         d AS (  -- a CI whose asset's ref an unlink removes in this run waits for the next one
-            SELECT * FROM desired_asset
+            SELECT * EXCLUDE (model_fields) FROM desired_asset
             WHERE category_key = {key} AND ci_id NOT IN (SELECT ci_id FROM unlinking)
         ),
         sub AS (
