@@ -196,6 +196,25 @@ def test_derive_keeps_its_rows_only_while_the_cis_and_the_mapping_stay_the_same(
     Reconciler.for_category(other, ATTRIBUTES, default_stockroom="Main warehouse").derive(con)
     assert "SN-1" in assets()[0][1]
 
+def test_a_derive_cut_short_leaves_the_last_one_as_it_was(con) -> None:
+    """A derive replaces its rows in one transaction: one that fails half way leaves the desired
+    rows, the listing's hashes and the derive's state of the last derive, to start from again."""
+    rec = Reconciler.for_category(CATEGORY, ATTRIBUTES, default_stockroom="Main warehouse")
+    load_cis(con, [ci("1", AssetTag="A-1"), ci("2")])
+    rec.derive(con)
+
+    def state() -> dict[str, list[tuple]]:
+        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+                for t in ("desired_asset", "desired_model", "derived_ci", "derive_state")}
+
+    before = state()
+    load_cis(con, [ci("1", AssetTag="A-2", day=2)])
+    con.execute("ALTER TABLE rejected_ci DROP COLUMN reason")  # written after the desired assets: it fails
+    with pytest.raises(duckdb.Error):
+        rec.derive(con)
+    assert state() == before
+
+
 def test_gone_and_retired_cis_retire_their_assets_only_on_full_reads(con) -> None:
     load_cis(con, [ci("1"), ci("2", status="retired")])
     add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser")

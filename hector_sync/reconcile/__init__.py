@@ -109,22 +109,30 @@ class Reconciler:
                 return Derived(*kept[0])
             among = "ci_id IN (SELECT ci_id FROM changed_ci)"
         with _unordered(con):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE normalized_ci AS {normalize.normalized_cis(self.plan, among)}")
-            for table in ("derived_ci", *tables):
-                con.execute(f"DELETE FROM {table} WHERE category_key = $key"
-                            + ("" if among is None or table == "desired_model" else f" AND {among}"), {"key": key})
-            for table, sql in tables.items():
-                con.execute(f"INSERT INTO {table} BY NAME {sql}")
-            con.execute("INSERT INTO derived_ci SELECT $key, ci_id, row_hash FROM listed_hash"
-                        + ("" if among is None else f" WHERE {among}"), {"key": key})
-            for table in ("normalized_ci", "listed_hash", "changed_ci"):
-                con.execute(f"DROP TABLE IF EXISTS {table}")
-        derived = Derived(
-            items=self._count(con, "desired_asset", "ci_id"), rejected=self._count(con, "rejected_ci", "ci_id"),
-            models=self._count(con, "desired_model", "model_key"),
-        )
-        con.execute(f"INSERT OR REPLACE INTO derive_state SELECT $key, $source, $items, $rejected, $models, {rows}",
-                    ours | {"items": derived.items, "rejected": derived.rejected, "models": derived.models})
+            con.execute("BEGIN")  # a derive cut short leaves the last one's rows, hashes and state
+            try:
+                con.execute(f"CREATE TEMP TABLE normalized_ci AS {normalize.normalized_cis(self.plan, among)}")
+                for table in ("derived_ci", *tables):
+                    con.execute(f"DELETE FROM {table} WHERE category_key = $key"
+                                + ("" if among is None or table == "desired_model" else f" AND {among}"), {"key": key})
+                for table, sql in tables.items():
+                    con.execute(f"INSERT INTO {table} BY NAME {sql}")
+                con.execute("INSERT INTO derived_ci SELECT $key, ci_id, row_hash FROM listed_hash"
+                            + ("" if among is None else f" WHERE {among}"), {"key": key})
+                con.execute("DROP TABLE normalized_ci")
+                derived = Derived(
+                    items=self._count(con, "desired_asset", "ci_id"), rejected=self._count(con, "rejected_ci", "ci_id"),
+                    models=self._count(con, "desired_model", "model_key"),
+                )
+                con.execute(f"INSERT OR REPLACE INTO derive_state SELECT $key, $source, $items, $rejected, $models, {rows}",
+                            ours | {"items": derived.items, "rejected": derived.rejected, "models": derived.models})
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                con.execute("DROP TABLE IF EXISTS listed_hash")
+                con.execute("DROP TABLE IF EXISTS changed_ci")
         return derived
 
     def derive_c2(self, con: duckdb.DuckDBPyConnection) -> Derived:
