@@ -15,8 +15,10 @@ pair: the sync removes the ref, and matches neither item otherwise until a read 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hector_sync.reconcile.mapping import ATTRIBUTE_PREFIX, CategoryPlan, Target
-from hector_sync.reconcile.normalize import canon, lit, model_key, model_label, quoted, trimmed
+from hector_sync.reconcile.normalize import canon, comparable, lit, model_key, model_label, quoted, trimmed
 
 # A CI created from a journalled intent shows a modified_at at or after the intent, give or
 # take the clock difference between us and C2 ITSM.
@@ -50,29 +52,42 @@ def hector_models(plan: CategoryPlan) -> str:
     """
 
 
-def hector_assets(plan: CategoryPlan, *, whole: bool = True) -> str:
-    """Hector's assets of the category with their model identity and, for every target (model
-    ones through the subcategory), canonical `h{i}` and, when `whole`, raw `hr{i}` values.
+def hector_assets(plan: CategoryPlan, *, whole: bool = True, values: tuple[int, ...] | None = None,
+                  digest: tuple[int, ...] = ()) -> str:
+    """Hector's assets of the category with their model identity and, for the targets `values`
+    (every one by default; model ones through the subcategory), canonical `h{i}` and, when
+    `whole`, raw `hr{i}` values.
 
     Only `whole` rows carry the title, attributes, refs and update time: the change set toward
     Hector reads none of them, and leaving them out spares a million-asset category a second
-    copy of its attributes."""
-    values = ", ".join(
-        (f"{canon('a.' + hector_column(t), t.kind)} AS h{i}"
-         + (f", {trimmed('a.' + hector_column(t))} AS hr{i}" if whole else ""))
-        if t.scope == "asset" else f"m.h{i}" + (f", m.hr{i}" if whole else "")
-        for i, t in enumerate(plan.targets)
-    )
+    copy of its attributes. `digest` adds `digest`, the `value_digest` of the targets it names."""
+    def value(i: int, t: Target) -> str:
+        if t.scope == "model":
+            return f"m.h{i}" + (f", m.hr{i}" if whole else "")
+        return f"{canon('a.' + hector_column(t), t.kind)} AS h{i}" + (f", {trimmed('a.' + hector_column(t))} AS hr{i}" if whole else "")
+
+    columns = [value(i, t) for i, t in enumerate(plan.targets) if values is None or i in values]
+    if digest:
+        canonical = {i: canon("a." + hector_column(t), t.kind) if t.scope == "asset" else f"m.h{i}"
+                     for i, t in enumerate(plan.targets)}
+        columns.append(f"{value_digest(plan, digest, canonical.__getitem__)} AS digest")
     column = identify_column(plan)
     identify = f"lower({trimmed('a.' + column)})" if column else "NULL"
     snapshot = (f"a.attributes, a.external_refs, a.updated_at, {trimmed('a.title')} AS title, " if whole else "")
     return f"""
-        SELECT a.id, a.version, a.status, a.c2_ref, {snapshot}
+        SELECT a.id, a.version, a.status, a.c2_ref, a.subcategory_id, {snapshot}
                a.status IS NOT DISTINCT FROM 'retired' AS retired,
-               m.model_key, m.model_label, {identify} AS identify_value, {values or 'NULL AS none'}
+               m.model_key, m.model_label, {identify} AS identify_value, {', '.join(columns) or 'NULL AS none'}
         FROM hector_asset a LEFT JOIN ({hector_models(plan)}) m ON m.id = a.subcategory_id
         WHERE a.category_key = {lit(plan.key)}
     """
+
+
+def value_digest(plan: CategoryPlan, indexes: tuple[int, ...], value: Callable[[int], str]) -> str:
+    """SQL: one hash of the comparable forms of the targets `indexes`, `value(i)` being target
+    i's canonical value. Two sides whose digests are equal hold the same values, so a pair that
+    agrees costs one comparison, not one per field (nor carrying every value through the join)."""
+    return "hash([" + ", ".join(comparable(value(i), plan.targets[i].kind) for i in indexes) + "]::VARCHAR[])"
 
 
 def _ambiguity(key: str, shared: str, these: str, other: str, those: str) -> str:

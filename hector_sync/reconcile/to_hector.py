@@ -9,10 +9,10 @@ asset the sync retired comes back (`reactivate_asset`) once its CI is listed act
 
 from __future__ import annotations
 
-from hector_sync.reconcile.changes import assemble, differing, differs, entries, tally, with_drift
+from hector_sync.reconcile.changes import assemble, differing, entries, tally, with_drift
 from hector_sync.config import TO_HECTOR
 from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, CategoryPlan
-from hector_sync.reconcile.match import hector_assets, hector_models, pairs
+from hector_sync.reconcile.match import hector_assets, hector_models, pairs, value_digest
 from hector_sync.reconcile.normalize import listed_cis, lit, model_label, quoted
 
 LINK_REASONS = {
@@ -40,7 +40,7 @@ def _tag_clashes(plan: CategoryPlan, i: int | None) -> str:
     source = plan.targets[i].source
     return f"""
         tag_of AS (
-            SELECT ci_id, fields[{i + 1}] AS tag FROM d WHERE fields[{i + 1}] IS NOT NULL
+            SELECT ci_id, tag FROM d WHERE tag IS NOT NULL
         ),
         shared_tag AS (  -- counted first: listing the CIs of each of a million tags costs seconds
             SELECT tag, string_agg(ci_id, ', ' ORDER BY ci_id) AS cis FROM tag_of
@@ -89,13 +89,15 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
     """SQL for the whole change set of one category toward Hector."""
     key = lit(plan.key)
     tag = _tag_index(plan)
+    tag_value = "" if tag is None else f", fields[{tag + 1}] AS tag"
     creates = plan.creates_toward(TO_HECTOR)
     model = tuple(i for i, t in enumerate(plan.targets) if t.scope == "model")
     asset = tuple(i for i, t in enumerate(plan.targets) if t.scope == "asset")
     flowing = set(plan.toward(TO_HECTOR))
     written = tuple(i for i in asset if i in flowing)
-    # what `pairs` takes of the paired asset: what the rows below compare and write
-    paired_asset = ", ".join(["h.id", "h.version", "h.retired", "h.model_key", "h.model_label", *(f"h.h{i}" for i in written)])
+    # what `pairs` takes of the paired asset: its identity, and one digest of the values written
+    paired_asset = "h.id, h.version, h.retired, h.subcategory_id, h.digest"
+    desired_digest = value_digest(plan, written, lambda i: f"fields[{i + 1}]")
     kept = ", ".join(lit(k) for k in MODEL_KEY_FIELDS)
     desired_label = model_label(*(f"dm.fields[{plan.index(k) + 1}]" for k in MODEL_KEY_FIELDS))
     gone_reason = (
@@ -106,19 +108,24 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
         f"WHEN {lit(m)} THEN {r.format(value=quoted('desired_identify'))}" for m, r in LINK_REASONS.items()
     ) + " END"
     field_rows = f"""
-        SELECT 'update_asset' AS action, ci_id AS item, CAST(id AS VARCHAR) AS target_id,
-               version AS target_version, desired_key AS model_key, NULL AS reason,
-               {differing(entries(plan, written, '{name}', 'h{i}', 'fields[{i} + 1]'))}
-        FROM pairs WHERE id IS NOT NULL AND {differs(plan, written, 'h{i}', 'fields[{i} + 1]')}
+        SELECT 'update_asset' AS action, p.ci_id AS item, CAST(p.id AS VARCHAR) AS target_id,
+               p.version AS target_version, p.desired_key AS model_key, NULL AS reason,
+               {differing(entries(plan, written, '{name}', 'v.h{i}', 'da.fields[{i} + 1]'))}
+        FROM pairs p JOIN desired_asset da ON da.category_key = {key} AND da.ci_id = p.ci_id
+        JOIN ({hector_assets(plan, whole=False, values=written)}) v ON v.id = p.id
+        WHERE p.id IS NOT NULL AND p.digest IS DISTINCT FROM p.desired_digest
     """
     return f"""
         WITH dm AS (SELECT * FROM desired_model WHERE category_key = {key}),
         hm AS MATERIALIZED ({hector_models(plan)}),
-        h AS MATERIALIZED ({hector_assets(plan, whole=False)}),
+        h AS MATERIALIZED (  -- the models' keys and labels stay in hm: a million copies of them is memory
+            SELECT * EXCLUDE (model_key, model_label)
+            FROM ({hector_assets(plan, whole=False, values=() if tag is None else (tag,), digest=written)})),
         c AS MATERIALIZED ({listed_cis(plan, raw=() if tag is None else (tag,))}),
         {pairs(plan)},
         d AS (  -- a CI whose asset's ref an unlink removes in this run waits for the next one
-            SELECT * EXCLUDE (model_fields) FROM desired_asset
+            SELECT ci_id, hash(model_key) AS key_hash, identify_value, {desired_digest} AS digest{tag_value}
+            FROM desired_asset
             WHERE category_key = {key} AND ci_id NOT IN (SELECT ci_id FROM unlinking)
         ),
         sub AS (
@@ -141,14 +148,17 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
             FROM sub WHERE id IS NOT NULL
         ),
         {_tag_clashes(plan, tag)},
-        pairs AS (
+        paired AS MATERIALIZED (  -- narrow: what every pair carries is a million times over
             SELECT d.ci_id, coalesce(p.match, CASE WHEN a.ci_id IS NOT NULL THEN 'ambiguous' ELSE 'new' END) AS match,
-                   p.pinned_by,
-                   a.ambiguity, d.model_key AS desired_key, d.fields, d.identify_value AS desired_identify,
-                   {desired_label} AS desired_label, {paired_asset}
+                   p.pinned_by, a.ambiguity, d.key_hash, d.identify_value AS desired_identify,
+                   d.digest AS desired_digest, {paired_asset}
             FROM d LEFT JOIN pair p USING (ci_id) LEFT JOIN ci_ambiguity a USING (ci_id)
-            LEFT JOIN dm USING (model_key) LEFT JOIN h ON h.id = p.asset_id
+            LEFT JOIN h ON h.id = p.asset_id
             WHERE d.ci_id NOT IN (SELECT ci_id FROM clash)
+        ),
+        label AS (SELECT model_key AS desired_key, hash(model_key) AS key_hash, {desired_label} AS desired_label FROM dm),
+        pairs AS NOT MATERIALIZED (  -- each reader filters first, and then finds its models' keys and labels
+            SELECT p.* EXCLUDE (key_hash), l.desired_key, l.desired_label FROM paired p JOIN label l USING (key_hash)
         ),
         create_rows AS (
             SELECT 'create_asset' AS action, ci_id AS item, NULL AS target_id,
@@ -158,15 +168,17 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
                        {{'field': 'stockroom', 'old': NULL, 'new': {lit(default_stockroom)}}},
                        {{'field': 'external_ref', 'old': NULL, 'new': 'c2:' || ci_id}}],
                        lambda x: x.new IS NOT NULL), recursive := true)
-            FROM pairs WHERE match = 'new' AND {str(creates).lower()}
+            FROM pairs JOIN desired_asset da USING (ci_id)
+            WHERE da.category_key = {key} AND match = 'new' AND {str(creates).lower()}
         ),
         update_rows AS ({with_drift(field_rows, plan, TO_HECTOR, ci_column='item')}),
         move_rows AS (
-            SELECT 'move_asset' AS action, ci_id AS item, CAST(id AS VARCHAR) AS target_id,
-                   version AS target_version, desired_key AS model_key,
+            SELECT 'move_asset' AS action, p.ci_id AS item, CAST(p.id AS VARCHAR) AS target_id,
+                   p.version AS target_version, desired_key AS model_key,
                    'its maker, model or description changed in C2 ITSM' AS reason,
-                   'subcategory' AS field, model_label AS old, desired_label AS new
-            FROM pairs WHERE id IS NOT NULL AND model_key IS DISTINCT FROM desired_key AND {str(creates).lower()}
+                   'subcategory' AS field, hm.model_label AS old, desired_label AS new
+            FROM pairs p LEFT JOIN hm ON hm.id = p.subcategory_id
+            WHERE p.id IS NOT NULL AND hm.model_key IS DISTINCT FROM desired_key AND {str(creates).lower()}
         ),
         link_rows AS (
             SELECT 'link_asset' AS action, ci_id AS item, CAST(id AS VARCHAR) AS target_id,
@@ -212,10 +224,10 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
         gone_rows AS (
             SELECT CASE WHEN {lit(plan.on_missing)} = 'retire' THEN 'retire_asset' ELSE 'missing' END AS action,
                    h.c2_ref AS item, CAST(h.id AS VARCHAR) AS target_id, h.version AS target_version,
-                   h.model_key, {gone_reason} AS reason,
+                   hm.model_key, {gone_reason} AS reason,
                    'status' AS field, h.status AS old,
                    CASE WHEN {lit(plan.on_missing)} = 'retire' THEN 'retired' END AS new
-            FROM h LEFT JOIN c ON c.ci_id = h.c2_ref
+            FROM h LEFT JOIN c ON c.ci_id = h.c2_ref LEFT JOIN hm ON hm.id = h.subcategory_id
             WHERE h.c2_ref IS NOT NULL AND h.c2_ref NOT IN (SELECT ci_id FROM d)
               AND NOT h.retired AND {str(creates).lower()} AND h.id NOT IN (SELECT asset_id FROM unlinking)
               AND (c.retired OR (c.ci_id IS NULL AND {str(full_read).lower()}))
