@@ -31,8 +31,9 @@ SMALL_ITEMS = 100_000  # CIs and assets of a category, below which its change se
 LISTED_HASHES = "SELECT ci_id, hash(c) AS row_hash FROM c2_ci c WHERE category_key = $key"
 CHANGED_CIS = """
     WITH was AS (SELECT ci_id, row_hash FROM derived_ci WHERE category_key = $key)
-    SELECT ci_id FROM (SELECT * FROM listed_hash EXCEPT SELECT * FROM was)
-    UNION SELECT ci_id FROM (SELECT * FROM was EXCEPT SELECT * FROM listed_hash)
+    SELECT DISTINCT coalesce(l.ci_id, w.ci_id) AS ci_id
+    FROM listed_hash l FULL JOIN was w ON w.ci_id = l.ci_id AND w.row_hash = l.row_hash
+    WHERE l.ci_id IS NULL OR w.ci_id IS NULL
 """
 
 
@@ -73,8 +74,10 @@ class Reconciler:
             con.execute(f"DELETE FROM {table} WHERE category_key = ?", [self.plan.key])
             con.execute(f"INSERT INTO {table} BY NAME {sql}")
 
-    def _count(self, con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
-        return int(scalar(con, f"SELECT count(DISTINCT {column}) FROM {table} WHERE category_key = ?", [self.plan.key]) or 0)
+    def _count(self, con: duckdb.DuckDBPyConnection, table: str, column: str | None = None) -> int:
+        """Rows of the category in `table`, or the distinct values of `column` (None: one row per item)."""
+        counted = "*" if column is None else f"DISTINCT {column}"
+        return int(scalar(con, f"SELECT count({counted}) FROM {table} WHERE category_key = ?", [self.plan.key]) or 0)
 
     def derive(self, con: duckdb.DuckDBPyConnection) -> Derived:
         """Bring the category's desired assets, rejected CIs and desired models (toward Hector) up
@@ -121,7 +124,7 @@ class Reconciler:
                             + ("" if among is None else f" WHERE {among}"), {"key": key})
                 con.execute("DROP TABLE normalized_ci")
                 derived = Derived(
-                    items=self._count(con, "desired_asset", "ci_id"), rejected=self._count(con, "rejected_ci", "ci_id"),
+                    items=self._count(con, "desired_asset"), rejected=self._count(con, "rejected_ci", "ci_id"),
                     models=self._count(con, "desired_model", "model_key"),
                 )
                 con.execute(f"INSERT OR REPLACE INTO derive_state SELECT $key, $source, $items, $rejected, $models, {rows}",
