@@ -17,7 +17,6 @@ from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, NAME_PSEUDO_FIELD, C
 # maker of U+3000 alone is as empty to Hector as one of spaces. A regular expression, because
 # DuckDB's trim(x, characters) costs per character of the set, on every value.
 BLANK = r"[\s\p{Z}\x{0b}\x{85}\x{1c}-\x{1f}]"
-ISO_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 # An e-mail address as C2 ITSM's `user` fields take it, checked simply (as the C2 simulator
 # does): one @, a non-empty local part, a domain with a dot that is not its first or last
 # character, and no white space (trimmed first, like every value).
@@ -54,7 +53,10 @@ def canon(expr: str, kind: Kind) -> str:
     if kind == "number":
         number = f"TRY_CAST({value} AS DOUBLE)"
         return f"CASE WHEN isfinite({number}) THEN CAST({number} AS VARCHAR) END"
-    return (f"CASE WHEN regexp_full_match({value}, {lit(ISO_DATE)}) "
+    # DuckDB writes a date of years 1-9999 as YYYY-MM-DD and every other one longer or shorter
+    # ('infinity', '10000-01-01', '0001-01-01 (BC)'): ten characters written back unchanged are
+    # a real YYYY-MM-DD day, as a regular expression would say at three times the cost.
+    return (f"CASE WHEN length({value}) = 10 "
             f"AND CAST(TRY_CAST({value} AS DATE) AS VARCHAR) = {value} THEN {value} END")
 
 
