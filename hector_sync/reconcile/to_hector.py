@@ -30,34 +30,38 @@ def _tag_index(plan: CategoryPlan) -> int | None:
 
 def _tag_clashes(plan: CategoryPlan, i: int | None) -> str:
     """CTE `clash`: CIs whose asset tag (target `i`, see `_tag_index`) another CI also claims,
-    or another asset already holds (`tag` as C2 ITSM holds it).
+    or another asset already holds (`tag` as C2 ITSM holds it); from `paired`.
 
     Hector keeps asset tags unique in a category (409 otherwise): such a CI is skipped, naming
-    who else has the tag, rather than planned into a write Hector would refuse.
+    who else has the tag, rather than planned into a write Hector would refuse. A CI whose own
+    asset holds its tag already is the one holder Hector allows, so only the CIs whose tag is
+    new to their asset (1% of a daily sync) are looked up among the assets.
     """
     if i is None:
         return "clash AS (SELECT NULL AS ci_id, NULL AS tag, NULL AS field, NULL AS reason WHERE false)"
     source = plan.targets[i].source
     return f"""
         tag_of AS (
-            SELECT ci_id, tag FROM d WHERE tag IS NOT NULL
+            SELECT ci_id, tag, id, asset_tag FROM paired WHERE tag IS NOT NULL
         ),
         shared_tag AS (  -- counted first: listing the CIs of each of a million tags costs seconds
             SELECT tag, string_agg(ci_id, ', ' ORDER BY ci_id) AS cis FROM tag_of
             WHERE tag IN (SELECT tag FROM tag_of GROUP BY tag HAVING count(*) > 1) GROUP BY tag
         ),
         held_tag AS (
-            SELECT t.ci_id, any_value(h.id) AS holder FROM tag_of t LEFT JOIN pair p USING (ci_id)
-            JOIN h ON h.h{i} = t.tag AND h.id IS DISTINCT FROM p.asset_id GROUP BY t.ci_id
+            SELECT t.ci_id, any_value(h.id) AS holder FROM tag_of t
+            JOIN h ON h.h{i} = t.tag AND h.id IS DISTINCT FROM t.id
+            WHERE t.asset_tag IS DISTINCT FROM t.tag GROUP BY t.ci_id
         ),
         clash AS (
             SELECT t.ci_id, CAST(c.r{i} AS VARCHAR) AS tag, {lit(source)} AS field,
                    {lit(source + ' ')} || {quoted('t.tag')} || CASE
-                       WHEN s.cis IS NOT NULL THEN ' is also the asset tag of CIs ' || s.cis
-                       ELSE ' is already the asset tag of asset ' || k.holder END
+                       WHEN t.cis IS NOT NULL THEN ' is also the asset tag of CIs ' || t.cis
+                       ELSE ' is already the asset tag of asset ' || t.holder END
                    || '; Hector keeps asset tags unique in a category' AS reason
-            FROM tag_of t JOIN c USING (ci_id) LEFT JOIN shared_tag s USING (tag) LEFT JOIN held_tag k USING (ci_id)
-            WHERE s.cis IS NOT NULL OR k.holder IS NOT NULL
+            FROM (SELECT t.ci_id, t.tag, s.cis, k.holder
+                  FROM tag_of t LEFT JOIN shared_tag s USING (tag) LEFT JOIN held_tag k USING (ci_id)
+                  WHERE s.cis IS NOT NULL OR k.holder IS NOT NULL) t JOIN c USING (ci_id)
         )"""
 
 
@@ -90,6 +94,7 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
     key = lit(plan.key)
     tag = _tag_index(plan)
     tag_value = "" if tag is None else f", fields[{tag + 1}] AS tag"
+    tags = "" if tag is None else f", d.tag, h.h{tag} AS asset_tag"  # the CI's, and its asset's
     creates = plan.creates_toward(TO_HECTOR)
     model = tuple(i for i, t in enumerate(plan.targets) if t.scope == "model")
     asset = tuple(i for i, t in enumerate(plan.targets) if t.scope == "asset")
@@ -118,7 +123,8 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
     return f"""
         WITH dm AS (SELECT * FROM desired_model WHERE category_key = {key}),
         hm AS MATERIALIZED ({hector_models(plan)}),
-        h AS MATERIALIZED (  -- the models' keys and labels stay in hm: a million copies of them is memory
+        h AS NOT MATERIALIZED (  -- read by each reader, which takes only its columns: cheaper than keeping a
+                                 -- million assets in memory; the models' keys and labels stay in hm
             SELECT * EXCLUDE (model_key, model_label)
             FROM ({hector_assets(plan, whole=False, values=() if tag is None else (tag,), digest=written)})),
         c AS MATERIALIZED ({listed_cis(plan, raw=() if tag is None else (tag,))}),
@@ -147,18 +153,19 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
                        f"CASE WHEN {{name}} IN ({kept}) THEN fields[{{i}} + 1] ELSE h{{i}} END", 'fields[{i} + 1]'))}
             FROM sub WHERE id IS NOT NULL
         ),
-        {_tag_clashes(plan, tag)},
         paired AS MATERIALIZED (  -- narrow: what every pair carries is a million times over
             SELECT d.ci_id, coalesce(p.match, CASE WHEN a.ci_id IS NOT NULL THEN 'ambiguous' ELSE 'new' END) AS match,
                    p.pinned_by, a.ambiguity, d.key_hash, d.identify_value AS desired_identify,
-                   d.digest AS desired_digest, {paired_asset}
+                   d.digest AS desired_digest{tags}, {paired_asset}
             FROM d LEFT JOIN pair p USING (ci_id) LEFT JOIN ci_ambiguity a USING (ci_id)
             LEFT JOIN h ON h.id = p.asset_id
-            WHERE d.ci_id NOT IN (SELECT ci_id FROM clash)
         ),
+        {_tag_clashes(plan, tag)},
         label AS (SELECT model_key AS desired_key, hash(model_key) AS key_hash, {desired_label} AS desired_label FROM dm),
-        pairs AS NOT MATERIALIZED (  -- each reader filters first, and then finds its models' keys and labels
+        pairs AS NOT MATERIALIZED (  -- each reader filters first, then drops the CIs whose tag clashes, then finds
+                                     -- its models' keys and labels
             SELECT p.* EXCLUDE (key_hash), l.desired_key, l.desired_label FROM paired p JOIN label l USING (key_hash)
+            WHERE p.ci_id NOT IN (SELECT ci_id FROM clash)
         ),
         create_rows AS (
             SELECT 'create_asset' AS action, ci_id AS item, NULL AS target_id,
@@ -221,16 +228,19 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
             UNION ALL BY NAME
             SELECT 'skip' AS action, ci_id AS item, reason, field, tag AS new FROM clash
         ),
+        gone AS MATERIALIZED (  -- the few linked assets whose CI is not desired, before finding why
+            SELECT id, version, status, c2_ref, subcategory_id FROM h
+            WHERE c2_ref IS NOT NULL AND c2_ref NOT IN (SELECT ci_id FROM paired)
+              AND NOT retired AND {str(creates).lower()} AND id NOT IN (SELECT asset_id FROM unlinking)
+        ),
         gone_rows AS (
             SELECT CASE WHEN {lit(plan.on_missing)} = 'retire' THEN 'retire_asset' ELSE 'missing' END AS action,
-                   h.c2_ref AS item, CAST(h.id AS VARCHAR) AS target_id, h.version AS target_version,
+                   g.c2_ref AS item, CAST(g.id AS VARCHAR) AS target_id, g.version AS target_version,
                    hm.model_key, {gone_reason} AS reason,
-                   'status' AS field, h.status AS old,
+                   'status' AS field, g.status AS old,
                    CASE WHEN {lit(plan.on_missing)} = 'retire' THEN 'retired' END AS new
-            FROM h LEFT JOIN c ON c.ci_id = h.c2_ref LEFT JOIN hm ON hm.id = h.subcategory_id
-            WHERE h.c2_ref IS NOT NULL AND h.c2_ref NOT IN (SELECT ci_id FROM d)
-              AND NOT h.retired AND {str(creates).lower()} AND h.id NOT IN (SELECT asset_id FROM unlinking)
-              AND (c.retired OR (c.ci_id IS NULL AND {str(full_read).lower()}))
+            FROM gone g LEFT JOIN c ON c.ci_id = g.c2_ref LEFT JOIN hm ON hm.id = g.subcategory_id
+            WHERE c.retired OR (c.ci_id IS NULL AND {str(full_read).lower()})
         ),
         {assemble(plan, TO_HECTOR, ["sub_rows", "create_rows", "link_rows", "unlink_rows", "update_rows", "move_rows",
                                     "gone_rows", "reactivate_rows", "unchanged_rows", "skip_rows"])}
