@@ -154,7 +154,8 @@ def test_identify_by_links_one_candidate_and_reports_ambiguity(con) -> None:
 
 
 def test_a_large_category_plans_the_same_rows_through_a_relation(con, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small categories execute the change set once, large ones stream it: the rows are the same."""
+    """Small categories keep their assets and pairs and execute the change set once; large ones
+    read them again where needed and stream it: the rows are the same."""
     load_cis(con, [ci("1", model="LaserJet M507", AssetTag="A-2"), ci("2"), ci("3", maker=" "), ci("4", status="retired")])
     add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser")
     add_asset(con, 9001, 40, "SN-1", c2_ref="1", title="PRN-1", asset_tag="A-1")

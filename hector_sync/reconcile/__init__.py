@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -38,16 +38,21 @@ CHANGED_CIS = """
 
 
 @contextmanager
-def _unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """Every table here is read with ORDER BY or by key: letting DuckDB insert in any order
-    keeps a million-CI category inside its memory limit instead of failing. The setting is the
-    whole engine's, so it is put back as it was for whatever the connection does next."""
-    before = scalar(con, "SELECT current_setting('preserve_insertion_order')")
-    con.execute("SET preserve_insertion_order = false")
+def _setting(con: duckdb.DuckDBPyConnection, name: str, value: str) -> Iterator[None]:
+    """DuckDB's setting `name` as `value` for what the block runs. The setting is the whole
+    engine's, so it is put back as it was for whatever the connection does next."""
+    before = scalar(con, f"SELECT current_setting({lit(name)})")
+    con.execute(f"SET {name} = {lit(value)}")
     try:
         yield
     finally:
-        con.execute(f"SET preserve_insertion_order = {lit(str(before).lower())}")
+        con.execute(f"SET {name} = {lit(str(before).lower())}")
+
+
+def _unordered(con: duckdb.DuckDBPyConnection) -> AbstractContextManager[None]:
+    """Every table here is read with ORDER BY or by key: letting DuckDB insert in any order
+    keeps a million-CI category inside its memory limit instead of failing."""
+    return _setting(con, "preserve_insertion_order", "false")
 
 
 @dataclass(frozen=True)
@@ -144,10 +149,16 @@ class Reconciler:
             self._replace(con, {"desired_ci": to_c2.desired_cis(self.plan), "rejected_asset": to_c2.rejected_assets(self.plan)})
         return Derived(items=self._count(con, "desired_ci", "asset_id"), rejected=self._count(con, "rejected_asset", "asset_id"))
 
+    def _items(self, con: duckdb.DuckDBPyConnection) -> int:
+        """The category's CIs and assets, which decide how its change set is planned and read."""
+        return int(scalar(con, "SELECT (SELECT count(*) FROM c2_ci WHERE category_key = ?) "
+                               "+ (SELECT count(*) FROM hector_asset WHERE category_key = ?)", [self.plan.key] * 2) or 0)
+
     def changes(self, con: duckdb.DuckDBPyConnection, direction: Direction, *, full_read: bool) -> ChangeSet:
         """The change set toward `direction`; `full_read` is the source side's last read."""
         if direction is Direction.C2_TO_HECTOR:
-            sql = to_hector.hector_change_set(self.plan, full_read=full_read, default_stockroom=self.default_stockroom)
+            sql = to_hector.hector_change_set(self.plan, full_read=full_read, default_stockroom=self.default_stockroom,
+                                              large=self._items(con) > SMALL_ITEMS)
         else:
             sql = to_c2.c2_change_set(self.plan, full_read=full_read)
         return self._requested(con, direction, sql, row_order(direction))
@@ -163,10 +174,16 @@ class Reconciler:
         this long statement is 60 ms of a 300-CI category); a larger one is read through a
         relation, which streams its rows (executing once peaks 80-360 MB higher at 1M CIs)."""
         sql = requests.with_requests(self.plan, direction, rows, order)
-        items = scalar(con, "SELECT (SELECT count(*) FROM c2_ci WHERE category_key = ?) "
-                            "+ (SELECT count(*) FROM hector_asset WHERE category_key = ?)", [self.plan.key] * 2)
         with _unordered(con):
-            frame = executed(con, sql) if int(items or 0) <= SMALL_ITEMS else con.sql(sql).pl()
+            if self._items(con) <= SMALL_ITEMS:
+                return ChangeSet.split(executed(con, sql).cast(CHANGE_SCHEMA))
+            try:
+                frame = con.sql(sql).pl()
+            except duckdb.OutOfMemoryException:
+                # A first sync of a million CIs sorts ten million rows with a million request
+                # bodies; two threads' sort can fail to spill them where one thread's does.
+                with _setting(con, "threads", "1"):
+                    frame = con.sql(sql).pl()
         return ChangeSet.split(frame.cast(CHANGE_SCHEMA))
 
     def agree(self, con: duckdb.DuckDBPyConnection, run_id: str | None) -> int:
