@@ -149,33 +149,38 @@ class Reconciler:
             self._replace(con, {"desired_ci": to_c2.desired_cis(self.plan), "rejected_asset": to_c2.rejected_assets(self.plan)})
         return Derived(items=self._count(con, "desired_ci", "asset_id"), rejected=self._count(con, "rejected_asset", "asset_id"))
 
-    def _items(self, con: duckdb.DuckDBPyConnection) -> int:
-        """The category's CIs and assets, which decide how its change set is planned and read."""
-        return int(scalar(con, "SELECT (SELECT count(*) FROM c2_ci WHERE category_key = ?) "
-                               "+ (SELECT count(*) FROM hector_asset WHERE category_key = ?)", [self.plan.key] * 2) or 0)
+    def _large(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Whether the category has more than SMALL_ITEMS CIs and assets, which decides how its
+        change set is planned and read."""
+        items = scalar(con, "SELECT (SELECT count(*) FROM c2_ci WHERE category_key = ?) "
+                            "+ (SELECT count(*) FROM hector_asset WHERE category_key = ?)", [self.plan.key] * 2)
+        return int(items or 0) > SMALL_ITEMS
 
     def changes(self, con: duckdb.DuckDBPyConnection, direction: Direction, *, full_read: bool) -> ChangeSet:
         """The change set toward `direction`; `full_read` is the source side's last read."""
+        large = self._large(con)
         if direction is Direction.C2_TO_HECTOR:
             sql = to_hector.hector_change_set(self.plan, full_read=full_read, default_stockroom=self.default_stockroom,
-                                              large=self._items(con) > SMALL_ITEMS)
+                                              large=large)
         else:
             sql = to_c2.c2_change_set(self.plan, full_read=full_read)
-        return self._requested(con, direction, sql, row_order(direction))
+        return self._requested(con, direction, sql, row_order(direction), large)
 
     def undo(self, con: duckdb.DuckDBPyConnection, direction: Direction, run_id: str) -> ChangeSet:
         """The change set that takes back what run `run_id` applied toward `direction`."""
-        return self._requested(con, direction, undo.undo_change_set(self.plan, direction, run_id), undo.ORDER)
+        return self._requested(con, direction, undo.undo_change_set(self.plan, direction, run_id), undo.ORDER,
+                               self._large(con))
 
-    def _requested(self, con: duckdb.DuckDBPyConnection, direction: Direction, rows: str, order: str) -> ChangeSet:
+    def _requested(self, con: duckdb.DuckDBPyConnection, direction: Direction, rows: str, order: str,
+                   large: bool) -> ChangeSet:
         """The change rows of `rows` (SQL) with the request each makes, sorted by `order`.
 
-        A category of up to SMALL_ITEMS is executed once (the relation's double planning of
+        A category that is not `large` is executed once (the relation's double planning of
         this long statement is 60 ms of a 300-CI category); a larger one is read through a
         relation, which streams its rows (executing once peaks 80-360 MB higher at 1M CIs)."""
         sql = requests.with_requests(self.plan, direction, rows, order)
         with _unordered(con):
-            if self._items(con) <= SMALL_ITEMS:
+            if not large:
                 return ChangeSet.split(executed(con, sql).cast(CHANGE_SCHEMA))
             try:
                 frame = con.sql(sql).pl()

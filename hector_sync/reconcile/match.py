@@ -61,16 +61,18 @@ def hector_assets(plan: CategoryPlan, *, whole: bool = True, values: tuple[int, 
     Only `whole` rows carry the title, attributes, refs and update time: the change set toward
     Hector reads none of them, and leaving them out spares a million-asset category a second
     copy of its attributes. `digest` adds `digest`, the `value_digest` of the targets it names."""
-    def value(i: int, t: Target) -> str:
-        if t.scope == "model":
-            return f"m.h{i}" + (f", m.hr{i}" if whole else "")
-        return f"{canon('a.' + hector_column(t), t.kind)} AS h{i}" + (f", {trimmed('a.' + hector_column(t))} AS hr{i}" if whole else "")
+    def canonical(i: int) -> str:
+        t = plan.targets[i]
+        return canon(f"a.{hector_column(t)}", t.kind) if t.scope == "asset" else f"m.h{i}"
 
-    columns = [value(i, t) for i, t in enumerate(plan.targets) if values is None or i in values]
+    def raw(i: int) -> str:
+        t = plan.targets[i]
+        return trimmed(f"a.{hector_column(t)}") if t.scope == "asset" else f"m.hr{i}"
+
+    columns = [f"{canonical(i)} AS h{i}" + (f", {raw(i)} AS hr{i}" if whole else "")
+               for i in range(len(plan.targets)) if values is None or i in values]
     if digest:
-        canonical = {i: canon("a." + hector_column(t), t.kind) if t.scope == "asset" else f"m.h{i}"
-                     for i, t in enumerate(plan.targets)}
-        columns.append(f"{value_digest(plan, digest, canonical.__getitem__)} AS digest")
+        columns.append(f"{value_digest(plan, digest, canonical)} AS digest")
     column = identify_column(plan)
     identify = f"lower({trimmed('a.' + column)})" if column else "NULL"
     snapshot = (f"a.attributes, a.external_refs, a.updated_at, {trimmed('a.title')} AS title, " if whole else "")
