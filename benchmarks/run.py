@@ -50,6 +50,7 @@ from hector_sync.config import Direction, SyncConfig, load_config
 from hector_sync.demo import DEMO_CONFIG_PATH, DEMO_ENV, DEMO_SIZE
 from hector_sync.reconcile import Reconciler
 from hector_sync.reconcile.changes import item_counts
+from hector_sync.reconcile.match import digest_assets
 from hector_sync.reconcile.normalize import lit
 from hector_sync.simulators.sample_data import CATEGORIES_BY_NAME, MAX_COPIES, copies_of
 from hector_sync.store import Store, create_schema, tune
@@ -185,7 +186,9 @@ def build_tables(path: str, n: int) -> dict[str, int]:
                '[{{"source": "c2", "id": "' || ci_id || '"}}]', 1
         FROM (SELECT i, {CI_COLUMNS} FROM range({n}) t(i))""")
     list_cis(con, n, today=False)
-    printers_reconciler().derive(con)
+    yesterday = printers_reconciler()
+    yesterday.derive(con)
+    con.execute(digest_assets(yesterday.plan))  # as yesterday's change set left them
     list_cis(con, n, today=True)
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("c2_ci", "hector_asset")}
     con.close()

@@ -19,7 +19,7 @@ Schema (one table per concept, `category_key` on every row):
 | table | what it holds |
 | --- | --- |
 | `c2_ci` | C2 snapshot: CIs with `fields` as a map of field name → value text |
-| `hector_subcategory`, `hector_asset` | Hector snapshot of the mapped category |
+| `hector_subcategory`, `hector_asset` | Hector snapshot of the mapped category; each asset with the digest of the values a sync writes to it (`written_digest`), computed once per version (`written_for`) |
 | `category_catalog` | per category, each resolution of its configured names to both systems' ids, types and spellings |
 | `snapshot_state` | per category and system: last read, full or incremental, row count, the resolution it read with |
 | `desired_model`, `desired_asset`, `rejected_ci` | derived: what Hector should hold (`fields`: the values in the order of the category's mapped targets), and why CIs were left out |
@@ -144,6 +144,11 @@ ALTER TABLE link ADD COLUMN IF NOT EXISTS pinned_by VARCHAR;
 -- Desired assets hold their model's values apart; an older file's rows have none, and are
 -- derived again (derive's statements changed with them).
 ALTER TABLE desired_asset ADD COLUMN IF NOT EXISTS model_fields VARCHAR[];
+-- Each side's digest of the values a sync writes to Hector's assets (reconcile.normalize.written_digest):
+-- a desired asset's is derived with it; an asset's is computed once per version (written_for).
+ALTER TABLE desired_asset ADD COLUMN IF NOT EXISTS written_digest UBIGINT;
+ALTER TABLE hector_asset ADD COLUMN IF NOT EXISTS written_digest UBIGINT;
+ALTER TABLE hector_asset ADD COLUMN IF NOT EXISTS written_for UBIGINT;
 CREATE TABLE IF NOT EXISTS unlink (
     category_key VARCHAR NOT NULL, ci_id VARCHAR NOT NULL, asset_id BIGINT NOT NULL,
     requested_at TIMESTAMPTZ NOT NULL, requested_by VARCHAR NOT NULL, PRIMARY KEY (category_key, asset_id));

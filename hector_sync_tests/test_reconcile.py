@@ -122,6 +122,18 @@ def test_resync_of_the_same_state_is_all_unchanged(con) -> None:
     assert (actions(changes), changes.unchanged) == ({}, 1)
 
 
+def test_an_asset_edited_in_hector_after_a_plan_found_it_in_step_is_put_back(con) -> None:
+    """Each asset keeps the digest of its written values from one plan to the next; Hector gives
+    an edited asset a new version, and that version's values are compared again."""
+    load_cis(con, [ci("1", AssetTag="A-1", PurchaseDate="2024-03-01", Cost=329)])
+    add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser", price=329.0)
+    add_asset(con, 9001, 40, "SN-1", c2_ref="1", title="PRN-1", asset_tag="A-1", acquisition_date="2024-03-01")
+    assert plan(con).unchanged == 1
+    con.execute("UPDATE hector_asset SET asset_tag = 'A-9', version = version + 1 WHERE id = 9001")
+    changes = plan(con)
+    assert changes.rows.select("action", "field", "old", "new").rows() == [("update_asset", "asset_tag", "A-9", "A-1")]
+
+
 def test_changed_fields_update_field_by_field_and_a_new_model_moves_the_asset(con) -> None:
     load_cis(con, [ci("1", model="LaserJet M507", AssetTag="A-2")])
     add_subcategory(con, 40, "HP", "LaserJet M404", "Mono laser")

@@ -20,7 +20,7 @@ from hector_sync.config import CategoryConfig, Direction
 from hector_sync.reconcile import normalize, requests, to_c2, to_hector, undo
 from hector_sync.reconcile.changes import CHANGE_SCHEMA, ChangeSet, entries, row_order
 from hector_sync.reconcile.mapping import ApiNames, CategoryPlan, Kind, Scope, build_plan
-from hector_sync.reconcile.match import hector_assets, hector_models, pairs
+from hector_sync.reconcile.match import digest_assets, hector_assets, hector_models, pairs
 from hector_sync.reconcile.normalize import lit
 from hector_sync.store import executed, scalar
 
@@ -160,6 +160,7 @@ class Reconciler:
         """The change set toward `direction`; `full_read` is the source side's last read."""
         large = self._large(con)
         if direction is Direction.C2_TO_HECTOR:
+            con.execute(digest_assets(self.plan))  # the assets read since the last change set
             sql = to_hector.hector_change_set(self.plan, full_read=full_read, default_stockroom=self.default_stockroom,
                                               large=large)
         else:

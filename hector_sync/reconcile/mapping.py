@@ -105,6 +105,11 @@ class CategoryPlan:
         """Indexes of the targets that flow `direction`."""
         return tuple(i for i, t in enumerate(self.targets) if t.direction is direction)
 
+    def written_to_assets(self) -> tuple[int, ...]:
+        """Indexes of the asset targets a sync writes to Hector: what the written digests of
+        both sides cover (`normalize.value_digest`)."""
+        return tuple(i for i in self.toward(Direction.C2_TO_HECTOR) if self.targets[i].scope == "asset")
+
     def scoped(self, scope: Scope) -> tuple[Target, ...]:
         return tuple(t for t in self.targets if t.scope == scope)
 

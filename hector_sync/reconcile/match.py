@@ -15,10 +15,10 @@ pair: the sync removes the ref, and matches neither item otherwise until a read 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
 
 from hector_sync.reconcile.mapping import ATTRIBUTE_PREFIX, CategoryPlan, Target
-from hector_sync.reconcile.normalize import canon, comparable, lit, model_key, model_label, quoted, trimmed
+from hector_sync.reconcile.normalize import canon, lit, model_key, model_label, quoted, trimmed, written_digest
 
 # A CI created from a journalled intent shows a modified_at at or after the intent, give or
 # take the clock difference between us and C2 ITSM.
@@ -53,14 +53,15 @@ def hector_models(plan: CategoryPlan) -> str:
 
 
 def hector_assets(plan: CategoryPlan, *, whole: bool = True, values: tuple[int, ...] | None = None,
-                  digest: tuple[int, ...] = ()) -> str:
+                  digest: bool = False) -> str:
     """Hector's assets of the category with their model identity and, for the targets `values`
     (every one by default; model ones through the subcategory), canonical `h{i}` and, when
     `whole`, raw `hr{i}` values.
 
     Only `whole` rows carry the title, attributes, refs and update time: the change set toward
     Hector reads none of them, and leaving them out spares a million-asset category a second
-    copy of its attributes. `digest` adds `digest`, the `value_digest` of the targets it names."""
+    copy of its attributes. `digest` adds `digest`, the asset's written digest as
+    `digest_assets` keeps it."""
     def canonical(i: int) -> str:
         t = plan.targets[i]
         return canon(f"a.{hector_column(t)}", t.kind) if t.scope == "asset" else f"m.h{i}"
@@ -72,7 +73,7 @@ def hector_assets(plan: CategoryPlan, *, whole: bool = True, values: tuple[int, 
     columns = [f"{canonical(i)} AS h{i}" + (f", {raw(i)} AS hr{i}" if whole else "")
                for i in range(len(plan.targets)) if values is None or i in values]
     if digest:
-        columns.append(f"{value_digest(plan, digest, canonical)} AS digest")
+        columns.append("a.written_digest AS digest")
     column = identify_column(plan)
     identify = f"lower({trimmed('a.' + column)})" if column else "NULL"
     snapshot = (f"a.attributes, a.external_refs, a.updated_at, {trimmed('a.title')} AS title, " if whole else "")
@@ -85,11 +86,19 @@ def hector_assets(plan: CategoryPlan, *, whole: bool = True, values: tuple[int, 
     """
 
 
-def value_digest(plan: CategoryPlan, indexes: tuple[int, ...], value: Callable[[int], str]) -> str:
-    """SQL: one hash of the comparable forms of the targets `indexes`, `value(i)` being target
-    i's canonical value. Two sides whose digests are equal hold the same values, so a pair that
-    agrees costs one comparison, not one per field (nor carrying every value through the join)."""
-    return "hash([" + ", ".join(comparable(value(i), plan.targets[i].kind) for i in indexes) + "]::VARCHAR[])"
+def digest_assets(plan: CategoryPlan) -> str:
+    """SQL: an UPDATE giving each asset of the category its `written_digest`, where the one it
+    has was not computed by this very statement for its current version (`written_for`).
+
+    A read stores fresh rows without one, and Hector gives a changed asset a new version: on a
+    daily sync only the assets read again are made canonical, not a million every run. A
+    change of mapping changes the statement, and so every asset's `written_for`."""
+    digest = written_digest(plan, lambda i: canon(hector_column(plan.targets[i]), plan.targets[i].kind))
+    written_for = f"hash({lit(hashlib.sha256(digest.encode()).hexdigest())}, version)"
+    return f"""
+        UPDATE hector_asset SET written_digest = {digest}, written_for = {written_for}
+        WHERE category_key = {lit(plan.key)} AND written_for IS DISTINCT FROM {written_for}
+    """
 
 
 def _ambiguity(key: str, shared: str, these: str, other: str, those: str) -> str:

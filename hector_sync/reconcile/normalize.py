@@ -10,6 +10,8 @@ sides compare equal exactly when the rules say they are (addresses: whatever the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hector_sync.config import TO_HECTOR
 from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, NAME_PSEUDO_FIELD, CategoryPlan, Kind
 
@@ -64,6 +66,16 @@ def comparable(expr: str, kind: Kind) -> str:
     """What decides whether two canonical values of a kind are the same value: the value itself,
     except for the CASELESS kinds (e-mail addresses), the same whatever their case."""
     return f"lower({expr})" if kind in CASELESS else expr
+
+
+def written_digest(plan: CategoryPlan, value: Callable[[int], str]) -> str:
+    """SQL: one hash of the comparable forms of the asset values a sync writes to Hector
+    (`CategoryPlan.written_to_assets`), `value(i)` being target i's canonical value. Two sides
+    whose digests are equal hold the same values, so a pair that agrees costs one comparison,
+    not one per field; each side keeps its digests with its rows (`desired_assets`,
+    `match.digest_assets`), so an unchanged row is not made canonical again."""
+    values = (comparable(value(i), plan.targets[i].kind) for i in plan.written_to_assets())
+    return "hash([" + ", ".join(values) + "]::VARCHAR[])"
 
 
 def quoted(expr: str) -> str:
@@ -170,14 +182,15 @@ def _values(plan: CategoryPlan, scope: str, value: str) -> str:
 
 
 def desired_assets(plan: CategoryPlan, source: str) -> str:
-    """Each active, valid CI as the asset Hector should hold, and its model's values apart
-    (`model_fields`): the desired models are counted from these rows (`desired_asset_rows`),
-    and the change set, which compares the asset's, does not carry them."""
+    """Each active, valid CI as the asset Hector should hold, the `written_digest` of its values,
+    and its model's values apart (`model_fields`): the desired models are counted from these
+    rows (`desired_asset_rows`), and the change set, which compares the asset's, does not carry them."""
     return f"""
         WITH norm AS ({source})
-        SELECT {lit(plan.key)} AS category_key, ci_id, model_key, identify_value, modified_at,
-               {_values(plan, 'asset', 'v{i}')} AS fields, {_values(plan, 'model', 'v{i}')} AS model_fields
-        FROM norm WHERE NOT retired AND NOT rejected
+        SELECT *, {written_digest(plan, lambda i: f"fields[{i + 1}]")} AS written_digest FROM (
+            SELECT {lit(plan.key)} AS category_key, ci_id, model_key, identify_value, modified_at,
+                   {_values(plan, 'asset', 'v{i}')} AS fields, {_values(plan, 'model', 'v{i}')} AS model_fields
+            FROM norm WHERE NOT retired AND NOT rejected)
     """
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from hector_sync.reconcile.changes import assemble, differing, entries, tally, with_drift
 from hector_sync.config import TO_HECTOR
 from hector_sync.reconcile.mapping import MODEL_KEY_FIELDS, CategoryPlan
-from hector_sync.reconcile.match import hector_assets, hector_models, pairs, value_digest
+from hector_sync.reconcile.match import hector_assets, hector_models, pairs
 from hector_sync.reconcile.normalize import listed_cis, lit, model_label, quoted
 
 LINK_REASONS = {
@@ -105,10 +105,9 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
     model = tuple(i for i, t in enumerate(plan.targets) if t.scope == "model")
     asset = tuple(i for i, t in enumerate(plan.targets) if t.scope == "asset")
     flowing = set(plan.toward(TO_HECTOR))
-    written = tuple(i for i in asset if i in flowing)
+    written = plan.written_to_assets()
     # what `pairs` takes of the paired asset: its identity, and one digest of the values written
     paired_asset = "h.id, h.version, h.retired, h.subcategory_id, h.digest"
-    desired_digest = value_digest(plan, written, lambda i: f"fields[{i + 1}]")
     kept = ", ".join(lit(k) for k in MODEL_KEY_FIELDS)
     desired_label = model_label(*(f"dm.fields[{plan.index(k) + 1}]" for k in MODEL_KEY_FIELDS))
     gone_reason = (
@@ -131,11 +130,11 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
         hm AS MATERIALIZED ({hector_models(plan)}),
         h AS {kept_unless_large} (  -- the models' keys and labels stay in hm
             SELECT * EXCLUDE (model_key, model_label)
-            FROM ({hector_assets(plan, whole=False, values=() if tag is None else (tag,), digest=written)})),
+            FROM ({hector_assets(plan, whole=False, values=() if tag is None else (tag,), digest=True)})),
         c AS MATERIALIZED ({listed_cis(plan, raw=() if tag is None else (tag,))}),
         {pairs(plan)},
         d AS (  -- a CI whose asset's ref an unlink removes in this run waits for the next one
-            SELECT ci_id, hash(model_key) AS key_hash, identify_value, {desired_digest} AS digest{tag_value}
+            SELECT ci_id, hash(model_key) AS key_hash, identify_value, written_digest AS digest{tag_value}
             FROM desired_asset
             WHERE category_key = {key} AND ci_id NOT IN (SELECT ci_id FROM unlinking)
         ),
