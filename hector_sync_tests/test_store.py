@@ -101,4 +101,4 @@ def test_a_file_of_an_older_version_gets_list_fields_and_derives_again(tmp_path:
                                  "AND table_name IN ('desired_asset', 'desired_model')").fetchall())
         assert types == {"desired_asset": "VARCHAR[]", "desired_model": "VARCHAR[]"}
         assert scalar(con, "SELECT count(*) FROM desired_asset") == 0
-        con.execute("INSERT INTO desired_asset VALUES ('printers', 'ci-1', '[]', NULL, NULL, ['PRN-1'], ['HP'])")
+        con.execute("INSERT INTO desired_asset VALUES ('printers', 'ci-1', '[]', NULL, NULL, ['PRN-1'], ['HP'], 42)")
