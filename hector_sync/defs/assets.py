@@ -205,9 +205,10 @@ def change_set_asset(name: str, direction: Direction, deps: list[dg.AssetsDefini
         identity: dict[str, object] = {"plan_id": "none: the mapping is broken, so nothing was planned"}
         plan = None
         if not problems:
-            plan, changes = sync.plan(direction)
-            identity = plan_metadata(plan) | {"catalog_id": sync.catalog[0]}
-            held = held_items(sync.store, sync.reconciler.plan)
+            with sync.store.connect():  # one hold of the file, not one per statement: no API call in it
+                plan, changes = sync.plan(direction)
+                identity = plan_metadata(plan) | {"catalog_id": sync.catalog[0]}
+                held = held_items(sync.store, sync.reconciler.plan)
         writes = changes.filter(pl.col("action") != "skip")
         counts = item_counts(changes, direction, plan.unchanged or 0 if plan else 0)
         sync.log(f"{sync.key}: planned {direction.arrow}: " + (", ".join(f"{n} {a}" for a, n in counts.items() if n) or "nothing"))
