@@ -22,7 +22,7 @@ Schema (one table per concept, `category_key` on every row):
 | `hector_subcategory`, `hector_asset` | Hector snapshot of the mapped category; each asset with the digest of the values a sync writes to it (`written_digest`), computed once per version (`written_for`) |
 | `category_catalog` | per category, each resolution of its configured names to both systems' ids, types and spellings |
 | `snapshot_state` | per category and system: last read, full or incremental, row count, the resolution it read with |
-| `desired_model`, `desired_asset`, `rejected_ci` | derived: what Hector should hold (`fields`: the values in the order of the category's mapped targets), and why CIs were left out |
+| `desired_model`, `desired_asset`, `rejected_ci` | derived: what Hector should hold (`fields`: the values in the order of the category's mapped targets; `written_digest`: one hash of them, compared with the asset's), and why CIs were left out |
 | `derive_state` | per category, the digest of the statements its desired rows toward Hector were derived by, and their counts: while these hold, only CIs whose listing changed are derived again |
 | `derived_ci` | per category, a hash of each CI listing row the desired rows were derived from: what tells a changed CI from an unchanged one |
 | `desired_ci`, `rejected_asset` | derived: what C2 ITSM should hold, and why assets were left out |

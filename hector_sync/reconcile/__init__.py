@@ -187,7 +187,8 @@ class Reconciler:
                 frame = con.sql(sql).pl()
             except duckdb.OutOfMemoryException:
                 # A first sync of a million CIs sorts ten million rows with a million request
-                # bodies; two threads' sort can fail to spill them where one thread's does.
+                # bodies; two threads' sort can fail to spill them where one thread's does. A
+                # fallback: under store.DUCKDB_SETTINGS' 768 MB the first attempt completes.
                 with _setting(con, "threads", "1"):
                     frame = con.sql(sql).pl()
         return ChangeSet.split(frame.cast(CHANGE_SCHEMA))

@@ -107,7 +107,7 @@ class CategoryPlan:
 
     def written_to_assets(self) -> tuple[int, ...]:
         """Indexes of the asset targets a sync writes to Hector: what the written digests of
-        both sides cover (`normalize.value_digest`)."""
+        both sides cover (`normalize.written_digest`)."""
         return tuple(i for i in self.toward(Direction.C2_TO_HECTOR) if self.targets[i].scope == "asset")
 
     def scoped(self, scope: Scope) -> tuple[Target, ...]:
