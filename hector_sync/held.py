@@ -63,7 +63,7 @@ class Refused(Exception):
 
 def _held_sql(plan: CategoryPlan) -> str:
     """One row per item of each held group (HELD_SCHEMA, and `rank`): the item held first,
-    then its candidates."""
+    then its candidates. Pairing reads no value of the assets, so none is made canonical."""
     key = lit(plan.key)
     ci_value = trimmed(c2_column(plan.identify_source)) if plan.identify_source else "NULL"
     asset_column = identify_column(plan)
@@ -71,7 +71,7 @@ def _held_sql(plan: CategoryPlan) -> str:
     group = "'identify_by ' || " + quoted("groups.identify_value")
     create = "'create of a CI from asset ' || asset_id"
     return f"""
-        WITH h AS MATERIALIZED ({hector_assets(plan, whole=False)}), c AS MATERIALIZED ({listed_cis(plan, raw=())}),
+        WITH h AS MATERIALIZED ({hector_assets(plan, whole=False, values=())}), c AS MATERIALIZED ({listed_cis(plan, raw=())}),
         {pairs(plan)},
         held_create AS (
             SELECT p.asset_id, p.name, p.recorded_at, arg_max(x.message, x.recorded_at) AS reason

@@ -200,7 +200,7 @@ class Reconciler:
             return 0
         values = entries(self.plan, tuple(range(len(self.plan.targets))), "{name}", "v{i}", "h{i}")
         sql = f"""
-            WITH hm AS ({hector_models(self.plan)}), h AS ({hector_assets(self.plan)}),
+            WITH hm AS ({hector_models(self.plan)}), h AS ({hector_assets(self.plan, models='hm')}),
             c AS ({normalize.normalized_cis(self.plan)}), {pairs(self.plan)},
             agreed AS (
                 SELECT p.ci_id, p.asset_id,

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 
-from hector_sync.reconcile.mapping import ATTRIBUTE_PREFIX, CategoryPlan, Target
-from hector_sync.reconcile.normalize import canon, lit, model_key, model_label, quoted, trimmed, written_digest
+from hector_sync.reconcile.mapping import ATTRIBUTE_PREFIX, MODEL_KEY_FIELDS, CategoryPlan, Target
+from hector_sync.reconcile.normalize import canon, lit, model_key, model_label, quoted, trimmed, typed, written_digest
 
 # A CI created from a journalled intent shows a modified_at at or after the intent, give or
 # take the clock difference between us and C2 ITSM.
@@ -39,21 +39,20 @@ def identify_column(plan: CategoryPlan) -> str | None:
 
 
 def hector_models(plan: CategoryPlan) -> str:
-    """Hector's subcategories of the category with their identity, canonical `h{i}` and raw `hr{i}` values."""
-    values = ", ".join(
-        f"{canon(hector_column(t), t.kind)} AS h{i}, {trimmed(hector_column(t))} AS hr{i}"
-        for i, t in enumerate(plan.targets) if t.scope == "model"
-    )
-    keys = [trimmed(c) for c in ("maker", "model", "description")]
+    """Hector's subcategories of the category with their identity, canonical `h{i}` and raw
+    (trimmed) `hr{i}` values; each value is trimmed once, below the forms made of it."""
+    model = [(i, t) for i, t in enumerate(plan.targets) if t.scope == "model"]
+    keys = [f"hr{plan.index(name)}" for name in MODEL_KEY_FIELDS]
+    raws = ", ".join(f"{trimmed(hector_column(t))} AS hr{i}" for i, t in model)
+    values = "".join(f", {typed(f'hr{i}', t.kind)} AS h{i}, hr{i}" for i, t in model)
     return f"""
-        SELECT id, version, {model_key(*keys)} AS model_key, {model_label(*keys)} AS model_label,
-               {values or 'NULL AS none'}
-        FROM hector_subcategory WHERE category_key = {lit(plan.key)}
+        SELECT id, version, {model_key(*keys)} AS model_key, {model_label(*keys)} AS model_label{values}
+        FROM (SELECT id, version, {raws} FROM hector_subcategory WHERE category_key = {lit(plan.key)})
     """
 
 
 def hector_assets(plan: CategoryPlan, *, whole: bool = True, values: tuple[int, ...] | None = None,
-                  digest: bool = False) -> str:
+                  digest: bool = False, models: str | None = None) -> str:
     """Hector's assets of the category with their model identity and, for the targets `values`
     (every one by default; model ones through the subcategory), canonical `h{i}` and, when
     `whole`, raw `hr{i}` values.
@@ -61,17 +60,13 @@ def hector_assets(plan: CategoryPlan, *, whole: bool = True, values: tuple[int, 
     Only `whole` rows carry the title, attributes, refs and update time: the change set toward
     Hector reads none of them, and leaving them out spares a million-asset category a second
     copy of its attributes. `digest` adds `digest`, the asset's written digest as
-    `digest_assets` keeps it."""
-    def canonical(i: int) -> str:
-        t = plan.targets[i]
-        return canon(f"a.{hector_column(t)}", t.kind) if t.scope == "asset" else f"m.h{i}"
-
-    def raw(i: int) -> str:
-        t = plan.targets[i]
-        return trimmed(f"a.{hector_column(t)}") if t.scope == "asset" else f"m.hr{i}"
-
-    columns = [f"{canonical(i)} AS h{i}" + (f", {raw(i)} AS hr{i}" if whole else "")
-               for i in range(len(plan.targets)) if values is None or i in values]
+    `digest_assets` keeps it. `models` names a CTE of `hector_models` in scope, which the
+    statement then binds once rather than once per reader."""
+    wanted = [i for i in range(len(plan.targets)) if values is None or i in values]
+    own = [i for i in wanted if plan.targets[i].scope == "asset"]  # the others come with the model
+    trims = "".join(f", {trimmed(hector_column(plan.targets[i]))} AS hr{i}" for i in own)
+    columns = [(f"{typed(f'a.hr{i}', plan.targets[i].kind)} AS h{i}" + (f", a.hr{i}" if whole else "")
+                if i in own else f"m.h{i}" + (f", m.hr{i}" if whole else "")) for i in wanted]
     if digest:
         columns.append("a.written_digest AS digest")
     column = identify_column(plan)
@@ -81,8 +76,8 @@ def hector_assets(plan: CategoryPlan, *, whole: bool = True, values: tuple[int, 
         SELECT a.id, a.version, a.status, a.c2_ref, a.subcategory_id, {snapshot}
                a.status IS NOT DISTINCT FROM 'retired' AS retired,
                m.model_key, m.model_label, {identify} AS identify_value, {', '.join(columns) or 'NULL AS none'}
-        FROM hector_asset a LEFT JOIN ({hector_models(plan)}) m ON m.id = a.subcategory_id
-        WHERE a.category_key = {lit(plan.key)}
+        FROM (SELECT *{trims} FROM hector_asset WHERE category_key = {lit(plan.key)}) a
+        LEFT JOIN {models or f"({hector_models(plan)})"} m ON m.id = a.subcategory_id
     """
 
 

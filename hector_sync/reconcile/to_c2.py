@@ -84,7 +84,7 @@ def c2_change_set(plan: CategoryPlan, *, full_read: bool) -> str:
     """
     return f"""
         WITH hm AS MATERIALIZED ({hector_models(plan)}),
-        h AS MATERIALIZED ({hector_assets(plan)}),
+        h AS MATERIALIZED ({hector_assets(plan, models='hm')}),
         c AS MATERIALIZED ({normalized_cis(plan)}),
         {pairs(plan)},
         da AS (  -- an asset whose ref an unlink removes in this run waits for the next one

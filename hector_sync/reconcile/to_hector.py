@@ -122,7 +122,7 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
                p.version AS target_version, p.desired_key AS model_key, NULL AS reason,
                {differing(entries(plan, written, '{name}', 'v.h{i}', 'da.fields[{i} + 1]'))}
         FROM pairs p JOIN desired_asset da ON da.category_key = {key} AND da.ci_id = p.ci_id
-        JOIN ({hector_assets(plan, whole=False, values=written)}) v ON v.id = p.id
+        JOIN ({hector_assets(plan, whole=False, values=written, models='hm')}) v ON v.id = p.id
         WHERE p.id IS NOT NULL AND p.digest IS DISTINCT FROM p.desired_digest
     """
     return f"""
@@ -130,7 +130,7 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
         hm AS MATERIALIZED ({hector_models(plan)}),
         h AS {kept_unless_large} (  -- the models' keys and labels stay in hm
             SELECT * EXCLUDE (model_key, model_label)
-            FROM ({hector_assets(plan, whole=False, values=() if tag is None else (tag,), digest=True)})),
+            FROM ({hector_assets(plan, whole=False, values=() if tag is None else (tag,), digest=True, models='hm')})),
         c AS MATERIALIZED ({listed_cis(plan, raw=() if tag is None else (tag,))}),
         {pairs(plan)},
         d AS (  -- a CI whose asset's ref an unlink removes in this run waits for the next one
