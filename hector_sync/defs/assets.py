@@ -74,7 +74,8 @@ def start(
     if not sync.flows(direction):
         return skipped(sync, direction)
     try:
-        sync.latest_catalog if reading else sync.catalog
+        with sync.store.connect():  # its reads and resolution in one hold of the file
+            sync.latest_catalog if reading else sync.catalog
     except MappingInvalid as invalid:
         raise dg.Failure(description=str(invalid)) from None
     return sync
