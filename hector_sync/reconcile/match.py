@@ -41,13 +41,15 @@ def identify_column(plan: CategoryPlan) -> str | None:
 def hector_models(plan: CategoryPlan) -> str:
     """Hector's subcategories of the category with their identity, canonical `h{i}` and raw
     (trimmed) `hr{i}` values; each value is trimmed once, below the forms made of it."""
+    keys = {name: f"key_{name}" for name in MODEL_KEY_FIELDS}  # the identity, mapped or not (a parked category)
     model = [(i, t) for i, t in enumerate(plan.targets) if t.scope == "model"]
-    keys = [f"hr{plan.index(name)}" for name in MODEL_KEY_FIELDS]
-    raws = ", ".join(f"{trimmed(hector_column(t))} AS hr{i}" for i, t in model)
-    values = "".join(f", {typed(f'hr{i}', t.kind)} AS h{i}, hr{i}" for i, t in model)
+    raws = [f"{trimmed(name)} AS {key}" for name, key in keys.items()]
+    raws += [f"{trimmed(hector_column(t))} AS hr{i}" for i, t in model if t.name not in keys]
+    values = "".join(f", {typed(keys.get(t.name, f'hr{i}'), t.kind)} AS h{i}, {keys.get(t.name, f'hr{i}')} AS hr{i}"
+                     for i, t in model)
     return f"""
-        SELECT id, version, {model_key(*keys)} AS model_key, {model_label(*keys)} AS model_label{values}
-        FROM (SELECT id, version, {raws} FROM hector_subcategory WHERE category_key = {lit(plan.key)})
+        SELECT id, version, {model_key(*keys.values())} AS model_key, {model_label(*keys.values())} AS model_label{values}
+        FROM (SELECT id, version, {', '.join(raws)} FROM hector_subcategory WHERE category_key = {lit(plan.key)})
     """
 
 
