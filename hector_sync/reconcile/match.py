@@ -45,8 +45,8 @@ def hector_models(plan: CategoryPlan) -> str:
     model = [(i, t) for i, t in enumerate(plan.targets) if t.scope == "model"]
     raws = [f"{trimmed(name)} AS {key}" for name, key in keys.items()]
     raws += [f"{trimmed(hector_column(t))} AS hr{i}" for i, t in model if t.name not in keys]
-    values = "".join(f", {typed(keys.get(t.name, f'hr{i}'), t.kind)} AS h{i}, {keys.get(t.name, f'hr{i}')} AS hr{i}"
-                     for i, t in model)
+    raw = {i: keys.get(t.name, f"hr{i}") for i, t in model}  # where target i's trimmed value is
+    values = "".join(f", {typed(raw[i], t.kind)} AS h{i}, {raw[i]} AS hr{i}" for i, t in model)
     return f"""
         SELECT id, version, {model_key(*keys.values())} AS model_key, {model_label(*keys.values())} AS model_label{values}
         FROM (SELECT id, version, {', '.join(raws)} FROM hector_subcategory WHERE category_key = {lit(plan.key)})

@@ -120,12 +120,15 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
     link_reason = "CASE match " + " ".join(
         f"WHEN {lit(m)} THEN {r.format(value=quoted('desired_identify'))}" for m, r in LINK_REASONS.items()
     ) + " END"
+    # the pairs whose written values differ, and the CIs to create: the rows of `to_write`
+    to_update = "p.id IS NOT NULL AND p.digest IS DISTINCT FROM p.desired_digest"
+    to_create = f"p.match = 'new' AND {str(creates).lower()}"
     field_rows = f"""
         SELECT 'update_asset' AS action, p.ci_id AS item, CAST(p.id AS VARCHAR) AS target_id,
                p.version AS target_version, p.desired_key AS model_key, NULL AS reason,
                {differing(entries(plan, written, '{name}', 'v.h{i}', 'p.fields[{i} + 1]'))}
-        FROM written p JOIN ({hector_assets(plan, whole=False, values=written, models='hm')}) v ON v.id = p.id
-        WHERE p.id IS NOT NULL AND p.digest IS DISTINCT FROM p.desired_digest
+        FROM to_write p JOIN ({hector_assets(plan, whole=False, values=written, models='hm')}) v ON v.id = p.id
+        WHERE {to_update}
     """
     return f"""
         WITH dm AS (SELECT * FROM desired_model WHERE category_key = {key}),
@@ -172,11 +175,10 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
             SELECT p.* EXCLUDE (key_hash), l.desired_key, l.desired_label FROM paired p JOIN label l USING (key_hash)
             WHERE p.ci_id NOT IN (SELECT ci_id FROM clash)
         ),
-        written AS MATERIALIZED (  -- the pairs to update or create with their desired values: one
+        to_write AS MATERIALIZED (  -- the pairs to update or create with their desired values: one
             -- scan of desired_asset, whose value lists cost a million CIs 0.2 s to read
             SELECT p.*, da.fields FROM pairs p JOIN desired_asset da ON da.category_key = {key} AND da.ci_id = p.ci_id
-            WHERE (p.id IS NOT NULL AND p.digest IS DISTINCT FROM p.desired_digest)
-               OR (p.match = 'new' AND {str(creates).lower()})
+            WHERE ({to_update}) OR ({to_create})
         ),
         create_rows AS (
             SELECT 'create_asset' AS action, ci_id AS item, NULL AS target_id,
@@ -186,7 +188,7 @@ def hector_change_set(plan: CategoryPlan, *, full_read: bool, default_stockroom:
                        {{'field': 'stockroom', 'old': NULL, 'new': {lit(default_stockroom)}}},
                        {{'field': 'external_ref', 'old': NULL, 'new': 'c2:' || ci_id}}],
                        lambda x: x.new IS NOT NULL), recursive := true)
-            FROM written WHERE match = 'new' AND {str(creates).lower()}
+            FROM to_write p WHERE {to_create}
         ),
         update_rows AS ({with_drift(field_rows, plan, TO_HECTOR, ci_column='item')}),
         move_rows AS (
